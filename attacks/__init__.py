@@ -1,0 +1,41 @@
+"""attacks: adversarial evaluation of any model that takes [0, 1] NCHW images and returns logits.
+
+A thin layer over torchattacks with honest defaults: attacks run with the model in eval mode
+(its mode restored), eps in pixel units, every adversarial batch checked against its eps ball
+and [0, 1], predictions recomputed, accuracies over all N examples with Wilson intervals.
+This package never imports ``robustsparse``.
+
+Example:
+    >>> import attacks
+    >>> specs = attacks.expand_eps("pgd", ["1/255", "2/255", "4/255", "8/255"], steps=10)
+    >>> result = attacks.evaluate(model, images, labels, ["fgsm:eps=8/255", *specs])
+    >>> result.to_frame()                     # one row per spec
+    >>> attacks.sanity_checks(result)          # gradient-masking flags
+"""
+
+from attacks.errors import AttackCheckError, AttackInputError, AttackSpecError
+from attacks.evaluate import evaluate, evaluate_loader
+from attacks.metrics import (
+    McNemarResult,
+    attack_success_rate,
+    ensemble_correct,
+    mcnemar_test,
+    perturbation_norms,
+    robust_accuracy,
+    wilson_interval,
+)
+from attacks.registry import AttackInfo, attack_info, list_attacks
+from attacks.result import AttackOutcome, EvaluationResult, FRAME_COLUMNS, OUTCOME_COLUMNS, paired_comparison
+from attacks.sanity import SanityFlag, flags_frame, sanity_checks, zero_gradient_fraction
+from attacks.spec import AttackSpec, expand_eps, format_eps, parse_eps, parse_specs
+from attacks.transfer import TransferResult, transfer
+
+__all__ = [
+    "AttackSpec", "AttackSpecError", "AttackInputError", "AttackCheckError", "AttackInfo",
+    "list_attacks", "attack_info", "parse_eps", "format_eps", "expand_eps", "parse_specs",
+    "evaluate", "evaluate_loader", "EvaluationResult", "AttackOutcome", "FRAME_COLUMNS", "OUTCOME_COLUMNS",
+    "transfer", "TransferResult", "paired_comparison",
+    "wilson_interval", "robust_accuracy", "attack_success_rate", "ensemble_correct", "mcnemar_test",
+    "McNemarResult", "perturbation_norms",
+    "sanity_checks", "SanityFlag", "flags_frame", "zero_gradient_fraction",
+]

@@ -1,0 +1,248 @@
+"""Evaluation results: per-example outcomes per spec, and their tidy tables.
+
+``EvaluationResult`` keeps, for every spec, which examples are still classified correctly under
+the attack, which examples were attacked (the clean-correct ones), the Linf and L2 norms of the
+adversarial examples actually returned, and the time taken. ``to_frame()`` is the tidy table,
+one row per spec; ``outcomes_frame()`` the long per-example table used for paired comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from attacks.metrics import attack_success_rate, ensemble_correct, mcnemar_test, wilson_interval
+from attacks.spec import AttackSpec
+
+__all__ = ["AttackOutcome", "EvaluationResult", "FRAME_COLUMNS", "OUTCOME_COLUMNS", "ENSEMBLE_COLUMNS",
+           "paired_comparison"]
+
+FRAME_COLUMNS = (
+    "key", "attack", "norm", "eps", "eps_label", "steps", "alpha", "restarts", "seed", "options",
+    "n_examples", "n_correct", "accuracy", "ci_low", "ci_high", "n_clean_correct", "clean_accuracy",
+    "attack_success_rate", "linf_max", "l2_mean", "l2_median", "l2_median_fooled", "elapsed_s",
+)
+"""Columns of ``EvaluationResult.to_frame()``, in order."""
+
+OUTCOME_COLUMNS = ("key", "attack", "norm", "eps", "eps_label", "example", "label", "correct")
+"""Columns of ``EvaluationResult.outcomes_frame()``, in order."""
+
+ENSEMBLE_COLUMNS = ("norm", "eps", "eps_label", "attacks", "n_examples", "n_correct", "accuracy", "ci_low", "ci_high")
+"""Columns of ``EvaluationResult.ensemble_frame()``, in order."""
+
+
+@dataclass(frozen=True)
+class AttackOutcome:
+    """Per-example outcome of one spec.
+
+    Attributes:
+        spec: the attack.
+        seed: the seed it ran with (the spec's own, else the evaluation's).
+        correct: (N,) bool, correct under attack; always False where the clean prediction is wrong.
+        attacked: (N,) bool, whether the example was attacked (clean-correct ones, or all for
+            ``efficient=False``); False for every example of ``clean``.
+        linf: (N,) Linf norm of the returned perturbation (0 where not attacked); ``l2`` likewise.
+        elapsed_s: wall time of this spec (attacks computed together share their time evenly).
+    """
+
+    spec: AttackSpec
+    seed: int
+    correct: np.ndarray
+    attacked: np.ndarray
+    linf: np.ndarray
+    l2: np.ndarray
+    elapsed_s: float
+
+    @property
+    def n_examples(self) -> int:
+        """N, the denominator of the accuracy."""
+        return int(self.correct.shape[0])
+
+    @property
+    def n_correct(self) -> int:
+        """Examples still correct under the attack."""
+        return int(self.correct.sum())
+
+    @property
+    def accuracy(self) -> float:
+        """Robust accuracy over all N examples."""
+        return self.n_correct / self.n_examples if self.n_examples else math.nan
+
+
+@dataclass
+class EvaluationResult:
+    """Outcomes of several specs on the same N examples.
+
+    Attributes:
+        outcomes: spec key -> outcome, in evaluation order (``clean`` first).
+        labels: (N,) true labels.
+        clean_correct: (N,) correct on clean input.
+        example_ids: (N,) identifiers of the examples (positions unless given).
+        n_classes: number of logits of the model.
+        meta: free-form metadata (e.g. ``{"source": ..., "target": ...}`` for transfer results).
+    """
+
+    outcomes: dict[str, AttackOutcome]
+    labels: np.ndarray
+    clean_correct: np.ndarray
+    example_ids: np.ndarray
+    n_classes: int
+    meta: dict[str, object] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ access
+    @property
+    def specs(self) -> list[AttackSpec]:
+        """The evaluated specs, in order."""
+        return [o.spec for o in self.outcomes.values()]
+
+    @property
+    def n_examples(self) -> int:
+        """N."""
+        return int(self.labels.shape[0])
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Accuracy on clean input over all N."""
+        return float(self.clean_correct.mean()) if self.n_examples else math.nan
+
+    def __getitem__(self, spec: AttackSpec | str) -> AttackOutcome:
+        key = spec.key if isinstance(spec, AttackSpec) else AttackSpec.parse(spec).key
+        try:
+            return self.outcomes[key]
+        except KeyError:
+            raise KeyError(f"{key!r} was not evaluated; evaluated: {', '.join(self.outcomes)}") from None
+
+    def __contains__(self, spec: object) -> bool:
+        if isinstance(spec, AttackSpec):
+            return spec.key in self.outcomes
+        return isinstance(spec, str) and (spec in self.outcomes or AttackSpec.parse(spec).key in self.outcomes)
+
+    def __iter__(self) -> Iterator[AttackOutcome]:
+        return iter(self.outcomes.values())
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+    # ------------------------------------------------------------------ tables
+    def to_frame(self, confidence: float = 0.95) -> pd.DataFrame:
+        """Tidy table, one row per spec, columns ``FRAME_COLUMNS``.
+
+        ``accuracy = n_correct / n_examples`` over all N; ``ci_low``/``ci_high`` its Wilson
+        interval; ``attack_success_rate`` over the ``n_clean_correct`` examples;
+        ``linf_max`` over all examples; ``l2_mean``/``l2_median`` over the attacked examples
+        (0 when none was attacked); ``l2_median_fooled`` over attacked examples the attack made
+        wrong (NaN when none).
+        """
+        n_clean = int(self.clean_correct.sum())
+        rows = []
+        for o in self.outcomes.values():
+            low, high = wilson_interval(o.n_correct, o.n_examples, confidence)
+            attacked_l2 = o.l2[o.attacked]
+            fooled_l2 = o.l2[o.attacked & self.clean_correct & ~o.correct]
+            spec = o.spec
+            rows.append({
+                "key": spec.key,
+                "attack": spec.name,
+                "norm": spec.norm,
+                "eps": spec.eps,
+                "eps_label": spec.eps_label,
+                "steps": spec.steps,
+                "alpha": spec.alpha,
+                "restarts": spec.restarts,
+                "seed": o.seed,
+                "options": ",".join(f"{k}={v}" for k, v in spec.options),  # type: ignore[misc]
+                "n_examples": o.n_examples,
+                "n_correct": o.n_correct,
+                "accuracy": o.accuracy,
+                "ci_low": low,
+                "ci_high": high,
+                "n_clean_correct": n_clean,
+                "clean_accuracy": self.clean_accuracy,
+                "attack_success_rate": attack_success_rate(self.clean_correct, o.correct),
+                "linf_max": float(o.linf.max()) if o.linf.size else 0.0,
+                "l2_mean": float(attacked_l2.mean()) if attacked_l2.size else 0.0,
+                "l2_median": float(np.median(attacked_l2)) if attacked_l2.size else 0.0,
+                "l2_median_fooled": float(np.median(fooled_l2)) if fooled_l2.size else math.nan,
+                "elapsed_s": o.elapsed_s,
+            })
+        frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+        for col in ("steps", "restarts", "seed"):
+            frame[col] = frame[col].astype("Int64")
+        return frame
+
+    def outcomes_frame(self) -> pd.DataFrame:
+        """Long table, one row per spec x example: ``OUTCOME_COLUMNS``."""
+        parts = []
+        for o in self.outcomes.values():
+            spec = o.spec
+            parts.append(pd.DataFrame({
+                "key": spec.key,
+                "attack": spec.name,
+                "norm": spec.norm,
+                "eps": spec.eps,
+                "eps_label": spec.eps_label,
+                "example": self.example_ids,
+                "label": self.labels,
+                "correct": o.correct,
+            }))
+        if not parts:
+            return pd.DataFrame(columns=list(OUTCOME_COLUMNS))
+        return pd.concat(parts, ignore_index=True)[list(OUTCOME_COLUMNS)]
+
+    def ensemble_correct(self, keys: Sequence[AttackSpec | str] | None = None) -> np.ndarray:
+        """Per-example worst case over the given specs (all non-clean ones by default)."""
+        chosen = [self[k] for k in keys] if keys is not None else [o for o in self if not o.spec.is_clean]
+        return ensemble_correct(self.clean_correct, *(o.correct for o in chosen))
+
+    def ensemble_frame(self, confidence: float = 0.95) -> pd.DataFrame:
+        """Worst case over all attacks at each (norm, eps): one row each, columns ``ENSEMBLE_COLUMNS``."""
+        groups: dict[tuple[str, float], list[AttackOutcome]] = {}
+        for o in self:
+            if not o.spec.is_clean:
+                groups.setdefault((o.spec.norm, o.spec.eps), []).append(o)  # type: ignore[arg-type]
+        rows = []
+        for (norm, eps), members in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1])):
+            correct = ensemble_correct(self.clean_correct, *(o.correct for o in members))
+            n_correct = int(correct.sum())
+            low, high = wilson_interval(n_correct, self.n_examples, confidence)
+            rows.append({
+                "norm": norm, "eps": eps, "eps_label": members[0].spec.eps_label,
+                "attacks": ",".join(o.spec.key for o in members), "n_examples": self.n_examples,
+                "n_correct": n_correct, "accuracy": n_correct / self.n_examples if self.n_examples else math.nan,
+                "ci_low": low, "ci_high": high,
+            })
+        return pd.DataFrame(rows, columns=list(ENSEMBLE_COLUMNS))
+
+
+def paired_comparison(a: EvaluationResult, b: EvaluationResult, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """McNemar's exact test per spec between two models evaluated on the same examples.
+
+    Args:
+        a: result of model A (e.g. dense); ``b`` of model B (e.g. sparse).
+        keys: spec keys to compare; default every key both results have.
+
+    Returns:
+        One row per key: ``key, n_examples, accuracy_a, accuracy_b, difference (b - a), only_a,
+        only_b, p_value``.
+
+    Raises:
+        ValueError: the results are not on the same examples (ids and labels must match).
+    """
+    if not (np.array_equal(a.example_ids, b.example_ids) and np.array_equal(a.labels, b.labels)):
+        raise ValueError("paired_comparison needs both results on the same examples in the same order")
+    chosen = list(keys) if keys is not None else [k for k in a.outcomes if k in b.outcomes]
+    rows = []
+    for key in chosen:
+        test = mcnemar_test(a[key].correct, b[key].correct)
+        rows.append({
+            "key": key, "n_examples": test.n_examples, "accuracy_a": test.accuracy_a, "accuracy_b": test.accuracy_b,
+            "difference": test.accuracy_b - test.accuracy_a, "only_a": test.only_a, "only_b": test.only_b,
+            "p_value": test.p_value,
+        })
+    return pd.DataFrame(rows, columns=["key", "n_examples", "accuracy_a", "accuracy_b", "difference", "only_a",
+                                       "only_b", "p_value"])
+

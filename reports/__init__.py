@@ -1,0 +1,43 @@
+"""reports: from a finished run's results table and metadata to tables, figures, HTML and Markdown.
+
+Reads only the files of a run directory (never models) and never imports robustsparse.
+
+Example:
+    >>> from reports import build_report
+    >>> build_report("runs/digits-quick")  # doctest: +SKIP
+    PosixPath('runs/digits-quick/report/index.html')
+"""
+
+from reports.build import build_report
+from reports.errors import NothingToPlot, ReportError
+from reports.figures import (
+    fig_accuracy_vs_eps,
+    fig_attack_success,
+    fig_clean_vs_robust,
+    fig_delta_heatmap,
+    fig_layer_sparsity,
+)
+from reports.load import load_config, load_layer_sparsity, load_meta, load_outcomes, load_results, load_sanity
+from reports.schema import RESULT_COLUMNS, validate_results
+from reports.summary import Finding, summarize
+
+__all__ = [
+    "build_report",
+    "load_results",
+    "load_outcomes",
+    "load_meta",
+    "load_layer_sparsity",
+    "load_sanity",
+    "load_config",
+    "RESULT_COLUMNS",
+    "validate_results",
+    "ReportError",
+    "NothingToPlot",
+    "Finding",
+    "summarize",
+    "fig_accuracy_vs_eps",
+    "fig_delta_heatmap",
+    "fig_clean_vs_robust",
+    "fig_layer_sparsity",
+    "fig_attack_success",
+]

@@ -1,0 +1,407 @@
+"""The report's figures, one function each: DataFrames in, a matplotlib Figure out, no file I/O.
+
+Figures are built on `matplotlib.figure.Figure` directly (not pyplot), so nothing is left open in
+pyplot's global registry and no display backend is needed; they show in notebooks as usual.
+Each function draws one setting (dataset / arch); `build_report` calls it once per setting.
+When the data hold nothing to draw, a function raises `NothingToPlot` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from reports.errors import NothingToPlot, ReportError
+from reports.labels import choose_eps, eps_label_of, eps_text, settings_of, sparsity_text
+from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas, robust_vs_clean
+
+__all__ = [
+    "fig_accuracy_vs_eps",
+    "fig_delta_heatmap",
+    "fig_clean_vs_robust",
+    "fig_layer_sparsity",
+    "fig_attack_success",
+]
+
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+_DENSE_COLOR = "black"
+
+
+@contextlib.contextmanager
+def _style() -> Iterator[None]:
+    """Seaborn's look for the figure being built, without changing the caller's global style."""
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+        yield
+
+
+def _new_figure(n_axes: int, *, ncols_max: int = 3, width: float = 4.6, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+    ncols = min(n_axes, ncols_max)
+    nrows = -(-n_axes // ncols)
+    fig = Figure(figsize=(width * ncols + 1.8, height * nrows + 0.6), layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[n_axes:]:
+        fig.delaxes(ax)
+    return fig, list(grid[:n_axes])
+
+
+def _one_setting(df: pd.DataFrame, what: str) -> pd.DataFrame:
+    settings = settings_of(df)
+    if len(settings) > 1:
+        raise ReportError(
+            f"{what}: the table holds {len(settings)} settings {settings}; filter it to one dataset/arch "
+            "first (build_report draws one set of figures per setting)"
+        )
+    return df
+
+
+def _sparse_labels(df: pd.DataFrame) -> list[str]:
+    return sorted(df.loc[~df["is_dense"], "label"].unique())
+
+
+def _sparsity_order(df: pd.DataFrame) -> list[str]:
+    sparse = df[~df["is_dense"]].drop_duplicates("target_sparsity").sort_values("target_sparsity")
+    return [sparsity_text(t) for t in sparse["target_sparsity"]]
+
+
+def _palette(labels: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    colors = sns.color_palette("colorblind", max(len(labels), 1))
+    out = {label: colors[i % len(colors)] for i, label in enumerate(labels)}
+    out["dense"] = (0.0, 0.0, 0.0)
+    return out
+
+
+def _legend_handles(labels: Sequence[str], palette: dict, sparsities: Sequence[str], markers: dict, dense: bool) -> list[Line2D]:
+    handles = [Line2D([], [], color=palette[lab], lw=2, label=lab) for lab in labels]
+    handles += [Line2D([], [], color="0.35", marker=markers[s], ls="", label=f"{s} sparsity") for s in sparsities]
+    if dense:
+        handles.append(Line2D([], [], color=_DENSE_COLOR, ls="--", lw=1.8, label="dense"))
+    return handles
+
+
+def _eps_ticks(ax: Axes, values: pd.DataFrame) -> None:
+    pairs = values.drop_duplicates("eps").sort_values("eps")
+    ax.set_xticks(pairs["eps"].to_list())
+    ax.set_xticklabels([eps_text(e, lab) if e > 0 else "0" for e, lab in zip(pairs["eps"], pairs["eps_label"])])
+
+
+def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
+    """Robust accuracy against eps, one panel per attack, one line per granularity x sparsity.
+
+    Each line is the mean over seeds and starts at eps=0 with the clean accuracy; the band is the
+    95% interval (the wider of the Wilson interval and the between-seed interval). Dense models
+    are the dashed black reference line.
+
+    Args:
+        results: Results table of one setting (raw or annotated).
+
+    Returns:
+        The figure: one axes per attack configuration with an eps budget.
+
+    Raises:
+        NothingToPlot: If no attack with an eps budget was run.
+
+    Example:
+        >>> fig = fig_accuracy_vs_eps(load_results("runs/digits-quick"))  # doctest: +SKIP
+    """
+    df = _one_setting(annotated(results), "fig_accuracy_vs_eps")
+    agg = aggregate_accuracy(df)
+    bounded = agg[agg["bounded"]]
+    if bounded.empty:
+        raise NothingToPlot("no attack with an eps budget was run, so there is no accuracy-vs-eps curve")
+    clean = agg[agg["is_clean"]].assign(eps=0.0, eps_label="0")
+    series_list = list(dict.fromkeys(bounded.sort_values("eps")["series"]))
+    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
+    palette = _palette(labels)
+    markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(sparsities)}
+    with _style():
+        fig, axes = _new_figure(len(series_list))
+        for ax, series in zip(axes, series_list):
+            sub = bounded[bounded["series"] == series]
+            data = pd.concat([clean[clean["label"].isin(sub["label"])], sub], ignore_index=True)
+            data["accuracy_pct"] = data["accuracy"] * 100
+            sparse = data[~data["is_dense"]]
+            if not sparse.empty:
+                sns.lineplot(
+                    data=sparse, x="eps", y="accuracy_pct", hue="label", style="sparsity_pct",
+                    hue_order=labels, style_order=sparsities, palette=palette, markers=markers, dashes=False,
+                    errorbar=None, legend=False, ax=ax,
+                )
+                for (label, _), g in sparse.groupby(["label", "sparsity_pct"]):
+                    g = g.sort_values("eps")
+                    ax.fill_between(g["eps"], g["band_low"] * 100, g["band_high"] * 100, color=palette[label], alpha=0.12, lw=0)
+            dense = data[data["is_dense"]].sort_values("eps")
+            if not dense.empty:
+                ax.plot(dense["eps"], dense["accuracy_pct"], ls="--", color=_DENSE_COLOR, lw=1.8)
+                ax.fill_between(dense["eps"], dense["band_low"] * 100, dense["band_high"] * 100, color=_DENSE_COLOR, alpha=0.08, lw=0)
+            _eps_ticks(ax, data)
+            ax.set(title=series, xlabel="eps (pixel scale)", ylabel="accuracy (%)", ylim=(0, 100))
+        handles = _legend_handles(labels, palette, sparsities, markers, dense=bool(agg["is_dense"].any()))
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        fig.suptitle("Robust accuracy vs eps (mean over seeds; bands: 95% intervals)")
+    return fig
+
+
+def fig_delta_heatmap(
+    results: pd.DataFrame,
+    outcomes: pd.DataFrame | None = None,
+    *,
+    meta: pd.DataFrame | None = None,
+    eps: float | str | None = None,
+    alpha: float = 0.05,
+) -> Figure:
+    """Heatmap of target sparsity x granularity: change in robust accuracy vs dense, one panel per attack.
+
+    Cells show the mean over seeds of each sparse model's accuracy minus its dense model's
+    (percentage points); '*' marks cells where McNemar's exact test on the per-example outcomes
+    (discordant pairs pooled over seeds) gives p < alpha. No multiple-comparison correction.
+
+    Args:
+        results: Results table of one setting.
+        outcomes: Per-example outcomes (without them no cell is marked).
+        meta: Per-model metadata (pairs each sparse model with its parent).
+        eps: The eps to show (default: see `labels.choose_eps`).
+        alpha: Significance level for the marks.
+
+    Raises:
+        NothingToPlot: If there are no sparse or no dense models, or no attack at `eps`.
+    """
+    df = _one_setting(annotated(results), "fig_delta_heatmap")
+    if df["is_dense"].all():
+        raise NothingToPlot("no sparse models, so there is no change vs dense to map")
+    if not df["is_dense"].any():
+        raise NothingToPlot("no dense model, so there is no reference to compare the sparse models with")
+    e = choose_eps(df, eps)
+    grid = grid_deltas(model_deltas(df, outcomes, meta))
+    at = grid[grid["bounded"] & np.isclose(grid["eps_key"], e, rtol=1e-6, atol=1e-9)]
+    at = at[at["delta_pp"].notna()]
+    if at.empty:
+        raise NothingToPlot(f"no sparse model was attacked at eps {eps_text(e)} with a dense counterpart")
+    label_eps = eps_label_of(df, e)
+    series_list = list(dict.fromkeys(at["series"]))
+    limit = max(1.0, float(np.ceil(at["delta_pp"].abs().max())))
+    with _style():
+        fig, axes = _new_figure(len(series_list), width=4.2, height=3.4)
+        for ax, series in zip(axes, series_list):
+            sub = at[at["series"] == series]
+            rows = [sparsity_text(t) for t in sorted(sub["target_sparsity"].unique())]
+            cols = sorted(sub["label"].unique())
+            delta = sub.pivot(index="sparsity_pct", columns="label", values="delta_pp").reindex(index=rows, columns=cols)
+            pval = sub.pivot(index="sparsity_pct", columns="label", values="p_value").reindex(index=rows, columns=cols)
+            text = np.where(
+                np.isfinite(delta.to_numpy()),
+                [[f"{d:+.1f}" + ("*" if np.isfinite(p) and p < alpha else "") for d, p in zip(dr, pr)]
+                 for dr, pr in zip(delta.to_numpy(), pval.to_numpy())],
+                "",
+            )
+            with warnings.catch_warnings():
+                # seaborn 0.13 calls Colormap.set_bad, which matplotlib 3.11 marks as pending deprecation
+                warnings.filterwarnings("ignore", message="The set_bad function", category=PendingDeprecationWarning)
+                sns.heatmap(
+                    delta, ax=ax, cmap="RdBu", center=0.0, vmin=-limit, vmax=limit, annot=text, fmt="",
+                    cbar=False, linewidths=0.5, linecolor="white", square=False,
+                )
+            ax.set(title=f"{series} at eps {label_eps}", xlabel="granularity", ylabel="target sparsity")
+            ax.tick_params(axis="y", rotation=0)
+        fig.colorbar(axes[0].collections[0], ax=axes, label="robust accuracy vs dense (points)", shrink=0.9)
+        fig.suptitle(f"Change in robust accuracy vs dense at eps {label_eps}  (* McNemar p < {alpha:g})")
+    return fig
+
+
+def _pareto_line(ax: Axes, data: pd.DataFrame, x: str, y: str, front: str) -> None:
+    pts = data[data[front]].sort_values([x, y], ascending=[True, False])
+    if len(pts):
+        ax.plot(pts[x], pts[y], color="0.2", ls=":", lw=1.2, marker=None, label="Pareto front")
+
+
+def fig_clean_vs_robust(
+    results: pd.DataFrame, meta: pd.DataFrame | None = None, *, eps: float | str | None = None
+) -> Figure:
+    """Clean vs robust accuracy of every model, sized by compression, and compression vs robust accuracy.
+
+    Robust accuracy is each model's worst accuracy over the eps-budget attacks at `eps`.
+    Left panel: clean vs robust accuracy (point size: compression); right panel: compression
+    (total / non-zero weights, log scale) vs robust accuracy. Each panel draws its Pareto front
+    (dotted) over the models of the run.
+
+    Args:
+        results: Results table of one setting.
+        meta: Per-model metadata (for compression; without it 1 / (1 - achieved sparsity)).
+        eps: The eps to use (default: see `labels.choose_eps`).
+
+    Raises:
+        NothingToPlot: If no model was attacked at `eps`.
+    """
+    df = _one_setting(annotated(results), "fig_clean_vs_robust")
+    e = choose_eps(df, eps)
+    data = robust_vs_clean(df, meta, eps=e).dropna(subset=["clean_accuracy", "robust_accuracy"])
+    if data.empty:
+        raise NothingToPlot(f"no model has both clean accuracy and an attack at eps {eps_text(e)}")
+    data = data.assign(clean_pct=data["clean_accuracy"] * 100, robust_pct=data["robust_accuracy"] * 100)
+    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
+    palette = _palette(labels)
+    markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(sparsities)}
+    label_eps = eps_label_of(df, e)
+    sparse, dense = data[~data["is_dense"]], data[data["is_dense"]]
+    with _style():
+        fig, (ax_clean, ax_comp) = _new_figure(2, width=5.0, height=4.0)
+        if not sparse.empty:
+            sns.scatterplot(
+                data=sparse, x="clean_pct", y="robust_pct", hue="label", hue_order=labels, palette=palette,
+                size="compression", sizes=(40, 260), alpha=0.85, edgecolor="white", legend=False, ax=ax_clean,
+            )
+            sns.scatterplot(
+                data=sparse, x="compression", y="robust_pct", hue="label", hue_order=labels, palette=palette,
+                style="sparsity_pct", style_order=sparsities, markers=markers, s=80, alpha=0.85, legend=False, ax=ax_comp,
+            )
+        for ax, x in ((ax_clean, "clean_pct"), (ax_comp, "compression")):
+            if not dense.empty:
+                # drawn last and on top: a sparse model with the same numbers must not hide the reference
+                ax.scatter(dense[x], dense["robust_pct"], marker="*", s=220, color=_DENSE_COLOR, edgecolor="white", zorder=4)
+        _pareto_line(ax_clean, data, "clean_pct", "robust_pct", "front_clean_robust")
+        _pareto_line(ax_comp, data, "compression", "robust_pct", "front_compression_robust")
+        ax_clean.set(xlabel="clean accuracy (%)", ylabel=f"robust accuracy at eps {label_eps} (%)",
+                     title="Clean vs robust (point size: compression)")
+        ax_comp.set_xscale("log")
+        ticks = np.unique(np.round(data["compression"].to_numpy(dtype=float), 2))
+        if len(ticks) <= 8:
+            ax_comp.set_xticks(ticks, [f"{t:.3g}x" for t in ticks])
+            ax_comp.minorticks_off()
+        ax_comp.set(xlabel="compression (total / non-zero weights, log scale)", ylabel=f"robust accuracy at eps {label_eps} (%)",
+                    title="Robustness vs compression")
+        handles = _legend_handles(labels, palette, sparsities, markers, dense=False)
+        if not dense.empty:
+            handles.append(Line2D([], [], color=_DENSE_COLOR, marker="*", ms=12, ls="", label="dense"))
+        handles.append(Line2D([], [], color="0.2", ls=":", lw=1.2, label="Pareto front"))
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        fig.suptitle(f"Every model: worst-case robust accuracy at eps {label_eps}")
+    return fig
+
+
+def fig_layer_sparsity(layer_sparsity: pd.DataFrame, models: pd.DataFrame) -> Figure:
+    """Per-layer sparsity of the sparse models, one panel per target sparsity, one line per granularity.
+
+    Values are averaged over seeds; the dotted line is the target.
+
+    Args:
+        layer_sparsity: Concatenated layer_sparsity.csv files (see `load_layer_sparsity`).
+        models: One row per model with model_id, method, granularity, target_sparsity (meta or results;
+            an annotated results table also brings its `label`).
+
+    Raises:
+        NothingToPlot: If no sparse model has per-layer sparsity.
+    """
+    keep = ["model_id", "method", "granularity", "target_sparsity"] + (["label"] if "label" in models.columns else [])
+    info = models.drop_duplicates("model_id")[keep].copy()
+    if {"dataset", "arch"} <= set(models.columns):
+        settings = list(dict.fromkeys(models["dataset"].astype(str) + " / " + models["arch"].astype(str)))
+        if len(settings) > 1:
+            raise ReportError(f"fig_layer_sparsity: models hold {len(settings)} settings {settings}; filter to one")
+    info = info[(info["method"].astype(str).str.lower() != "dense") & (info["granularity"].astype(str).str.lower() != "dense")]
+    layers = layer_sparsity.rename(columns={"granularity": "layer_granularity"}).merge(info, on="model_id", how="inner")
+    if layers.empty:
+        raise NothingToPlot("no sparse model has a layer_sparsity.csv, so there is no per-layer view")
+    if "label" not in layers.columns:  # plain meta: name families as `labels.annotate` does
+        several = info["method"].nunique() > 1
+        layers["label"] = (layers["method"] + "/" + layers["granularity"]) if several else layers["granularity"]
+    layers["target_sparsity"] = pd.to_numeric(layers["target_sparsity"])
+    mean = layers.groupby(["target_sparsity", "label", "layer_index"], as_index=False).agg(
+        name=("name", "first"), sparsity=("sparsity", "mean")
+    )
+    mean["sparsity_pct"] = mean["sparsity"] * 100
+    names = layers.drop_duplicates("layer_index").set_index("layer_index")["name"].sort_index()
+    targets = sorted(mean["target_sparsity"].unique())
+    labels = sorted(mean["label"].unique())
+    palette = _palette(labels)
+    # a marker per granularity too, so that lines lying on top of each other stay visible
+    markers = {lab: _MARKERS[i % len(_MARKERS)] for i, lab in enumerate(labels)}
+    with _style():
+        fig, axes = _new_figure(len(targets), width=max(4.6, 0.28 * len(names) + 2.0), height=3.6, ncols_max=2)
+        for ax, target in zip(axes, targets):
+            sub = mean[mean["target_sparsity"] == target]
+            sns.lineplot(data=sub, x="layer_index", y="sparsity_pct", hue="label", hue_order=labels, palette=palette,
+                         style="label", style_order=labels, markers=markers, dashes=False, errorbar=None, legend=False, ax=ax)
+            ax.axhline(target * 100, ls=":", color="0.4", lw=1.2)
+            step = max(1, len(names) // 40)  # keep tick labels readable on deep networks
+            ax.set_xticks(names.index[::step])
+            ax.set_xticklabels(names.to_numpy()[::step], rotation=90, fontsize=7)
+            ax.set(title=f"target {sparsity_text(target)}", xlabel="layer", ylabel="sparsity (%)", ylim=(-2, 102))
+        handles = [Line2D([], [], color=palette[lab], marker=markers[lab], lw=2, label=lab) for lab in labels]
+        handles.append(Line2D([], [], color="0.4", ls=":", label="target"))
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        fig.suptitle("Per-layer sparsity of the sparse models (mean over seeds)")
+    return fig
+
+
+def _norm_column(sub: pd.DataFrame) -> tuple[str, str]:
+    norms = set(sub["norm"].astype(str).str.lower())
+    if norms == {"linf"} and sub["linf_max"].notna().any():
+        return "linf_max", "largest Linf perturbation"
+    # the median over fooled examples only, when the run kept it, is the usual minimum-norm statistic
+    if "l2_median_fooled" in sub.columns and pd.to_numeric(sub["l2_median_fooled"], errors="coerce").notna().any():
+        return "l2_median_fooled", "median L2 perturbation (fooled examples)"
+    return "l2_median", "median L2 perturbation"
+
+
+def fig_attack_success(results: pd.DataFrame, *, eps: float | str | None = None) -> Figure:
+    """Attack success rate per attack at one eps, and perturbation norms of minimum-norm attacks.
+
+    Success rate is the fraction of clean-correct examples the attack fools. Bars are sparse
+    models by target sparsity and granularity (mean over seeds, error bar: seed sd); the dashed
+    line is the dense mean. Minimum-norm attacks (CW, DeepFool, FAB) get a panel of their
+    perturbation norm instead (larger means harder to fool).
+
+    Args:
+        results: Results table of one setting.
+        eps: The eps for the success-rate panels (default: see `labels.choose_eps`).
+
+    Raises:
+        NothingToPlot: If there is no attack row at all.
+    """
+    df = _one_setting(annotated(results), "fig_attack_success")
+    panels: list[tuple[str, pd.DataFrame, str, str]] = []
+    bounded = df[df["bounded"]]
+    label_eps = ""
+    if not bounded.empty:
+        e = choose_eps(df, eps)
+        label_eps = eps_label_of(df, e)
+        at = bounded[np.isclose(bounded["eps"], e, rtol=1e-6, atol=1e-9)]
+        for series in dict.fromkeys(at["series"]):
+            panels.append((f"{series} at eps {label_eps}", at[at["series"] == series], "attack_success_rate", "attack success rate (%)"))
+    for series in dict.fromkeys(df.loc[df["min_norm"], "series"]):
+        sub = df[df["min_norm"] & (df["series"] == series)]
+        col, what = _norm_column(sub)
+        if sub[col].notna().any():
+            panels.append((f"{series} (minimum-norm)", sub, col, what))
+    if not panels:
+        raise NothingToPlot("no attack results with a success rate or a perturbation norm")
+    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
+    palette = _palette(labels)
+    with _style():
+        fig, axes = _new_figure(len(panels), width=4.4, height=3.4)
+        for ax, (title, sub, col, ylabel) in zip(axes, panels):
+            scale = 100.0 if col == "attack_success_rate" else 1.0
+            sub = sub.assign(value=pd.to_numeric(sub[col], errors="coerce") * scale)
+            sparse = sub[~sub["is_dense"]]
+            if not sparse.empty:
+                sns.barplot(data=sparse, x="sparsity_pct", y="value", hue="label", order=sparsities, hue_order=labels,
+                            palette=palette, errorbar="sd", legend=False, ax=ax)
+            dense = sub.loc[sub["is_dense"], "value"]
+            if dense.notna().any():
+                ax.axhline(float(dense.mean()), ls="--", color=_DENSE_COLOR, lw=1.6)
+            ax.set(title=title, xlabel="target sparsity", ylabel=ylabel)
+            if col == "attack_success_rate":
+                ax.set_ylim(0, 100)
+        handles = [Line2D([], [], color=palette[lab], lw=6, label=lab) for lab in labels]
+        if df["is_dense"].any():
+            handles.append(Line2D([], [], color=_DENSE_COLOR, ls="--", lw=1.6, label="dense"))
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        fig.suptitle("Attack success rate" + (f" at eps {label_eps}" if label_eps else "") + " and perturbation norms")
+    return fig

@@ -1,0 +1,272 @@
+"""Read the files of a finished run directory into DataFrames; never loads a model.
+
+Layout read (written by the pipeline):
+    <run_dir>/config.yaml, results.csv, outcomes.csv.gz, sanity.csv,
+    <run_dir>/models/<model_id>/meta.json, <run_dir>/models/<model_id>/layer_sparsity.csv
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from reports.errors import ReportError
+from reports.schema import (
+    LAYER_SPARSITY_COLUMNS,
+    META_REQUIRED,
+    OUTCOME_COLUMNS,
+    SANITY_COLUMNS,
+    validate_columns,
+    validate_results,
+)
+
+__all__ = [
+    "RESULTS_FILE",
+    "OUTCOMES_FILE",
+    "SANITY_FILE",
+    "CONFIG_FILE",
+    "MODELS_DIR",
+    "load_results",
+    "load_outcomes",
+    "load_meta",
+    "load_layer_sparsity",
+    "load_sanity",
+    "load_config",
+]
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.csv"
+OUTCOMES_FILE = "outcomes.csv.gz"
+SANITY_FILE = "sanity.csv"
+CONFIG_FILE = "config.yaml"
+MODELS_DIR = "models"
+
+_TRUE = {"1", "true", "yes"}
+_FALSE = {"0", "false", "no"}
+
+
+def _run_dir(run_dir: str | Path) -> Path:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ReportError(f"run directory {str(path)!r} does not exist; pass the folder a finished run wrote")
+    return path
+
+
+def _read_csv(path: Path, what: str, **kwargs: Any) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise ReportError(f"{what} at {str(path)!r} cannot be read ({exc}); re-run the step that writes it") from exc
+
+
+def _as_bool(series: pd.Series, what: str) -> pd.Series:
+    """Turn 0/1, True/False or 'true'/'false' into bools; raise on anything else."""
+    text = series.astype(str).str.strip().str.lower()
+    bad = ~text.isin(_TRUE | _FALSE)
+    if bad.any():
+        raise ReportError(f"{what} holds {series[bad].iloc[0]!r}; allowed values are 0/1 or true/false")
+    return text.isin(_TRUE)
+
+
+def load_results(run_dir: str | Path) -> pd.DataFrame:
+    """Load and validate the tidy results table.
+
+    Args:
+        run_dir: The run directory, or the path of a results CSV file itself.
+
+    Returns:
+        The results, one row per model x attack spec, numeric columns typed.
+
+    Raises:
+        ReportError: If the file is missing, unreadable or lacks columns of `RESULT_COLUMNS`.
+
+    Example:
+        >>> df = load_results("runs/digits-quick")  # doctest: +SKIP
+        >>> df[df.attack == "clean"][["model_id", "accuracy"]]  # doctest: +SKIP
+    """
+    path = Path(run_dir)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise ReportError(
+            f"no results table at {str(path)!r}; run the attack sweep first (robustsparse run CONFIG) "
+            "or pass the directory that holds results.csv"
+        )
+    return validate_results(_read_csv(path, "results table"), what=str(path))
+
+
+def load_outcomes(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame | None:
+    """Load the per-example outcomes (model_id, key, example, correct as 0/1 int).
+
+    Args:
+        run_dir: The run directory.
+        missing_ok: Return None instead of raising when the file is absent.
+
+    Returns:
+        The outcomes table, or None if absent and `missing_ok`.
+
+    Raises:
+        ReportError: If the file is absent (and not `missing_ok`) or malformed.
+    """
+    path = _run_dir(run_dir) / OUTCOMES_FILE
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise ReportError(f"no per-example outcomes at {str(path)!r}; the attack sweep writes them")
+    df = _read_csv(path, "outcomes table", dtype={"model_id": str, "key": str})
+    validate_columns(df, OUTCOME_COLUMNS, str(path))
+    df = df[OUTCOME_COLUMNS].copy()
+    df["correct"] = _as_bool(df["correct"], f"{path} column 'correct'").astype("int8")
+    df["example"] = pd.to_numeric(df["example"], errors="coerce")
+    if df["example"].isna().any():
+        raise ReportError(f"{path} column 'example' holds a non-integer; it must be the example index")
+    df["example"] = df["example"].astype("int64")
+    if df.duplicated(["model_id", "key", "example"]).any():
+        raise ReportError(f"{path} repeats a (model_id, key, example); each outcome must appear once")
+    return df
+
+
+def load_sanity(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame | None:
+    """Load the sanity-check flags (model_id, check, passed as bool, evidence).
+
+    Args:
+        run_dir: The run directory.
+        missing_ok: Return None instead of raising when the file is absent.
+
+    Raises:
+        ReportError: If the file is absent (and not `missing_ok`) or malformed.
+    """
+    path = _run_dir(run_dir) / SANITY_FILE
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise ReportError(f"no sanity-check table at {str(path)!r}; the attack sweep writes it")
+    df = _read_csv(path, "sanity table", dtype={"model_id": str, "check": str, "evidence": str}, keep_default_na=False)
+    validate_columns(df, SANITY_COLUMNS, str(path))
+    df = df.copy()
+    df["passed"] = _as_bool(df["passed"], f"{path} column 'passed'")
+    return df
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"model metadata {str(path)!r} is not valid JSON ({exc}); re-run the pipeline") from exc
+    if not isinstance(data, dict):
+        raise ReportError(f"model metadata {str(path)!r} holds a {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _model_dirs(run_dir: Path) -> list[Path]:
+    models = run_dir / MODELS_DIR
+    if not models.is_dir():
+        return []
+    return sorted(p for p in models.iterdir() if p.is_dir())
+
+
+def load_meta(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame:
+    """Load every model's meta.json into one table, one row per model.
+
+    Nested objects are flattened with dots (``versions.torch``).
+
+    Args:
+        run_dir: The run directory.
+        missing_ok: Return an empty table instead of raising when no meta.json exists.
+
+    Raises:
+        ReportError: If no model has metadata (and not `missing_ok`), a file is not JSON, lacks
+            `META_REQUIRED` fields, or names a model_id other than its folder.
+    """
+    root = _run_dir(run_dir)
+    rows = []
+    for model_dir in _model_dirs(root):
+        path = model_dir / "meta.json"
+        if not path.is_file():
+            log.warning("model folder %s has no meta.json; left out of the report", model_dir)
+            continue
+        data = _read_json(path)
+        missing = [k for k in META_REQUIRED if k not in data]
+        if missing:
+            raise ReportError(f"{path} lacks field(s) {missing}; every meta.json needs {META_REQUIRED}")
+        if str(data["model_id"]) != model_dir.name:
+            raise ReportError(
+                f"{path} names model_id {data['model_id']!r} but sits in folder {model_dir.name!r}; "
+                "they must agree"
+            )
+        rows.append(data)
+    if not rows:
+        if missing_ok:
+            return pd.DataFrame(columns=META_REQUIRED)
+        raise ReportError(f"no models/<model_id>/meta.json under {str(root)!r}; train models first")
+    meta = pd.json_normalize(rows, sep=".")
+    meta["model_id"] = meta["model_id"].astype(str)
+    return meta.sort_values("model_id", kind="stable").reset_index(drop=True)
+
+
+def load_layer_sparsity(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame:
+    """Load every model's layer_sparsity.csv into one table with a leading `model_id` column.
+
+    Args:
+        run_dir: The run directory.
+        missing_ok: Return an empty table instead of raising when no model has the file.
+
+    Raises:
+        ReportError: If no model has the file (and not `missing_ok`) or one is malformed.
+    """
+    root = _run_dir(run_dir)
+    frames = []
+    for model_dir in _model_dirs(root):
+        path = model_dir / "layer_sparsity.csv"
+        if not path.is_file():
+            continue
+        df = _read_csv(path, "layer sparsity table", dtype={"name": str, "shape": str, "granularity": str})
+        validate_columns(df, LAYER_SPARSITY_COLUMNS, str(path))
+        df = df.copy()
+        for col in ["weights", "nonzeros", "sparsity"]:
+            df[col] = pd.to_numeric(df[col], errors="coerce")
+        df["structure_ok"] = _as_bool(df["structure_ok"], f"{path} column 'structure_ok'")
+        df.insert(0, "layer_index", range(len(df)))
+        df.insert(0, "model_id", model_dir.name)
+        frames.append(df)
+    if not frames:
+        if missing_ok:
+            return pd.DataFrame(columns=["model_id", "layer_index", *LAYER_SPARSITY_COLUMNS])
+        raise ReportError(f"no models/<model_id>/layer_sparsity.csv under {str(root)!r}; train models first")
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_config(run_dir: str | Path, *, missing_ok: bool = False) -> tuple[dict[str, Any], str] | None:
+    """Load the resolved experiment config.
+
+    Args:
+        run_dir: The run directory.
+        missing_ok: Return None instead of raising when config.yaml is absent.
+
+    Returns:
+        (parsed mapping, raw YAML text), or None if absent and `missing_ok`.
+
+    Raises:
+        ReportError: If the file is absent (and not `missing_ok`) or is not a YAML mapping.
+    """
+    path = _run_dir(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise ReportError(f"no config.yaml in {str(path.parent)!r}; the pipeline writes the resolved config there")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ReportError(f"{path} is not valid YAML ({exc}); re-run the pipeline") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} holds a {type(data).__name__}, not a mapping of settings")
+    return data, text

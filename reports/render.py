@@ -1,0 +1,149 @@
+"""Turn computed report content into text: formatted tables, the HTML page and the Markdown page.
+
+No file I/O here; `build` writes what these functions return.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from reports.labels import format_p
+
+if TYPE_CHECKING:
+    from reports.build import ReportContent
+
+__all__ = ["display_table", "html_table", "markdown_table", "render_html", "render_markdown"]
+
+_PERCENT = {
+    "accuracy", "ci_low", "ci_high", "dense_accuracy", "attack_success_rate", "clean_accuracy",
+    "robust_accuracy", "clean_acc", "achieved_sparsity", "achieved_sparsity_all", "target_sparsity",
+    "band_low", "band_high",
+}
+_POINTS = {"delta_pp"}
+_RENAME = {
+    "label": "granularity", "sparsity_pct": "sparsity", "series": "attack", "eps_label": "eps",
+    "delta_pp": "change (points)", "delta_sd": "sd over seeds", "p_value": "McNemar p",
+    "sparse_only": "only sparse right", "dense_only": "only dense right", "n_seeds": "seeds",
+    "dense_accuracy": "dense accuracy", "attack_success_rate": "success rate", "ci_low": "95% CI low",
+    "ci_high": "95% CI high", "n_examples": "examples", "n_correct": "correct", "accuracy_sd": "sd over seeds (points)",
+    "band_low": "95% band low", "band_high": "95% band high",
+}
+
+
+def _fmt_percent(x: Any) -> str:
+    return "" if pd.isna(x) else f"{float(x) * 100:.1f}%"
+
+
+def _fmt_points(x: Any) -> str:
+    return "" if pd.isna(x) else f"{float(x):+.1f}"
+
+
+def _fmt_p(x: Any) -> str:
+    return "" if pd.isna(x) else format_p(float(x)).removeprefix("p=").replace("p<", "<")
+
+
+def _fmt_number(x: Any) -> str:
+    if pd.isna(x):
+        return ""
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)) or (isinstance(x, float) and x.is_integer() and abs(x) < 1e15):
+        return f"{int(x)}"
+    if isinstance(x, (float, np.floating)):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _formatter(col: str) -> Callable[[Any], str]:
+    if col in _PERCENT:
+        return _fmt_percent
+    if col in _POINTS:
+        return _fmt_points
+    if col == "delta_sd":
+        return lambda x: "" if pd.isna(x) else f"{float(x):.1f}"
+    if col == "accuracy_sd":
+        return lambda x: "" if pd.isna(x) else f"{float(x) * 100:.1f}"
+    if col == "p_value":
+        return _fmt_p
+    if col == "compression":
+        return lambda x: "" if pd.isna(x) else f"{float(x):.2f}x"
+    return _fmt_number
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Format a raw table for reading: fractions as percentages, deltas signed, p-values in words.
+
+    Args:
+        df: A table from `reports.tables` (raw numbers).
+
+    Returns:
+        A table of strings with reader-facing column names.
+    """
+    out = pd.DataFrame({col: [_formatter(col)(v) for v in df[col]] for col in df.columns}, index=df.index)
+    return out.rename(columns=_RENAME)
+
+
+def html_table(df: pd.DataFrame, *, text: bool = False) -> Markup:
+    """A formatted table as escaped HTML (safe to insert into the page); `text` aligns cells left."""
+    classes = "data text" if text else "data"
+    html = display_table(df).to_html(index=False, border=0, classes=classes, escape=True, na_rep="")
+    return Markup(html)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A formatted table as a GitHub-flavoured Markdown table."""
+    shown = display_table(df)
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(cell(c) for c in shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("reports", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(content: ReportContent) -> str:
+    """The self-contained HTML page: figures embedded as base64 PNG, inline style, no script, no links out."""
+    figures = [
+        {"name": f.name, "title": f.title, "caption": f.caption,
+         "src": "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")}
+        for f in content.figures
+    ]
+    tables = [
+        {"name": t.name, "title": t.title, "caption": t.caption, "collapsed": t.collapsed,
+         "rows": 0 if t.shown is None else len(t.shown), "html": None if t.shown is None else html_table(t.shown)}
+        for t in content.tables
+    ]
+    return _environment().get_template("report.html.j2").render(
+        title=content.title, findings=content.findings, notes=content.notes, figures=figures, tables=tables,
+        metadata=html_table(content.metadata, text=True), config_text=content.config_text,
+    )
+
+
+def render_markdown(content: ReportContent) -> str:
+    """The Markdown page: same order as the HTML page, figures linked from figures/, tables inline or as CSV links."""
+    tables = [
+        {"name": t.name, "title": t.title, "caption": t.caption,
+         "markdown": markdown_table(t.shown) if (t.shown is not None and not t.collapsed) else None}
+        for t in content.tables
+    ]
+    return _environment().get_template("report.md.j2").render(
+        title=content.title, findings=content.findings, notes=content.notes, figures=content.figures, tables=tables,
+        metadata=markdown_table(content.metadata), config_text=content.config_text,
+    )

@@ -1,0 +1,328 @@
+"""The report's first screen: what the grid found, in sentences computed from the numbers.
+
+Each `Finding` carries the sentence and the numbers it was written from, so a test (or a
+reader) can check that the words say what the numbers say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reports.errors import ReportError
+from reports.labels import choose_eps, eps_label_of, format_p, format_pct, format_points, settings_of, sparsity_text
+from reports.stats import wilson_interval
+from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas
+
+__all__ = ["Finding", "summarize"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence of the first screen and the numbers it came from.
+
+    Attributes:
+        kind: What the sentence is about: "overview", "dense", "sparsity", "ranking",
+            "clean_cost", "sanity", "precision" or "method".
+        text: The sentence.
+        numbers: The values the sentence states (raw, unrounded), by name.
+    """
+
+    kind: str
+    text: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+def _p_words(p: float, alpha: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "no paired test"
+    return f"{format_p(p)}, {'significant' if p < alpha else 'not significant'}"
+
+
+def _names(items: list[str]) -> str:
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _rounded(x: float) -> float:
+    return round(float(x), 1)
+
+
+def _best_phrase(delta: float) -> str:
+    d = _rounded(delta)
+    if d < 0:
+        return "loses least robust accuracy"
+    if d > 0:
+        return "gains most robust accuracy"
+    return "keeps robust accuracy closest to dense"
+
+
+def _worst_phrase(delta: float) -> str:
+    return "loses most" if _rounded(delta) < 0 else "gains least"
+
+
+def _seeds_text(values: pd.Series) -> str:
+    seeds = sorted(values.dropna().unique())
+    return ", ".join(str(int(s)) if float(s).is_integer() else str(s) for s in seeds)
+
+
+def _overview(df: pd.DataFrame, setting: str) -> Finding:
+    models = df.drop_duplicates("model_id")
+    dense, sparse = models[models["is_dense"]], models[~models["is_dense"]]
+    attacks = df[~df["is_clean"]]
+    parts = []
+    for series, sub in attacks.groupby("series", sort=False):
+        budgets = sub.loc[sub["bounded"]].drop_duplicates("eps_key")
+        if len(budgets) > 1:
+            top = budgets.sort_values("eps").iloc[-1]
+            parts.append(f"{series} ({len(budgets)} eps up to {eps_label_of(df, top['eps'])})")
+        elif len(budgets) == 1:
+            parts.append(f"{series} (eps {eps_label_of(df, budgets['eps'].iloc[0])})")
+        else:
+            parts.append(f"{series} (minimum-norm)")
+    n_examples = int(df["n_examples"].min())
+    detail = ""
+    if len(sparse):
+        detail = (
+            f" ({_names(sorted(sparse['method'].unique()))}; granularities {_names(sorted(sparse['label'].unique()))}; "
+            f"target sparsities {_names([sparsity_text(t) for t in sorted(sparse['target_sparsity'].unique())])}; "
+            f"seeds {_seeds_text(models['seed'])})"
+        )
+    attacked = f", attacked with {_names(parts)}" if parts else ", evaluated on clean data only"
+    text = (
+        f"The run holds {len(models)} models on {setting}: {len(dense)} dense and {len(sparse)} sparse{detail}"
+        f"{attacked}, on {n_examples} test examples."
+    )
+    return Finding(
+        "overview",
+        text,
+        {"setting": setting, "n_models": len(models), "n_dense": len(dense), "n_sparse": len(sparse),
+         "granularities": sorted(sparse["label"].unique()), "n_examples": n_examples},
+    )
+
+
+def _headline_series(agg: pd.DataFrame, eps: float) -> str | None:
+    at = agg[agg["bounded"] & np.isclose(agg["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+    if at.empty:
+        return None
+    # the strongest attack at this eps: lowest dense accuracy (or lowest overall without dense)
+    ref = at[at["is_dense"]] if at["is_dense"].any() else at
+    by_series = ref.groupby("series", sort=False)["accuracy"].mean()
+    return str(by_series.idxmin())
+
+
+def _dense_finding(agg: pd.DataFrame, series: str | None, eps: float | None, label_eps: str) -> Finding | None:
+    dense = agg[agg["is_dense"]]
+    if dense.empty:
+        return None
+    clean = dense[dense["is_clean"]]
+    if clean.empty:
+        return None
+    clean_acc = float(clean["accuracy"].mean())
+    n_seeds = int(clean["n_seeds"].max())
+    numbers: dict[str, Any] = {"clean_accuracy": clean_acc, "n_seeds": n_seeds}
+    text = f"The dense {'models reach' if n_seeds > 1 else 'model reaches'} {format_pct(clean_acc)} clean accuracy"
+    if series is not None and eps is not None:
+        row = dense[(dense["series"] == series) & np.isclose(dense["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+        if not row.empty:
+            robust = float(row["accuracy"].mean())
+            numbers.update({"robust_accuracy": robust, "series": series, "eps": eps, "eps_label": label_eps})
+            text += f" and {format_pct(robust)} robust accuracy under {series} at eps {label_eps}"
+    text += f" (mean of {n_seeds} seeds)." if n_seeds > 1 else "."
+    return Finding("dense", text, numbers)
+
+
+def _sparsity_findings(grid: pd.DataFrame, series: str, eps: float, label_eps: str, alpha: float) -> list[Finding]:
+    at = grid[(grid["series"] == series) & np.isclose(grid["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+    at = at[at["delta_pp"].notna()]
+    findings = []
+    for target, sub in at.groupby("target_sparsity", sort=True):
+        sub = sub.sort_values(["delta_pp", "label"], ascending=[False, True])
+        best, worst = sub.iloc[0], sub.iloc[-1]
+        where = f"At {sparsity_text(target)} sparsity under {series} at eps {label_eps}"
+        numbers = {
+            "series": series, "eps": eps, "eps_label": label_eps, "target_sparsity": float(target),
+            "best": best["label"], "best_delta_pp": float(best["delta_pp"]), "best_p": float(best["p_value"]),
+            "worst": worst["label"], "worst_delta_pp": float(worst["delta_pp"]), "worst_p": float(worst["p_value"]),
+            "n_seeds": int(sub["n_seeds"].max()),
+        }
+        if len(sub) == 1:
+            text = (
+                f"{where}, {best['label']} changes robust accuracy by {format_points(best['delta_pp'])} vs dense "
+                f"({_p_words(best['p_value'], alpha)})."
+            )
+        else:
+            text = (
+                f"{where}, {best['label']} {_best_phrase(best['delta_pp'])}: {format_points(best['delta_pp'])} vs dense "
+                f"({_p_words(best['p_value'], alpha)}); {worst['label']} {_worst_phrase(worst['delta_pp'])}: "
+                f"{format_points(worst['delta_pp'])} ({_p_words(worst['p_value'], alpha)})."
+            )
+        findings.append(Finding("sparsity", text, numbers))
+    return findings
+
+
+def _ranking_finding(grid: pd.DataFrame, series: str, eps: float, label_eps: str) -> Finding | None:
+    at = grid[(grid["series"] == series) & np.isclose(grid["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+    at = at[at["delta_pp"].notna()]
+    if at["label"].nunique() < 2:
+        return None
+    best = (
+        at.sort_values(["target_sparsity", "delta_pp", "label"], ascending=[True, False, True])
+        .groupby("target_sparsity", sort=True)
+        .head(1)
+    )
+    winners = list(best["label"])
+    cells = [f"{sparsity_text(t)} ({format_points(d)})" for t, d in zip(best["target_sparsity"], best["delta_pp"])]
+    head = f"Under {series} at eps {label_eps}, the granularity that keeps most robust accuracy vs dense is"
+    if len(set(winners)) == 1:
+        text = f"{head} {winners[0]} at every sparsity: {_names(cells)}."
+    else:
+        text = f"{head} " + _names([f"{w} at {c}" for w, c in zip(winners, cells)]) + "."
+    numbers = {
+        "series": series, "eps": eps, "eps_label": label_eps,
+        "best": {float(t): (lab, float(d)) for t, lab, d in zip(best["target_sparsity"], best["label"], best["delta_pp"])},
+    }
+    return Finding("ranking", text, numbers)
+
+
+def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float) -> Finding | None:
+    clean = grid[grid["is_clean"] & grid["delta_pp"].notna()]
+    dense = agg[agg["is_dense"] & agg["is_clean"]]
+    if clean.empty or dense.empty:
+        return None
+    parts, numbers = [], {"dense_clean_accuracy": float(dense["accuracy"].mean()), "by_sparsity": {}}
+    for target, sub in clean.groupby("target_sparsity", sort=True):
+        sub = sub.sort_values(["delta_pp", "label"], ascending=[False, True])
+        best, worst = sub.iloc[0], sub.iloc[-1]
+        numbers["by_sparsity"][float(target)] = {
+            "least": best["label"], "least_delta_pp": float(best["delta_pp"]), "least_p": float(best["p_value"]),
+            "most": worst["label"], "most_delta_pp": float(worst["delta_pp"]), "most_p": float(worst["p_value"]),
+        }
+        if len(sub) == 1:
+            parts.append(f"at {sparsity_text(target)} sparsity {best['label']} {format_points(best['delta_pp'])} ({_p_words(best['p_value'], alpha)})")
+        else:
+            parts.append(
+                f"at {sparsity_text(target)} sparsity {best['label']} costs least ({format_points(best['delta_pp'])}, "
+                f"{_p_words(best['p_value'], alpha)}) and {worst['label']} most ({format_points(worst['delta_pp'])}, "
+                f"{_p_words(worst['p_value'], alpha)})"
+            )
+    text = f"Clean accuracy vs dense ({format_pct(numbers['dense_clean_accuracy'])}): " + "; ".join(parts) + "."
+    return Finding("clean_cost", text, numbers)
+
+
+def _sanity_finding(sanity: pd.DataFrame) -> Finding:
+    failed = sanity[~sanity["passed"]]
+    n = len(sanity)
+    if failed.empty:
+        return Finding("sanity", f"All {n} sanity checks passed.", {"n_checks": n, "n_failed": 0})
+    shown = [f"{r.check} on {r.model_id}" for r in failed.head(3).itertuples(index=False)]
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    text = (
+        f"{len(failed)} of {n} sanity checks failed ({'; '.join(shown)}{more}); "
+        "read the sanity table before trusting the numbers above."
+    )
+    return Finding("sanity", text, {"n_checks": n, "n_failed": len(failed), "failed": failed[["model_id", "check"]].values.tolist()})
+
+
+def _precision_finding(df: pd.DataFrame) -> Finding:
+    n = int(df["n_examples"].min())
+    low, high = wilson_interval(n // 2, n)
+    half = (high - low) / 2 * 100
+    text = (
+        f"Each accuracy rests on {n} test examples, so its 95% interval is up to ±{half:.1f} points wide; "
+        "differences between models are tested on the same examples (McNemar), which is more sensitive than "
+        "comparing intervals."
+    )
+    return Finding("precision", text, {"n_examples": n, "half_width_pp": half})
+
+
+def summarize(
+    results: pd.DataFrame,
+    outcomes: pd.DataFrame | None = None,
+    *,
+    meta: pd.DataFrame | None = None,
+    sanity: pd.DataFrame | None = None,
+    eps: float | str | None = None,
+    alpha: float = 0.05,
+) -> list[Finding]:
+    """Compute the first-screen findings from the numbers.
+
+    Failed sanity checks come first. Then, for each setting: an overview; the dense reference; at each target sparsity, which
+    granularity loses least and most robust accuracy vs dense under the strongest attack at
+    `eps`, with McNemar p-values; the best granularity per sparsity under the other attacks;
+    the clean-accuracy cost. Then the sanity checks (when all passed), the precision the example count allows, and
+    how deltas and p-values were computed.
+
+    Args:
+        results: Results table (raw or annotated).
+        outcomes: Per-example outcomes (for p-values).
+        meta: Per-model metadata (pairs sparse models with their parents).
+        sanity: Sanity-check flags.
+        eps: The eps the sentences speak about (default: see `labels.choose_eps`).
+        alpha: Significance level for "significant".
+
+    Returns:
+        The findings in reading order.
+
+    Example:
+        >>> for f in summarize(load_results(run), load_outcomes(run)): print(f.text)  # doctest: +SKIP
+    """
+    df = annotated(results)
+    findings: list[Finding] = []
+    settings = settings_of(df)
+    for setting in settings:
+        sub = df[df["setting"] == setting]
+        part: list[Finding] = [_overview(sub, setting)]
+        agg = aggregate_accuracy(sub)
+        try:
+            e: float | None = choose_eps(sub, eps)
+        except ReportError as exc:
+            if eps is not None and "was not evaluated" in str(exc):
+                raise
+            e = None
+        label_eps = eps_label_of(sub, e) if e is not None else ""
+        headline = _headline_series(agg, e) if e is not None else None
+        dense = _dense_finding(agg, headline, e, label_eps)
+        if dense is not None:
+            part.append(dense)
+        has_pairs = sub["is_dense"].any() and (~sub["is_dense"]).any()
+        if has_pairs:
+            grid = grid_deltas(model_deltas(sub, outcomes, meta))
+            if headline is not None:
+                part.extend(_sparsity_findings(grid, headline, e, label_eps, alpha))
+                for series in dict.fromkeys(grid.loc[grid["bounded"], "series"]):
+                    if series != headline:
+                        ranking = _ranking_finding(grid, series, e, label_eps)
+                        if ranking is not None:
+                            part.append(ranking)
+            clean_cost = _clean_cost_finding(grid, agg, alpha)
+            if clean_cost is not None:
+                part.append(clean_cost)
+        if len(settings) > 1:
+            part = [Finding(f.kind, f"{setting}: {f.text}", {**f.numbers, "setting": setting}) for f in part]
+        findings.extend(part)
+    if sanity is not None and len(sanity):
+        check = _sanity_finding(sanity)
+        # a failed check changes how every other sentence should be read, so it goes first
+        if check.numbers["n_failed"]:
+            findings.insert(0, check)
+        else:
+            findings.append(check)
+    findings.append(_precision_finding(df))
+    if (~df["is_dense"]).any() and df["is_dense"].any():
+        findings.append(
+            Finding(
+                "method",
+                "Changes vs dense are means over seeds of each sparse model's accuracy minus its dense counterpart's "
+                "(its parent, else the dense model of the same seed), in percentage points; p-values are exact McNemar "
+                "tests on the same test examples (discordant pairs pooled over seeds), called significant below "
+                f"{alpha:g} with no correction for the number of tests.",
+                {"alpha": alpha},
+            )
+        )
+    return findings

@@ -1,0 +1,404 @@
+"""Tables computed from the results, outcomes and metadata: accuracies, deltas vs dense, sanity, run metadata.
+
+Every function returns a DataFrame with raw numbers (fractions in [0, 1], deltas in percentage
+points); `build` writes them as CSV and `render` formats them for reading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from reports.labels import FAMILY_COLUMNS, annotate, eps_text, sparsity_text
+from reports.stats import mcnemar_exact, pareto_mask, seed_interval
+
+__all__ = [
+    "annotated",
+    "dense_matches",
+    "model_deltas",
+    "grid_deltas",
+    "aggregate_accuracy",
+    "accuracy_table",
+    "robust_vs_clean",
+    "sanity_table",
+    "model_table",
+    "metadata_table",
+    "check_outcomes",
+]
+
+log = logging.getLogger(__name__)
+
+_SERIES_COLUMNS = ["series", "attack", "eps_key"]
+
+
+def annotated(results: pd.DataFrame) -> pd.DataFrame:
+    """`results` with the derived label columns of `labels.annotate` (added once, kept if present)."""
+    return results if "series" in results.columns else annotate(results)
+
+
+def dense_matches(results: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Pick the dense model each sparse model is compared with.
+
+    Preference: the sparse model's `parent` in meta.json when it is a dense model of the same
+    setting; else the dense model of the same setting and seed; else the mean of the setting's
+    dense models (no paired test possible).
+
+    Args:
+        results: Results table (raw or annotated).
+        meta: Per-model metadata (optional; gives `parent`).
+
+    Returns:
+        One row per sparse model: model_id, dense_model_id (None for "mean"/"none"), match
+        ("parent", "seed", "mean", or "none" when the setting has no dense model).
+    """
+    df = annotated(results)
+    models = df.drop_duplicates("model_id")[["model_id", "setting", "seed", "is_dense"]]
+    dense = models[models["is_dense"]]
+    parents: dict[str, str] = {}
+    if meta is not None and "parent" in meta.columns:
+        parents = {str(m): str(p) for m, p in zip(meta["model_id"], meta["parent"]) if isinstance(p, str) and p}
+    rows = []
+    for row in models[~models["is_dense"]].itertuples(index=False):
+        candidates = dense[dense["setting"] == row.setting]
+        parent = parents.get(row.model_id)
+        if parent is not None and parent in set(candidates["model_id"]):
+            rows.append((row.model_id, parent, "parent"))
+            continue
+        same_seed = candidates[candidates["seed"] == row.seed]
+        if len(same_seed) >= 1:
+            rows.append((row.model_id, same_seed["model_id"].iloc[0], "seed"))
+        elif len(candidates):
+            rows.append((row.model_id, None, "mean"))
+        else:
+            rows.append((row.model_id, None, "none"))
+    return pd.DataFrame(rows, columns=["model_id", "dense_model_id", "match"])
+
+
+def _paired_counts(pairs: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
+    """Discordant counts per (model_id, key) between each sparse model and its dense model."""
+    sparse = outcomes.merge(pairs, on=["model_id", "key"], how="inner")
+    dense = outcomes.rename(columns={"model_id": "dense_model_id", "correct": "dense_correct"})
+    both = sparse.merge(dense, on=["dense_model_id", "key", "example"], how="inner")
+    both["sparse_only"] = (both["correct"] == 1) & (both["dense_correct"] == 0)
+    both["dense_only"] = (both["correct"] == 0) & (both["dense_correct"] == 1)
+    counts = both.groupby(["model_id", "key"]).agg(
+        sparse_only=("sparse_only", "sum"), dense_only=("dense_only", "sum"), n_paired=("example", "size")
+    )
+    return counts.reset_index()
+
+
+def model_deltas(
+    results: pd.DataFrame, outcomes: pd.DataFrame | None = None, meta: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Change in accuracy of every sparse model vs its dense model, per attack spec, with McNemar p.
+
+    Args:
+        results: Results table (raw or annotated).
+        outcomes: Per-example outcomes; without them p-values are NaN.
+        meta: Per-model metadata (for the `parent` link).
+
+    Returns:
+        One row per sparse model x key with accuracy, dense_model_id, match, dense_accuracy,
+        delta_pp (percentage points, sparse minus dense), sparse_only / dense_only (examples only
+        the sparse / only the dense model gets right), n_paired and p_value (exact McNemar).
+    """
+    df = annotated(results)
+    keep = [
+        "model_id", *FAMILY_COLUMNS, "seed", *_SERIES_COLUMNS, "eps", "eps_label", "key", "is_clean", "min_norm",
+        "bounded", "n_examples", "accuracy",
+    ]
+    sparse = df.loc[~df["is_dense"], keep].merge(dense_matches(df, meta), on="model_id", how="left")
+    dense = df[df["is_dense"]]
+    paired_acc = dense[["model_id", "key", "accuracy"]].rename(
+        columns={"model_id": "dense_model_id", "accuracy": "paired_accuracy"}
+    )
+    out = sparse.merge(paired_acc, on=["dense_model_id", "key"], how="left")
+    mean_acc = dense.groupby(["setting", "key"])["accuracy"].mean().rename("mean_accuracy").reset_index()
+    out = out.merge(mean_acc, on=["setting", "key"], how="left")
+    paired = out["match"].isin(["parent", "seed"])
+    out["dense_accuracy"] = np.where(paired, out["paired_accuracy"], out["mean_accuracy"])
+    out = out.drop(columns=["paired_accuracy", "mean_accuracy"])
+    out["delta_pp"] = (out["accuracy"] - out["dense_accuracy"]) * 100.0
+    if outcomes is not None and paired.any():
+        pairs = out.loc[paired, ["model_id", "dense_model_id", "key"]]
+        out = out.merge(_paired_counts(pairs, outcomes), on=["model_id", "key"], how="left")
+    else:
+        out["sparse_only"] = np.nan
+        out["dense_only"] = np.nan
+        out["n_paired"] = np.nan
+    has = out["n_paired"].fillna(0) > 0
+    out["p_value"] = np.nan
+    out.loc[has, "p_value"] = [
+        mcnemar_exact(b, c) for b, c in zip(out.loc[has, "sparse_only"], out.loc[has, "dense_only"])
+    ]
+    short = has & (out["n_paired"] < out["n_examples"])
+    if short.any():
+        log.warning("%d sparse/dense pairs share fewer examples than were evaluated; McNemar uses the shared ones", short.sum())
+    return out.reset_index(drop=True)
+
+
+def grid_deltas(deltas: pd.DataFrame) -> pd.DataFrame:
+    """Aggregate `model_deltas` over seeds: one row per family x attack configuration x eps.
+
+    The delta is the mean over seeds of each model's delta vs its matched dense model; the
+    p-value is McNemar's exact test on the discordant counts pooled over the seeds' pairs.
+
+    Returns:
+        Columns FAMILY_COLUMNS + series, attack, eps_key, eps_label, is_clean, min_norm, bounded, n_seeds,
+        accuracy, dense_accuracy, delta_pp, delta_sd, sparse_only, dense_only, n_paired, p_value.
+    """
+    keys = [*FAMILY_COLUMNS, *_SERIES_COLUMNS]
+    grouped = deltas.groupby(keys, sort=True, dropna=False)
+    out = grouped.agg(
+        eps_label=("eps_label", "first"),
+        is_clean=("is_clean", "first"),
+        min_norm=("min_norm", "first"),
+        bounded=("bounded", "first"),
+        n_seeds=("model_id", "nunique"),
+        accuracy=("accuracy", "mean"),
+        dense_accuracy=("dense_accuracy", "mean"),
+        delta_pp=("delta_pp", "mean"),
+        delta_sd=("delta_pp", "std"),
+        sparse_only=("sparse_only", lambda s: s.sum(min_count=1)),
+        dense_only=("dense_only", lambda s: s.sum(min_count=1)),
+        n_paired=("n_paired", lambda s: s.sum(min_count=1)),
+    ).reset_index()
+    has = out["n_paired"].fillna(0) > 0
+    out["p_value"] = np.nan
+    out.loc[has, "p_value"] = [
+        mcnemar_exact(b, c) for b, c in zip(out.loc[has, "sparse_only"], out.loc[has, "dense_only"])
+    ]
+    return out
+
+
+def _band(group: pd.DataFrame) -> pd.Series:
+    seed_low, seed_high = seed_interval(group["accuracy"].to_numpy())
+    ci_low = group["ci_low"].mean()
+    ci_high = group["ci_high"].mean()
+    return pd.Series(
+        {
+            "eps": group["eps"].iloc[0],
+            "eps_label": group["eps_label"].iloc[0],
+            "is_dense": bool(group["is_dense"].iloc[0]),
+            "is_clean": bool(group["is_clean"].iloc[0]),
+            "min_norm": bool(group["min_norm"].iloc[0]),
+            "bounded": bool(group["bounded"].iloc[0]),
+            "n_seeds": group["model_id"].nunique(),
+            "n_examples": group["n_examples"].mean(),
+            "accuracy": group["accuracy"].mean(),
+            "accuracy_sd": group["accuracy"].std(ddof=1) if len(group) > 1 else np.nan,
+            "ci_low": ci_low,
+            "ci_high": ci_high,
+            "band_low": np.nanmin([ci_low, seed_low]) if np.isfinite([ci_low, seed_low]).any() else np.nan,
+            "band_high": np.nanmax([ci_high, seed_high]) if np.isfinite([ci_high, seed_high]).any() else np.nan,
+            "attack_success_rate": group["attack_success_rate"].mean(),
+        }
+    )
+
+
+def aggregate_accuracy(results: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per model family x attack configuration x eps, averaged over seeds, with a 95% band.
+
+    The band is the wider of the test-set interval (the seeds' Wilson intervals, averaged) and
+    the between-seed Student-t interval of the mean, so it covers both sources of noise.
+
+    Returns:
+        Columns FAMILY_COLUMNS + series, attack, eps_key, eps, eps_label, is_dense, is_clean,
+        min_norm, bounded, n_seeds, n_examples, accuracy, accuracy_sd, ci_low, ci_high, band_low, band_high,
+        attack_success_rate.
+    """
+    df = annotated(results)
+    keys = [*FAMILY_COLUMNS, *_SERIES_COLUMNS]
+    rows = [
+        pd.concat([pd.Series(dict(zip(keys, key))), _band(group)])
+        for key, group in df.groupby(keys, sort=True, dropna=False)
+    ]
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Per model x attack spec accuracy with its 95% interval, dense models first.
+
+    Returns:
+        Columns model_id, setting, granularity, target_sparsity, seed, attack (display name),
+        eps, eps_label, n_examples, n_correct, accuracy, ci_low, ci_high, attack_success_rate,
+        l2_median, linf_max, key.
+    """
+    df = annotated(results).copy()
+    df["granularity"] = df["label"]
+    df["attack"] = df["series"]
+    df = df.sort_values(
+        ["setting", "is_dense", "granularity", "target_sparsity", "seed", "is_clean", "attack", "eps"],
+        ascending=[True, False, True, True, True, False, True, True],
+        kind="stable",
+    )
+    cols = [
+        "model_id", "setting", "granularity", "target_sparsity", "seed", "attack", "eps", "eps_label",
+        "n_examples", "n_correct", "accuracy", "ci_low", "ci_high", "attack_success_rate", "l2_median",
+        "linf_max", "key",
+    ]
+    return df[cols].reset_index(drop=True)
+
+
+def _compression(models: pd.DataFrame, meta: pd.DataFrame | None) -> pd.Series:
+    """Compression (total / non-zero weights) per model: meta.json's value, else 1 / (1 - achieved)."""
+    fallback = 1.0 / (1.0 - models["achieved_sparsity"].clip(upper=1 - 1e-9).fillna(0.0))
+    fallback = fallback.where(~models["is_dense"], 1.0)
+    if meta is not None and "compression" in meta.columns:
+        known = dict(zip(meta["model_id"], pd.to_numeric(meta["compression"], errors="coerce")))
+        given = models["model_id"].map(known)
+        return given.where(given.notna(), fallback)
+    return fallback
+
+
+def robust_vs_clean(results: pd.DataFrame, meta: pd.DataFrame | None = None, *, eps: float) -> pd.DataFrame:
+    """Clean and worst-case robust accuracy of every model at one eps, with compression and Pareto fronts.
+
+    Robust accuracy is the lowest accuracy over every eps-budget attack run at `eps` (the
+    RobustBench convention: a model is only as robust as the strongest attack shows).
+
+    Args:
+        results: Results table (raw or annotated).
+        meta: Per-model metadata (for `compression`).
+        eps: The eps budget (as stored in the table).
+
+    Returns:
+        One row per model with clean_accuracy, robust_accuracy, worst_attack, compression,
+        front_clean_robust (on the Pareto front of clean and robust accuracy within its setting)
+        and front_compression_robust (on the front of compression and robust accuracy).
+    """
+    df = annotated(results)
+    models = df.drop_duplicates("model_id")[
+        ["model_id", "setting", "label", "sparsity_pct", "target_sparsity", "achieved_sparsity", "seed", "is_dense"]
+    ].reset_index(drop=True)
+    clean = df[df["is_clean"]].groupby("model_id")["accuracy"].mean().rename("clean_accuracy")
+    at_eps = df[df["bounded"] & np.isclose(df["eps"].astype(float), eps, rtol=1e-6, atol=1e-9)]
+    worst_idx = at_eps.groupby("model_id")["accuracy"].idxmin()
+    worst = at_eps.loc[worst_idx, ["model_id", "accuracy", "series"]].rename(
+        columns={"accuracy": "robust_accuracy", "series": "worst_attack"}
+    )
+    out = models.join(clean, on="model_id").merge(worst, on="model_id", how="left")
+    out["compression"] = _compression(out, meta).to_numpy()
+    out["front_clean_robust"] = False
+    out["front_compression_robust"] = False
+    for _, idx in out.groupby("setting").groups.items():
+        sub = out.loc[idx]
+        out.loc[idx, "front_clean_robust"] = pareto_mask(sub[["clean_accuracy", "robust_accuracy"]].to_numpy())
+        out.loc[idx, "front_compression_robust"] = pareto_mask(sub[["compression", "robust_accuracy"]].to_numpy())
+    return out
+
+
+def sanity_table(sanity: pd.DataFrame) -> pd.DataFrame:
+    """Sanity-check flags, failures first."""
+    out = sanity[["model_id", "check", "passed", "evidence"]].copy()
+    return out.sort_values(["passed", "model_id", "check"], kind="stable").reset_index(drop=True)
+
+
+_MODEL_COLUMNS = [
+    "model_id", "arch", "dataset", "method", "granularity", "target_sparsity", "achieved_sparsity",
+    "achieved_sparsity_all", "compression", "clean_acc", "params", "nonzero_params", "dense_macs",
+    "effective_macs", "seed", "epochs", "parent", "config_digest", "created_at",
+]
+
+
+def model_table(meta: pd.DataFrame) -> pd.DataFrame:
+    """One row per model with the meta.json fields a reader compares (those present)."""
+    cols = [c for c in _MODEL_COLUMNS if c in meta.columns]
+    return meta[cols].reset_index(drop=True)
+
+
+def _join(values: Any) -> str:
+    items = [str(v) for v in dict.fromkeys(values) if v is not None and str(v) not in {"", "nan", "None"}]
+    return ", ".join(items) if items else "n/a"
+
+
+def _versions(meta: pd.DataFrame) -> str:
+    parts = []
+    for col in sorted(c for c in meta.columns if c.startswith("versions.")):
+        counts = meta[col].dropna().astype(str).value_counts()
+        name = col.split(".", 1)[1]
+        if len(counts) == 1:
+            parts.append(f"{name} {counts.index[0]}")
+        elif len(counts) > 1:
+            # different versions across models is worth seeing, so list each with its count
+            parts.append(name + " " + " / ".join(f"{v} ({n} models)" for v, n in counts.items()))
+    return ", ".join(parts) if parts else "n/a"
+
+
+def metadata_table(
+    results: pd.DataFrame, meta: pd.DataFrame | None = None, config: dict[str, Any] | None = None
+) -> pd.DataFrame:
+    """The run's metadata as (item, value) rows: settings, models, seeds, attacks, data, versions.
+
+    Args:
+        results: Results table (raw or annotated).
+        meta: Per-model metadata.
+        config: The parsed config.yaml.
+
+    Returns:
+        Two columns, item and value (text).
+    """
+    df = annotated(results)
+    models = df.drop_duplicates("model_id")
+    n_dense = int(models["is_dense"].sum())
+    rows: list[tuple[str, str]] = []
+    if config and config.get("name"):
+        rows.append(("run", str(config["name"])))
+    rows.append(("settings (dataset / arch)", _join(models["setting"])))
+    rows.append(("models", f"{len(models)} ({n_dense} dense, {len(models) - n_dense} sparse)"))
+    sparse = models[~models["is_dense"]]
+    rows.append(("methods", _join(sorted(sparse["method"].unique())) if len(sparse) else "none"))
+    rows.append(("granularities", _join(sorted(sparse["granularity"].unique())) if len(sparse) else "none"))
+    rows.append(
+        ("target sparsities", _join(sparsity_text(t) for t in sorted(sparse["target_sparsity"].unique())) if len(sparse) else "none")
+    )
+    rows.append(("seeds", _join(int(s) if float(s).is_integer() else s for s in sorted(models["seed"].dropna().unique()))))
+    attacks = []
+    for series, sub in df[~df["is_clean"]].groupby("series", sort=False):
+        if not sub["bounded"].any():
+            attacks.append(f"{series}: minimum-norm")
+            continue
+        budgets = sub.drop_duplicates("eps_key").sort_values("eps")
+        attacks.append(f"{series}: {', '.join(eps_text(e, lab) for e, lab in zip(budgets['eps'], budgets['eps_label']))}")
+    rows.append(("attacks (eps)", "; ".join(attacks) if attacks else "clean only"))
+    rows.append(("examples per evaluation", _join(int(n) for n in sorted(df["n_examples"].dropna().unique()))))
+    if config and isinstance(config.get("data"), dict):
+        rows.append(("data", json.dumps(config["data"], sort_keys=True, default=str)))
+    if meta is not None and len(meta):
+        if "epochs" in meta.columns:
+            rows.append(("epochs", _join(sorted(meta["epochs"].dropna().unique()))))
+        rows.append(("versions", _versions(meta)))
+        if "created_at" in meta.columns:
+            created = sorted(meta["created_at"].dropna().astype(str))
+            if created:
+                rows.append(("models created", f"{created[0]} to {created[-1]}"))
+    rows.append(("config digest", _join(df["config_digest"])))
+    rows.append(("attack time (s, total)", f"{df['elapsed_s'].sum():.1f}"))
+    return pd.DataFrame(rows, columns=["item", "value"])
+
+
+def check_outcomes(results: pd.DataFrame, outcomes: pd.DataFrame) -> list[str]:
+    """Compare the per-example outcomes with the counts in the results table.
+
+    Returns:
+        One message per kind of disagreement (empty when they agree).
+    """
+    counts = outcomes.groupby(["model_id", "key"])["correct"].agg(["sum", "size"]).reset_index()
+    merged = results[["model_id", "key", "n_correct", "n_examples"]].merge(counts, on=["model_id", "key"], how="left")
+    notes = []
+    missing = merged["size"].isna()
+    if missing.any():
+        first = merged.loc[missing, ["model_id", "key"]].iloc[0].tolist()
+        notes.append(f"{int(missing.sum())} result row(s) have no per-example outcomes (first: {first}); their McNemar tests are left out")
+    wrong = ~missing & ((merged["sum"] != merged["n_correct"]) | (merged["size"] != merged["n_examples"]))
+    if wrong.any():
+        r = merged[wrong].iloc[0]
+        notes.append(
+            f"{int(wrong.sum())} result row(s) disagree with their per-example outcomes (first: {r['model_id']}, "
+            f"{r['key']}: n_correct {r['n_correct']:g} vs {r['sum']:g} in outcomes)"
+        )
+    return notes

@@ -1,0 +1,35 @@
+"""Experiment configuration: frozen typed sections (`schema`) and YAML reading/writing (`loader`)."""
+
+from robustsparse.config.loader import (
+    apply_overrides,
+    config_digest,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
+from robustsparse.config.schema import (
+    AdversarialTrainingConfig,
+    AttackConfig,
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    SparsityConfig,
+    TrainConfig,
+)
+
+__all__ = [
+    "AdversarialTrainingConfig",
+    "AttackConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "SparsityConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_digest",
+    "config_from_dict",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+]

@@ -1,0 +1,199 @@
+"""The experiment configuration: frozen, typed sections that an experiment file is validated into.
+
+Every section is a frozen dataclass whose type hints are the schema: `config.loader` checks
+unknown keys, types and `Literal` vocabularies generically from them, and each section's
+`__post_init__` checks what types cannot say (ranges, cross-field rules).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from robustsparse.errors import ConfigError
+from robustsparse.sparsity.settings import SparsityConfig
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "AdversarialTrainingConfig",
+    "AttackConfig",
+    "ExperimentConfig",
+    "SparsityConfig",
+]
+
+
+def _require(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"config error: {key} = {value!r} is not allowed; expected {expected}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where it lives, and how it is read.
+
+    Attributes:
+        dataset: a name from `robustsparse list datasets`.
+        root: folder holding the dataset files (for `imagefolder`: the folder with train/ and test/).
+        download: let torchvision download the files when they are missing.
+        augment: apply the dataset's standard training augmentation.
+        split_seed: seed of the train/test split where the dataset has none (digits).
+        image_size: resize images to this size (None: the dataset's own size).
+        num_workers: DataLoader worker processes.
+    """
+
+    dataset: str = "digits"
+    root: str = "data"
+    download: bool = False
+    augment: bool = True
+    split_seed: int = 0
+    image_size: int | None = None
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        from robustsparse.data import list_datasets
+
+        allowed = list_datasets()
+        _require(self.dataset in allowed, "data.dataset", self.dataset, "one of " + ", ".join(allowed))
+        _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
+        _require(self.image_size is None or self.image_size > 0, "data.image_size", self.image_size, "a positive integer or null")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which architecture (a name from `robustsparse list models`)."""
+
+    arch: str = "small_cnn"
+
+    def __post_init__(self) -> None:
+        from robustsparse.models import list_models
+
+        allowed = list_models()
+        _require(self.arch in allowed, "model.arch", self.arch, "one of " + ", ".join(allowed))
+
+
+@dataclass(frozen=True)
+class AdversarialTrainingConfig:
+    """Optional adversarial training: a share of every batch replaced by attacked examples.
+
+    Attributes:
+        attack: `none`, or the attack that crafts the training examples (eps in pixel units).
+        eps: perturbation budget, e.g. "8/255".
+        steps: iterations for `pgd`.
+        ratio: share of each batch that is replaced by adversarial examples (1.0: all of it).
+    """
+
+    attack: Literal["none", "fgsm", "pgd"] = "none"
+    eps: str = "8/255"
+    steps: int = 7
+    ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.ratio <= 1.0, "train.adversarial.ratio", self.ratio, "a number in (0, 1]")
+        _require(self.steps >= 1, "train.adversarial.steps", self.steps, "an integer >= 1")
+        from robustsparse.config.attack_entries import pixel_eps
+
+        pixel_eps(self.eps, "train.adversarial.eps")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How every model (dense or sparse) is trained.
+
+    Attributes:
+        epochs: total training epochs (for sparse models: including pruning and fine-tuning).
+        optimizer: `sgd` (momentum, optional Nesterov) or `adamw`.
+        lr_schedule: `constant`, `multistep` (milestones in epochs, factor gamma) or `cosine`.
+        warmup_epochs: linear warm-up from 0 over this many epochs before the schedule.
+        amp / channels_last: mixed precision (bfloat16 autocast) and channels-last memory
+            format; both only take effect on CUDA.
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    lr_schedule: Literal["constant", "multistep", "cosine"] = "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    amp: bool = True
+    channels_last: bool = True
+    adversarial: AdversarialTrainingConfig = field(default_factory=AdversarialTrainingConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _require(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "an integer >= 1")
+        _require(self.lr > 0, "train.lr", self.lr, "a number > 0")
+        _require(0.0 <= self.momentum < 1.0, "train.momentum", self.momentum, "a number in [0, 1)")
+        _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        _require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", self.warmup_epochs, f"an integer in [0, {self.epochs})")
+        _require(list(self.milestones) == sorted(self.milestones) and all(0 < m < self.epochs for m in self.milestones),
+                 "train.milestones", list(self.milestones), f"increasing epochs inside (0, {self.epochs})")
+        _require(0.0 < self.gamma <= 1.0, "train.gamma", self.gamma, "a number in (0, 1]")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The attack sweep run on every model by `robustsparse run`.
+
+    Attributes:
+        specs: attack entries, each a mapping with `name` and its parameters; `eps` may be a
+            list, which expands into one spec per value (e.g. {name: fgsm, eps: [1/255, 8/255]}).
+        n_examples: evaluate on the first N test examples (None: the whole test set).
+        batch_size: attack batch size.
+        seed: seed of the attacks' randomness (random starts, Square's sampling).
+        sanity_checks: compute the gradient-masking sanity checks for every model.
+    """
+
+    specs: tuple[dict, ...] = (
+        {"name": "fgsm", "eps": ["1/255", "2/255", "4/255", "8/255"]},
+    )
+    n_examples: int | None = 1000
+    batch_size: int = 256
+    seed: int = 0
+    sanity_checks: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.n_examples is None or self.n_examples > 0, "attack.n_examples", self.n_examples, "a positive integer or null")
+        _require(self.batch_size >= 1, "attack.batch_size", self.batch_size, "an integer >= 1")
+        self.attack_specs()  # validates every entry now, so a bad spec fails before any training
+
+    def attack_specs(self) -> list:
+        """The sweep as a flat list of `attacks.AttackSpec` (clean first)."""
+        from robustsparse.config.attack_entries import specs_from_entries
+
+        return specs_from_entries(self.specs, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment: data, model, training, the sparsity grid, the attack sweep.
+
+    `sparsity` holds one entry per sparse model setting after grid expansion (any sparsity
+    key given as a list in the file expands into the product of the lists); it is empty for
+    a dense-only experiment. The dense model is always trained for every seed.
+    """
+
+    name: str = "experiment"
+    seeds: tuple[int, ...] = (0,)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sparsity: tuple[SparsityConfig, ...] = ()
+    attack: AttackConfig = field(default_factory=AttackConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name", self.name, "a non-empty name without '/'")
+        _require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds), "a non-empty list of distinct integers")
+        for entry in self.sparsity:
+            end = getattr(entry, "end_epoch", 0)
+            _require(end <= self.train.epochs, "sparsity.end_epoch", end, f"an epoch <= train.epochs ({self.train.epochs})")

@@ -1,0 +1,103 @@
+"""Data loaders and deterministic evaluation subsets.
+
+The train loader shuffles with its own seeded ``torch.Generator``, so the batch order depends only
+on ``seed``. Random augmentation in the main process (``num_workers=0``) draws from torch's global
+RNG, which the caller seeds; worker processes are seeded from the loader's generator by PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from robustsparse.data.datasets import TensorImageDataset
+from robustsparse.data.info import DatasetBundle
+from robustsparse.errors import DatasetError
+
+__all__ = ["make_loaders", "eval_subset", "load_tensors"]
+
+
+def make_loaders(
+    bundle: DatasetBundle,
+    *,
+    batch_size: int,
+    eval_batch_size: int | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    pin_memory: bool = False,
+) -> tuple[DataLoader, DataLoader]:
+    """Train loader (shuffled, seeded) and test loader (in order) for a bundle.
+
+    Args:
+        bundle: the dataset.
+        batch_size: training batch size.
+        eval_batch_size: test batch size; defaults to ``batch_size``.
+        num_workers: loader worker processes (0 loads in the main process).
+        seed: seed of the shuffling order.
+        pin_memory: pin batches for faster host-to-GPU copies.
+
+    Returns:
+        ``(train_loader, test_loader)``. The train loader drops its last batch only when that batch
+        would hold a single example.
+    """
+    if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+        raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {eval_batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    common = dict(num_workers=num_workers, pin_memory=pin_memory, persistent_workers=num_workers > 0)
+    # A last training batch of one example breaks BatchNorm (one value per channel at 1x1 maps): drop it.
+    drop_last = len(bundle.train) % batch_size == 1  # type: ignore[arg-type]
+    train = DataLoader(
+        bundle.train, batch_size=batch_size, shuffle=True, generator=generator, drop_last=drop_last, **common
+    )
+    test = DataLoader(bundle.test, batch_size=eval_batch_size or batch_size, shuffle=False, **common)
+    return train, test
+
+
+def eval_subset(dataset: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` examples of ``dataset``, always the same ones.
+
+    Args:
+        dataset: a map-style dataset.
+        n: how many; None, or at least ``len(dataset)``, gives the whole dataset.
+
+    Returns:
+        ``dataset`` itself or a ``Subset`` of its first ``n`` indices.
+
+    Raises:
+        DatasetError: ``n`` is zero or negative.
+    """
+    if n is None:
+        return dataset
+    if n <= 0:
+        raise DatasetError(f"number of evaluation examples must be positive or unset (all), got {n}")
+    if n >= len(dataset):  # type: ignore[arg-type]
+        return dataset
+    return Subset(dataset, range(n))
+
+
+def load_tensors(dataset: Dataset, n: int | None = None, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the first ``n`` examples into tensors.
+
+    Args:
+        dataset: yields ``(image, label)``.
+        n: how many (see ``eval_subset``); None for all.
+        batch_size: examples decoded per step.
+
+    Returns:
+        ``(images, labels)``: float32 ``(N, C, H, W)`` and int64 ``(N,)``.
+    """
+    subset = eval_subset(dataset, n)
+    if isinstance(dataset, TensorImageDataset) and dataset.transform is None:
+        # In-memory data: slice instead of going through the loader one example at a time.
+        count = len(subset)  # type: ignore[arg-type]
+        return dataset.images[:count].clone(), dataset.labels[:count].clone()
+    images, labels = [], []
+    for x, y in DataLoader(subset, batch_size=batch_size, shuffle=False):
+        images.append(x.to(torch.float32))
+        labels.append(torch.as_tensor(y, dtype=torch.int64))
+    if not images:
+        raise DatasetError("cannot load tensors from an empty dataset")
+    return torch.cat(images), torch.cat(labels)

@@ -1,0 +1,29 @@
+"""User-facing error types: one clear line naming the problem and the fix.
+
+The command line catches `RobustSparseError`, prints its message on one line and exits with
+code 2, without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RobustSparseError", "ConfigError", "DatasetError", "ModelError", "CheckpointError"]
+
+
+class RobustSparseError(Exception):
+    """Base class for errors caused by the user's input, not by a bug."""
+
+
+class ConfigError(RobustSparseError, ValueError):
+    """A malformed experiment file or override: unknown key, wrong type, value out of vocabulary."""
+
+
+class DatasetError(RobustSparseError):
+    """A dataset that is unknown, missing on disk, or laid out wrongly."""
+
+
+class ModelError(RobustSparseError, ValueError):
+    """An unknown architecture or one that cannot be built for the given data."""
+
+
+class CheckpointError(RobustSparseError):
+    """A checkpoint that is missing, corrupt, foreign, unsafe, or inconsistent with its metadata."""

@@ -1,0 +1,70 @@
+"""`robustsparse inspect`: what a checkpoint is, and whether its weights agree with its metadata.
+
+Loading already refuses unsafe files, non-zero masked weights and a sparsity that disagrees
+with the metadata; inspection adds the structure check of the granularity (for `kernel` each
+kernel all-zero or untouched, for `window` the same count in every kept kernel, and so on) and
+reports every problem it finds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from robustsparse.checkpoints import load_checkpoint_with_masks, resolve_checkpoint_path
+from robustsparse.sparsity import layer_sparsity_table, model_cost, verify_structure
+
+__all__ = ["Inspection", "inspect_checkpoint"]
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """The facts about one checkpoint and the problems found in it."""
+
+    path: Path
+    meta: dict[str, Any]
+    cost: dict[str, int]
+    layers: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+
+    def render(self, *, layers: bool = False) -> str:
+        """Human-readable summary (and the per-layer table when `layers`)."""
+        m = self.meta
+        pct = (lambda v: "n/a" if v is None else f"{100 * float(v):.2f}%")
+        lines = [
+            f"checkpoint   {self.path}",
+            f"model_id     {m.get('model_id')}",
+            f"arch         {m.get('arch')}    dataset {m.get('dataset')}    seed {m.get('seed')}",
+            f"method       {m.get('method')}    granularity {m.get('granularity')}",
+            f"sparsity     target {pct(m.get('target_sparsity'))}    achieved (prunable) {pct(m.get('achieved_sparsity'))}"
+            f"    (all weights) {pct(m.get('achieved_sparsity_all'))}",
+            f"parameters   {self.cost['params']:,} ({self.cost['nonzero_params']:,} non-zero)",
+            f"MACs         {self.cost['dense_macs']:,} dense, {self.cost['effective_macs']:,} effective",
+            f"accuracy     clean test {pct(m.get('clean_acc'))} on {m.get('n_test')} examples    epochs {m.get('epochs')}",
+            f"parent       {m.get('parent')}",
+            f"structure    {'ok' if not self.problems else f'{len(self.problems)} problem(s)'}",
+        ]
+        if layers:
+            lines += ["", self.layers.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
+        return "\n".join(lines)
+
+
+def inspect_checkpoint(path: str | Path) -> Inspection:
+    """Load `path` safely and check its structure and sparsity against its metadata.
+
+    Raises:
+        CheckpointError: unsafe, corrupt or foreign file, or masks/sparsity inconsistent.
+    """
+    file = resolve_checkpoint_path(path)
+    model, meta, masks = load_checkpoint_with_masks(file)
+    masks = masks or None
+    info = meta.get("data", {}).get("info", {})
+    size = int(info.get("image_size", 32))
+    channels = int(info.get("in_channels", 3))
+    cost = model_cost(model, (1, channels, size, size), masks)
+    problems = verify_structure(model, masks, meta)
+    table = layer_sparsity_table(model, masks, meta.get("sparsity"))
+    return Inspection(file, meta, cost, table, problems)

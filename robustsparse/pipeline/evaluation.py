@@ -1,0 +1,198 @@
+"""Stage 2 of the pipeline: attack every model, keep per-spec results beside each model.
+
+Each model folder gets `eval/results.csv` and `eval/outcomes.csv.gz` (one block per attack spec,
+tagged with an evaluation digest: the model's own digest, the examples and the attack seed).
+Started again, only the specs missing for that digest are computed, so an interrupted sweep
+loses nothing already finished. `collect_results` then joins every model's rows with its
+metadata into the run's tidy `results.csv` (one row per model x attack spec), the per-example
+`outcomes.csv.gz`, and `sanity.csv`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from attacks import AttackSpec, evaluate, sanity_checks, zero_gradient_fraction
+from reports.schema import OUTCOME_COLUMNS, RESULT_COLUMNS, SANITY_COLUMNS
+from robustsparse.checkpoints import load_checkpoint, read_meta
+from robustsparse.config import config_digest
+from robustsparse.data import DatasetBundle, load_dataset, load_tensors
+from robustsparse.utils.atomic import write_csv_atomic
+
+__all__ = ["EvalSettings", "evaluate_model", "collect_results", "dataset_of", "META_COLUMNS", "EVAL_DIR"]
+
+log = logging.getLogger(__name__)
+
+EVAL_DIR = "eval"
+META_COLUMNS = ["model_id", "arch", "dataset", "method", "granularity", "target_sparsity", "achieved_sparsity", "seed"]
+
+
+class EvalSettings:
+    """What decides an evaluation besides the spec: which examples and the attack seed."""
+
+    def __init__(self, n_examples: int | None, batch_size: int, seed: int, sanity: bool = True) -> None:
+        self.n_examples = n_examples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.sanity = sanity
+
+    def digest(self, meta: dict[str, Any]) -> str:
+        """Digest of the model (its config digest) and the examples/seed it is attacked on."""
+        return config_digest({"model": meta.get("config_digest"), "dataset": meta.get("dataset"),
+                              "n_examples": self.n_examples, "seed": self.seed})
+
+
+def _read_cached(path: Path, digest: str) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, UnicodeDecodeError, EOFError):
+        log.warning("%s is unreadable; its evaluations will be recomputed", path)
+        return None
+    if "eval_digest" not in frame.columns:
+        return None
+    return frame[frame["eval_digest"] == digest]
+
+
+def evaluate_model(
+    model_dir: str | Path,
+    specs: Sequence[AttackSpec],
+    settings: EvalSettings,
+    *,
+    bundle: DatasetBundle,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Attack one model with every spec not yet on disk; return its results and outcomes.
+
+    Args:
+        model_dir: the model folder (with model.pt and meta.json).
+        specs: the attack specs (clean included).
+        settings: examples, batch size, seed.
+        bundle: the model's dataset (the first `n_examples` test examples are attacked).
+        device: where to attack.
+        progress: progress bar over batches.
+
+    Returns:
+        `(results, outcomes, n_computed)`: the model's rows for exactly `specs` (columns of
+        `attacks`' `to_frame()` plus `eval_digest`), its per-example outcomes, and how many
+        specs had to be computed now.
+    """
+    model_dir = Path(model_dir)
+    meta = read_meta(model_dir)
+    digest = settings.digest(meta)
+    results_path = model_dir / EVAL_DIR / "results.csv"
+    outcomes_path = model_dir / EVAL_DIR / "outcomes.csv.gz"
+    cached = _read_cached(results_path, digest)
+    cached_outcomes = _read_cached(outcomes_path, digest)
+    wanted = [spec.key for spec in specs]
+    done = set()
+    if cached is not None and cached_outcomes is not None:
+        done = set(cached["key"]) & set(cached_outcomes["key"])
+    missing = [spec for spec in specs if spec.key not in done]
+    if missing:
+        model, _ = load_checkpoint(model_dir, device=device)
+        images, labels = load_tensors(bundle.test, settings.n_examples)
+        result = evaluate(model, images, labels, missing, batch_size=settings.batch_size, seed=settings.seed,
+                          device=device, progress=progress)
+        new_rows = result.to_frame().assign(eval_digest=digest)
+        new_outcomes = result.outcomes_frame()[["key", "example", "correct"]].assign(eval_digest=digest)
+        new_rows = new_rows[new_rows["key"].isin([s.key for s in missing])]
+        keep = (lambda f, cols: f if f is not None else pd.DataFrame(columns=cols))
+        all_rows = pd.concat([keep(cached, new_rows.columns), new_rows], ignore_index=True)
+        all_outcomes = pd.concat([keep(cached_outcomes, new_outcomes.columns), new_outcomes], ignore_index=True)
+        all_rows = all_rows.drop_duplicates("key", keep="last")
+        all_outcomes = all_outcomes.drop_duplicates(["key", "example"], keep="last")
+        # Outcomes first: results.csv naming a key promises its outcomes are on disk.
+        write_csv_atomic(outcomes_path, all_outcomes)
+        write_csv_atomic(results_path, all_rows)
+        cached, cached_outcomes = all_rows, all_outcomes
+    rows = cached[cached["key"].isin(wanted)].copy()
+    outcomes = cached_outcomes[cached_outcomes["key"].isin(wanted)].copy()
+    return rows, outcomes, len(missing)
+
+
+def _model_sanity(model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, bundle: DatasetBundle,
+                  device: torch.device) -> pd.DataFrame:
+    """Sanity flags of one model (cached in eval/sanity.csv)."""
+    meta = read_meta(model_dir)
+    digest = settings.digest(meta) + ":" + config_digest(sorted(rows["key"]))
+    path = model_dir / EVAL_DIR / "sanity.csv"
+    cached = _read_cached(path, digest)
+    if cached is not None and len(cached):
+        return cached.drop(columns="eval_digest")
+    model, _ = load_checkpoint(model_dir, device=device)
+    images, labels = load_tensors(bundle.test, settings.n_examples)
+    zero_fraction = zero_gradient_fraction(model, images, labels, batch_size=settings.batch_size)
+    flags = sanity_checks(rows, zero_gradient=zero_fraction)
+    frame = flags.assign(model_id=meta["model_id"])[SANITY_COLUMNS]
+    write_csv_atomic(path, frame.assign(eval_digest=digest))
+    return frame
+
+
+def dataset_of(meta: dict[str, Any], *, data_root: str | Path | None = None) -> DatasetBundle:
+    """The test data a model was trained for, from its metadata (no augmentation).
+
+    Args:
+        meta: the model's metadata (its `data` entry holds the dataset settings it was trained with).
+        data_root: a different folder holding the data (e.g. on another machine).
+    """
+    data = meta.get("data") or {}
+    return load_dataset(data.get("dataset", meta.get("dataset")),
+                        root=data_root if data_root is not None else data.get("root", "data"),
+                        download=False, augment=False, split_seed=int(data.get("split_seed", 0)),
+                        image_size=data.get("image_size"))
+
+
+def collect_results(
+    model_dirs: Sequence[Path],
+    specs: Sequence[AttackSpec],
+    settings: EvalSettings,
+    *,
+    bundle: DatasetBundle | None = None,
+    device: torch.device,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int]:
+    """Evaluate every model (skipping what is on disk) and assemble the run's tables.
+
+    Args:
+        bundle: the dataset of every model; None reads each model's own dataset from its
+            metadata (optionally under `data_root`).
+
+    Returns:
+        `(results, outcomes, sanity, n_computed)`: results with `RESULT_COLUMNS`, outcomes with
+        `OUTCOME_COLUMNS`, sanity flags with `SANITY_COLUMNS`, and the number of (model, spec)
+        evaluations computed in this call.
+    """
+    all_rows, all_outcomes, all_flags, computed = [], [], [], 0
+    bundles: dict[str, DatasetBundle] = {}
+    bar = tqdm(model_dirs, desc="attacks", unit="model", disable=not progress, dynamic_ncols=True)
+    for model_dir in bar:
+        meta = read_meta(model_dir)
+        bar.set_postfix_str(meta["model_id"])
+        data_key = config_digest(meta.get("data") or meta.get("dataset"))
+        if bundle is None and data_key not in bundles:
+            bundles[data_key] = dataset_of(meta, data_root=data_root)
+        model_bundle = bundle if bundle is not None else bundles[data_key]
+        rows, outcomes, n_new = evaluate_model(model_dir, specs, settings, bundle=model_bundle, device=device, progress=False)
+        computed += n_new
+        for column in META_COLUMNS:
+            rows[column] = meta.get(column)
+        rows["config_digest"] = meta.get("config_digest")
+        all_rows.append(rows[RESULT_COLUMNS])
+        all_outcomes.append(outcomes.assign(model_id=meta["model_id"])[OUTCOME_COLUMNS])
+        if settings.sanity:
+            all_flags.append(_model_sanity(Path(model_dir), rows, settings, model_bundle, device))
+    bar.close()
+    results = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame(columns=RESULT_COLUMNS)
+    outcomes = pd.concat(all_outcomes, ignore_index=True) if all_outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
+    sanity = pd.concat(all_flags, ignore_index=True) if all_flags else pd.DataFrame(columns=SANITY_COLUMNS)
+    return results, outcomes, sanity, computed

@@ -1,0 +1,98 @@
+"""The whole pipeline for one experiment: train every model, attack every model, write the report.
+
+Each stage is resumable on its own (finished models and finished evaluations are found on disk),
+so the run as a whole is too: started again, it recomputes nothing that is done.
+
+Example:
+    >>> cfg = load_config("configs/digits-quick.yaml")
+    >>> summary = run_experiment(cfg, "runs/digits-quick", device=torch.device("cpu"))
+    >>> summary.report_path
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from robustsparse.config import ExperimentConfig
+from robustsparse.data import DatasetBundle
+from robustsparse.pipeline.evaluation import EvalSettings, collect_results
+from robustsparse.pipeline.run_dir import prepare_run_dir
+from robustsparse.pipeline.training import MODELS_DIR, load_experiment_data, train_experiment
+from robustsparse.train.jobs import experiment_jobs
+from robustsparse.utils.atomic import write_csv_atomic
+
+__all__ = ["RunSummary", "attack_experiment", "run_experiment", "RESULTS_NAME", "OUTCOMES_NAME", "SANITY_NAME"]
+
+log = logging.getLogger(__name__)
+
+RESULTS_NAME = "results.csv"
+OUTCOMES_NAME = "outcomes.csv.gz"
+SANITY_NAME = "sanity.csv"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a pipeline run did and where its outputs are."""
+
+    run_dir: Path
+    models: pd.DataFrame
+    results: pd.DataFrame
+    report_path: Path | None
+    n_trained: int
+    n_evaluated: int
+    seconds: float
+
+    def headline(self) -> pd.DataFrame:
+        """Per model: clean accuracy and the robust accuracy of the strongest attack at the largest eps."""
+        res = self.results
+        clean = res[res["attack"] == "clean"].set_index("model_id")["accuracy"].rename("clean_acc")
+        attacked = res[res["attack"] != "clean"]
+        if attacked.empty:
+            return clean.reset_index()
+        top_eps = attacked["eps"].max()
+        worst = attacked[attacked["eps"] == top_eps].groupby("model_id")["accuracy"].min().rename(f"robust_acc@eps={top_eps:.4g}")
+        table = self.models.set_index("model_id")[["granularity", "target_sparsity", "achieved_sparsity"]]
+        return table.join(clean).join(worst).reset_index()
+
+
+def attack_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torch.device,
+                      bundle: DatasetBundle | None = None, progress: bool = True) -> tuple[pd.DataFrame, int]:
+    """Attack every finished model of `cfg` and write `results.csv`, `outcomes.csv.gz`, `sanity.csv`.
+
+    Returns:
+        `(results, n_computed)`: the tidy results table and how many (model, spec) evaluations
+        were computed now (0 when everything was on disk).
+    """
+    run_dir = Path(run_dir)
+    bundle = bundle if bundle is not None else load_experiment_data(cfg)  # attacks read only the test split
+    model_dirs = [run_dir / MODELS_DIR / job.model_id for job in experiment_jobs(cfg)]
+    settings = EvalSettings(cfg.attack.n_examples, cfg.attack.batch_size, cfg.attack.seed, cfg.attack.sanity_checks)
+    results, outcomes, sanity, computed = collect_results(
+        model_dirs, cfg.attack.attack_specs(), settings, bundle=bundle, device=device, progress=progress)
+    write_csv_atomic(run_dir / OUTCOMES_NAME, outcomes)
+    write_csv_atomic(run_dir / SANITY_NAME, sanity)
+    write_csv_atomic(run_dir / RESULTS_NAME, results)
+    return results, computed
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torch.device, restart: bool = False,
+                   progress: bool = True, report: bool = True) -> RunSummary:
+    """Train, attack and report one experiment into `run_dir` (resuming whatever is on disk)."""
+    started = time.perf_counter()
+    bundle = load_experiment_data(cfg)  # before anything is written: a missing dataset leaves no trace
+    run_dir = prepare_run_dir(cfg, run_dir, restart=restart)
+    models = train_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress)
+    results, computed = attack_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress)
+    report_path = None
+    if report:
+        from reports import build_report
+
+        report_path = build_report(run_dir)
+    return RunSummary(run_dir, models, results, report_path, int((models["status"] == "trained").sum()), computed,
+                      time.perf_counter() - started)

@@ -1,0 +1,18 @@
+"""Small numeric helpers shared by the sparsity modules (rounding that does not depend on parity)."""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["round_half_up", "keep_count"]
+
+
+def round_half_up(x: float) -> int:
+    """Nearest integer, halves rounded up (Python's `round` rounds halves to even, which is
+    surprising for counts: 2.5 -> 2 but 3.5 -> 4)."""
+    return int(math.floor(x + 0.5 + 1e-12))
+
+
+def keep_count(density: float, size: int, minimum: int = 1) -> int:
+    """How many of `size` items to keep at `density` (nearest count, clamped to [minimum, size])."""
+    return int(min(size, max(minimum, round_half_up(density * size))))

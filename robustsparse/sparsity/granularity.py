@@ -1,0 +1,160 @@
+"""What the unit is: how a weight is cut into groups for each granularity, and back.
+
+Every granularity except `filter` / `channel` is a *row view* of the weight `W[K, C, R, S]`:
+a 2-D table whose rows are the groups.
+
+| view      | rows                                   | row length       |
+| --------- | -------------------------------------- | ---------------- |
+| `element` | one weight                             | 1                |
+| `row`     | `W[k, c, r, :]`                        | S                |
+| `kernel`  | `W[k, c, :, :]` (the spatial window)   | R*S              |
+| `cblock`  | `block` consecutive input channels of `W[k, :, r, s]` (1x1 / linear windows) | block |
+| `nm`      | `m` consecutive input channels of `W[k, :, r, s]` | m     |
+
+A trailing block shorter than its length (C not a multiple of it) is padded with positions that
+never count and are never kept. `kernel` pruning keeps or drops whole rows; `window`, `n:m`
+keep the same number of weights in every row (balanced); `window+kernel` drops whole rows and
+keeps the same number inside each remaining one. Pointwise layers (1x1 convs, linear layers)
+have a one-weight spatial window, so `window` / `window+kernel` use `cblock` rows there
+(`pointwise_grouping: channel_block`) or plain element pruning (`pointwise_grouping: element`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from robustsparse.sparsity.layers import LayerInfo
+from robustsparse.sparsity.settings import SparsityConfig
+
+__all__ = ["RowView", "LayerPlan", "layer_plan", "topk_rows_mask"]
+
+
+@dataclass(frozen=True)
+class RowView:
+    """A weight of shape (K, C, R, S) seen as rows of `block` entries (see the module table)."""
+
+    kind: str
+    shape: tuple[int, int, int, int]
+    block: int
+
+    @property
+    def _lines(self) -> int:
+        k, _, r, s = self.shape
+        return k * r * s
+
+    @property
+    def _blocks_per_line(self) -> int:
+        return math.ceil(self.shape[1] / self.block)
+
+    @property
+    def n_rows(self) -> int:
+        k, c, r, s = self.shape
+        if self.kind == "element":
+            return k * c * r * s
+        if self.kind == "row":
+            return k * c * r
+        if self.kind == "kernel":
+            return k * c
+        return self._lines * self._blocks_per_line
+
+    @property
+    def padded(self) -> bool:
+        return self.kind in ("cblock", "nm") and self.shape[1] % self.block != 0
+
+    def rows(self, t: torch.Tensor, pad: float | bool = 0) -> torch.Tensor:
+        """`t` (weight-shaped, any dtype) as a (n_rows, block) table; padding filled with `pad`."""
+        k, c, r, s = self.shape
+        t = t.reshape(self.shape)
+        if self.kind == "element":
+            return t.reshape(-1, 1)
+        if self.kind == "row":
+            return t.reshape(k * c * r, s)
+        if self.kind == "kernel":
+            return t.reshape(k * c, r * s)
+        lines = t.permute(0, 2, 3, 1).reshape(k * r * s, c)
+        width = self._blocks_per_line * self.block
+        if width != c:
+            filler = torch.full((lines.shape[0], width - c), pad, dtype=t.dtype, device=t.device)
+            lines = torch.cat([lines, filler], dim=1)
+        return lines.reshape(-1, self.block)
+
+    def unrows(self, table: torch.Tensor) -> torch.Tensor:
+        """Inverse of `rows`: a (K, C, R, S) tensor (padding dropped)."""
+        k, c, r, s = self.shape
+        if self.kind in ("element", "row", "kernel"):
+            return table.reshape(self.shape)
+        lines = table.reshape(k * r * s, -1)[:, :c]
+        return lines.reshape(k, r, s, c).permute(0, 3, 1, 2).contiguous()
+
+    def valid(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Bool (n_rows, block): True at real weights, False at padding."""
+        return self.rows(torch.ones(self.shape, dtype=torch.bool, device=device), pad=False)
+
+    def row_sizes(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Real weights per row (the row length, less padding)."""
+        if not self.padded:
+            return torch.full((self.n_rows,), self.block, dtype=torch.long, device=device)
+        return self.valid(device).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one prunable layer is pruned under a granularity.
+
+    Attributes:
+        granularity: the configured granularity, or `element` where a pointwise layer falls
+            back to element pruning (`pointwise_grouping: element`).
+        view: the row view (None for filter / channel, which couple several tensors).
+        balanced: every row keeps the same number of weights (window, n:m).
+        kernel_stage: whole rows are dropped first (window+kernel).
+    """
+
+    granularity: str
+    view: RowView | None
+    balanced: bool
+    kernel_stage: bool
+
+    def spec(self, keep: int | None = None) -> dict[str, Any]:
+        """The JSON-able per-layer description written into metadata (used by the checks)."""
+        out: dict[str, Any] = {"granularity": self.granularity}
+        if self.view is not None:
+            out.update(view=self.view.kind, block=self.view.block)
+        if self.balanced:
+            out.update(keep=keep if keep is not None else self.view.block, kernel_stage=self.kernel_stage)
+        return out
+
+
+def layer_plan(info: LayerInfo, cfg: SparsityConfig) -> LayerPlan:
+    """The row view and rules for pruning `info` under `cfg.granularity`."""
+    g = cfg.granularity
+    k, c, r, s = info.shape
+    if g == "element":
+        return LayerPlan(g, RowView("element", info.shape, 1), False, False)
+    if g == "row":
+        return LayerPlan(g, RowView("row", info.shape, s), False, False)
+    if g == "kernel":
+        return LayerPlan(g, RowView("kernel", info.shape, r * s), False, False)
+    if g in ("window", "window+kernel"):
+        if not info.pointwise:
+            return LayerPlan(g, RowView("kernel", info.shape, r * s), True, g == "window+kernel")
+        if cfg.pointwise_grouping == "element":
+            return LayerPlan("element", RowView("element", info.shape, 1), False, False)
+        return LayerPlan(g, RowView("cblock", info.shape, cfg.pointwise_block), True, g == "window+kernel")
+    if g == "n:m":
+        return LayerPlan(g, RowView("nm", info.shape, cfg.m), True, False)
+    return LayerPlan(g, None, False, False)  # filter / channel: see allocation.channel_masks
+
+
+def topk_rows_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Bool mask keeping the `keep` highest scores of every row (ties: the lower index)."""
+    keep = min(keep, scores.shape[1])
+    out = torch.zeros_like(scores, dtype=torch.bool)
+    if keep > 0:
+        # A stable descending sort makes ties deterministic on every device.
+        order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :keep]
+        out.scatter_(1, order, True)
+    return out

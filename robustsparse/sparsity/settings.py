@@ -1,0 +1,182 @@
+"""The `sparsity:` section of an experiment: one frozen, typed `SparsityConfig`.
+
+The config loader checks types and `Literal` vocabularies generically from the type hints;
+`__post_init__` checks what types cannot say (ranges and cross-field rules) and raises
+`ConfigError` with one line naming the key, the bad value and what is allowed.
+
+Defaults follow `docs/methods.md` section 1 (Campfire): the paper's own choices could not be
+verified, so each unknown is a setting with the proposed default, and every setting used is
+written into the pruner's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from robustsparse.errors import ConfigError
+from robustsparse.sparsity._math import keep_count
+
+__all__ = [
+    "SparsityConfig",
+    "Granularity",
+    "GRANULARITIES",
+    "BALANCED_GRANULARITIES",
+    "CHANNEL_GRANULARITIES",
+    "settings_to_dict",
+    "nm_keep",
+]
+
+Granularity = Literal["element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m"]
+GRANULARITIES: tuple[str, ...] = ("element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m")
+# Every group keeps the same number of weights: a global ranking would break that balance.
+BALANCED_GRANULARITIES: tuple[str, ...] = ("window", "window+kernel", "n:m")
+# Whole channels (a producer's filter together with its consumers' input columns).
+CHANNEL_GRANULARITIES: tuple[str, ...] = ("filter", "channel")
+
+
+def _require(condition: bool, key: str, value: Any, expected: str) -> None:
+    if not condition:
+        raise ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
+
+
+@dataclass(frozen=True)
+class SparsityConfig:
+    """How one sparse model is pruned (Campfire: gradual structured pruning, masks frozen at the end).
+
+    Attributes:
+        method: `none` (dense) or `campfire` (gradual magnitude pruning with frozen masks).
+        granularity: the group that is kept or removed as a whole (design.md, Granularities):
+            `element` one weight; `row` W[k,c,r,:]; `kernel` W[k,c,:,:]; `window` the same
+            number of weights kept inside every kernel (balanced); `window+kernel` kernel
+            pruning, then window pruning of the kept kernels; `filter` one output channel
+            (with its BatchNorm scale/shift, its bias and the consumers' input columns);
+            `channel` one input channel (the same coupled set, ranked by the consumers'
+            columns); `n:m` n of every m consecutive weights along the input channels.
+        target_sparsity: final fraction of zeros over the prunable weights, in [0, 1).
+            Balanced granularities reach the nearest achievable value (e.g. `window` on 3x3
+            at 0.7 keeps 3 of 9 weights: 0.667); the pruner's metadata states it.
+        importance: group score, `l1` (sum of |w|, Mao et al.) or `l2` (Euclidean norm).
+        allocation: `uniform` (the same target in every prunable layer) or `global` (one
+            ranking of all groups, each score divided by its group size); `global` is not
+            allowed for the balanced granularities (window, window+kernel, n:m).
+        keep_first_conv_dense: never prune the first convolution (the stem).
+        keep_last_linear_dense: never prune the last linear layer (the classifier).
+        keep_dense: more layers never pruned, as fnmatch patterns on module names
+            (e.g. `net.layer4.*`, `*.downsample.0`); each must match a conv or linear layer.
+        schedule: `cubic` (Zhu & Gupta), `linear` or `one_shot`; the cumulative target
+            moves from `initial_sparsity` at `start_epoch` to `target_sparsity` at `end_epoch`.
+        initial_sparsity: the target at `start_epoch` (0 for pruning from dense).
+        start_epoch: first mask update, in epochs of training completed.
+        end_epoch: last mask update, in epochs of training completed; the masks are frozen
+            from then on (Campfire). About a third of training, as the paper's 30 of 90 epochs.
+        update_every: masks are recomputed every `update_every` units between start and end.
+        update_unit: the unit of `update_every`: optimizer `steps` or `epochs`.
+        allow_regrowth: before the freeze, may pruned weights come back? False: scores come
+            from the masked weights and masks only gain zeros. True: scores come from dense
+            weights (pruned weights keep accumulating their updates in a shadow copy and come
+            back with that value when they win).
+        pointwise_grouping: how `window` / `window+kernel` group 1x1 convolutions and linear
+            layers, where a spatial window is a single weight: `channel_block` (a window is
+            `pointwise_block` consecutive input channels of one filter) or `element`
+            (unstructured pruning of those layers at the same target).
+        pointwise_block: the window size along the input channels for `channel_block`.
+        window_kernel_split: for `window+kernel`, the share of the target (in log-density,
+            (1-s) = (1-s_kernel)(1-s_window)) given to kernel pruning: 0 all window,
+            1 all kernel, 0.5 an even split. The window keep count is rounded to an integer
+            and the kernel part makes up the rest, so the overall target is met.
+        n: for `n:m`, weights kept in every group of `m`. Derived from `target_sparsity`
+            (nearest achievable) when left out; when given it must agree with it.
+        m: for `n:m`, the group size along the input channels.
+        lr_mode: learning-rate configuration while pruning (the trainer implements it):
+            `standard` schedule unchanged, `hold` the rate held while pruning, `rewind` the
+            schedule restarted when the masks freeze.
+        from_dense: start from the dense parent checkpoint (True) or from scratch (the
+            trainer implements it).
+    """
+
+    method: Literal["none", "campfire"] = "none"
+    granularity: Granularity = "element"
+    target_sparsity: float = 0.0
+    importance: Literal["l1", "l2"] = "l1"
+    allocation: Literal["uniform", "global"] = "uniform"
+    keep_first_conv_dense: bool = True
+    keep_last_linear_dense: bool = True
+    keep_dense: tuple[str, ...] = ()
+    schedule: Literal["cubic", "linear", "one_shot"] = "cubic"
+    initial_sparsity: float = 0.0
+    start_epoch: int = 0
+    end_epoch: int = 10
+    update_every: int = 1
+    update_unit: Literal["steps", "epochs"] = "epochs"
+    allow_regrowth: bool = False
+    pointwise_grouping: Literal["channel_block", "element"] = "channel_block"
+    pointwise_block: int = 8
+    window_kernel_split: float = 0.5
+    n: int | None = None
+    m: int = 4
+    lr_mode: Literal["standard", "hold", "rewind"] = "standard"
+    from_dense: bool = True
+
+    def __post_init__(self) -> None:
+        _require(self.granularity in GRANULARITIES, "granularity", self.granularity, "one of " + ", ".join(GRANULARITIES))
+        _require(_is_number(self.target_sparsity) and 0.0 <= self.target_sparsity < 1.0,
+                 "target_sparsity", self.target_sparsity, "a fraction of zeros in [0, 1)")
+        _require(_is_number(self.initial_sparsity) and 0.0 <= self.initial_sparsity <= self.target_sparsity,
+                 "initial_sparsity", self.initial_sparsity, f"a fraction in [0, target_sparsity = {self.target_sparsity}]")
+        if self.method == "none":
+            _require(self.target_sparsity == 0.0, "target_sparsity", self.target_sparsity,
+                     "0 when method is 'none' (set method: campfire to prune)")
+        _require(not (self.allocation == "global" and self.granularity in BALANCED_GRANULARITIES),
+                 "allocation", self.allocation,
+                 f"'uniform' with granularity {self.granularity!r} (a global ranking breaks the per-group balance)")
+        _require(isinstance(self.start_epoch, int) and self.start_epoch >= 0, "start_epoch", self.start_epoch, "an integer >= 0")
+        if self.schedule == "one_shot":
+            _require(isinstance(self.end_epoch, int) and self.end_epoch >= self.start_epoch,
+                     "end_epoch", self.end_epoch, f"an integer >= start_epoch ({self.start_epoch})")
+        else:
+            _require(isinstance(self.end_epoch, int) and self.end_epoch > self.start_epoch,
+                     "end_epoch", self.end_epoch,
+                     f"an integer > start_epoch ({self.start_epoch}) for a {self.schedule} schedule (or schedule: one_shot)")
+        _require(isinstance(self.update_every, int) and self.update_every >= 1, "update_every", self.update_every, "an integer >= 1")
+        _require(isinstance(self.pointwise_block, int) and self.pointwise_block >= 2,
+                 "pointwise_block", self.pointwise_block, "an integer >= 2")
+        _require(_is_number(self.window_kernel_split) and 0.0 <= self.window_kernel_split <= 1.0,
+                 "window_kernel_split", self.window_kernel_split, "a number in [0, 1]")
+        _require(isinstance(self.m, int) and self.m >= 2, "m", self.m, "an integer >= 2")
+        for pattern in self.keep_dense:
+            _require(isinstance(pattern, str) and bool(pattern.strip()), "keep_dense", list(self.keep_dense),
+                     "a list of non-empty fnmatch patterns on module names")
+        if self.granularity == "n:m":
+            derived = nm_keep(self.target_sparsity, self.m)
+            if self.n is None:
+                # Fill in the derived value so ids, metadata and the written config show it.
+                object.__setattr__(self, "n", derived)
+            else:
+                _require(isinstance(self.n, int) and 1 <= self.n <= self.m, "n", self.n, f"an integer in [1, m = {self.m}]")
+                _require(self.n == derived, "n", self.n,
+                         f"{derived} for target_sparsity {self.target_sparsity} with m = {self.m} "
+                         f"(n:m keeps n of m; set target_sparsity to {1 - self.n / self.m:g} or leave n out)")
+        else:
+            _require(self.n is None or (isinstance(self.n, int) and 1 <= self.n <= self.m),
+                     "n", self.n, f"null or an integer in [1, m = {self.m}] (only used by granularity n:m)")
+
+
+def nm_keep(target_sparsity: float, m: int) -> int:
+    """Weights kept per group of `m` nearest to `target_sparsity` (at least 1)."""
+    return keep_count(1.0 - target_sparsity, m)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def settings_to_dict(cfg: SparsityConfig) -> dict[str, Any]:
+    """A JSON-able view of the settings (tuples become lists)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,112 @@
+"""Training jobs: one model to train (dense or sparse), its id, and the digest that identifies it.
+
+An experiment expands into jobs: the dense model for every seed, then every sparse setting of
+the grid for every seed. A job's digest covers exactly what determines its weights (data,
+architecture, training, its sparsity settings, seed, its parent), so a finished model folder is
+reused only when it was trained the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from robustsparse.config import (
+    DataConfig,
+    ExperimentConfig,
+    ModelConfig,
+    SparsityConfig,
+    TrainConfig,
+    config_digest,
+)
+
+__all__ = ["TrainJob", "experiment_jobs", "dense_job", "sparse_job", "sparse_model_id"]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything needed to train one model.
+
+    Attributes:
+        model_id: folder name under `models/`, unique in the experiment.
+        seed: the training seed.
+        sparsity: the sparse settings, or None for the dense model.
+        parent_id: the dense model this one starts from (None: from scratch / dense).
+    """
+
+    model_id: str
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    sparsity: SparsityConfig | None = None
+    parent_id: str | None = None
+
+    @property
+    def method(self) -> str:
+        return "dense" if self.sparsity is None else self.sparsity.method
+
+    @property
+    def digest(self) -> str:
+        """Digest of what determines the trained weights (the parent included by its own digest)."""
+        parts = {
+            "seed": self.seed,
+            "data": self.data,
+            "model": self.model,
+            "train": self.train,
+            "sparsity": self.sparsity,
+            "parent": self.parent_id,
+        }
+        return config_digest(parts)
+
+
+def dense_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
+    """The dense model of `seed`."""
+    return TrainJob(f"dense-s{seed}", seed, cfg.data, cfg.model, cfg.train)
+
+
+def _level(target: float) -> str:
+    percent = target * 100
+    return f"{percent:g}".replace(".", "p")
+
+
+def sparse_model_id(sparsity: SparsityConfig, seed: int, varying: tuple[str, ...] = ()) -> str:
+    """A readable id: method-granularity-level[-key=value for other varying settings]-sSEED.
+
+    Example: `campfire-window-70-s0`, `campfire-filter-50-end_epoch10-s1`.
+    """
+    granularity = sparsity.granularity
+    if granularity == "n:m":
+        granularity = f"nm{sparsity.n}of{sparsity.m}"
+    parts = [sparsity.method, granularity, _level(sparsity.target_sparsity)]
+    for key in varying:
+        if key in ("granularity", "target_sparsity", "method"):
+            continue
+        value = getattr(sparsity, key)
+        text = "-".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        parts.append(f"{key}{text}".replace("/", "_").replace(":", "_"))
+    parts.append(f"s{seed}")
+    return "-".join(parts)
+
+
+def sparse_job(cfg: ExperimentConfig, sparsity: SparsityConfig, seed: int, varying: tuple[str, ...] = ()) -> TrainJob:
+    """One sparse model: `sparsity` at `seed`, from its dense parent when `from_dense`."""
+    parent = f"dense-s{seed}" if sparsity.from_dense else None
+    return TrainJob(sparse_model_id(sparsity, seed, varying), seed, cfg.data, cfg.model, cfg.train, sparsity, parent)
+
+
+def _varying_keys(entries: tuple[SparsityConfig, ...]) -> tuple[str, ...]:
+    if len(entries) < 2:
+        return ()
+    return tuple(f.name for f in fields(SparsityConfig) if len({getattr(e, f.name) for e in entries}) > 1)
+
+
+def experiment_jobs(cfg: ExperimentConfig) -> list[TrainJob]:
+    """All jobs of an experiment in dependency order: dense models first, then the sparse grid."""
+    jobs = [dense_job(cfg, seed) for seed in cfg.seeds]
+    varying = _varying_keys(cfg.sparsity)
+    for sparsity in cfg.sparsity:
+        for seed in cfg.seeds:
+            jobs.append(sparse_job(cfg, sparsity, seed, varying))
+    ids = [job.model_id for job in jobs]
+    assert len(set(ids)) == len(ids), f"model ids collide: {ids}"  # the grid is de-duplicated on load
+    return jobs

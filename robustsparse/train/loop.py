@@ -1,0 +1,129 @@
+"""One training epoch and one evaluation pass; no file I/O, no decisions about what to save.
+
+`train_one_epoch` calls `on_step_end(global_step)` after every optimizer step, which is where
+the sparse trainer re-applies its masks (and zeroes masked momentum) so a pruned weight is
+exactly zero at every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = ["train_one_epoch", "evaluate", "autocast_for"]
+
+Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast on CUDA when enabled (no loss scaling needed); a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device, channels_last: bool):
+    images = images.to(device, non_blocking=True)
+    if channels_last and device.type == "cuda" and images.ndim == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, labels.to(device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    device: torch.device,
+    start_step: int = 0,
+    label_smoothing: float = 0.0,
+    amp: bool = False,
+    channels_last: bool = False,
+    on_step_end: Callable[[int], None] | None = None,
+    adversary: Adversary | None = None,
+    adversarial_ratio: float = 1.0,
+    progress: bool = True,
+    desc: str = "train",
+) -> dict[str, float]:
+    """Train for one pass over `loader`.
+
+    Args:
+        model: the network (put in train mode here).
+        loader: yields (images in [0,1], labels).
+        optimizer / scheduler: the scheduler is stepped once per batch.
+        device: where to compute.
+        start_step: optimizer steps taken before this epoch (for `on_step_end`).
+        label_smoothing: cross-entropy label smoothing.
+        amp / channels_last: CUDA-only speed-ups.
+        on_step_end: called with the global step after every optimizer step.
+        adversary: optional function crafting adversarial images for adversarial training;
+            the first `adversarial_ratio` share of each batch is replaced by its output.
+        progress: show a tqdm bar with running loss and accuracy.
+
+    Returns:
+        {"loss": mean training loss, "acc": training accuracy, "steps": steps taken}.
+    """
+    model.train()
+    total_loss, correct, seen, step = 0.0, 0, 0, start_step
+    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for images, labels in bar:
+        images, labels = _to_device(images, labels, device, channels_last)
+        if adversary is not None:
+            n_adv = max(1, int(round(adversarial_ratio * len(images))))
+            adv = adversary(model, images[:n_adv], labels[:n_adv])
+            images = torch.cat([adv.detach(), images[n_adv:]])
+            model.train()
+        with autocast_for(device, amp):
+            logits = model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        step += 1
+        if on_step_end is not None:
+            on_step_end(step)
+        batch = len(labels)
+        total_loss += loss.item() * batch
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += batch
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "steps": step - start_step}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Loss and accuracy over `loader`, in eval mode; the model's previous mode is restored.
+
+    Returns:
+        {"loss": mean cross-entropy, "acc": accuracy, "n": number of examples}.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        total_loss, correct, seen = 0.0, 0, 0
+        for images, labels in loader:
+            images, labels = _to_device(images, labels, device, channels_last)
+            with autocast_for(device, amp):
+                logits = model(images).float()
+            total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+    finally:
+        model.train(was_training)
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "n": seen}

@@ -1,0 +1,269 @@
+"""Train one job (dense or Campfire-sparse) into its model folder, resumably.
+
+Model folder layout (design.md):
+    model.pt            final weights + masks + pruner state + metadata (written at the end)
+    meta.json           metadata; written last, so its presence marks a finished model
+    best.pt             best test accuracy among epochs at the final sparsity (masks frozen)
+    train_log.csv       one row per epoch
+    layer_sparsity.csv  per-layer accounting of the final model
+    last.pt             training state after the latest epoch (removed when finished)
+
+Every epoch ends with an atomic `last.pt`, so a run killed at any moment restarts from the
+last finished epoch and, because every epoch reseeds its randomness from (seed, epoch), ends
+with the same weights and masks as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from robustsparse.checkpoints import (
+    CHECKPOINT_NAME,
+    META_NAME,
+    ModelSpec,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from robustsparse.config import config_to_dict
+from robustsparse.data import DatasetBundle, load_dataset, make_loaders
+from robustsparse.errors import CheckpointError
+from robustsparse.models import NormalizedModel
+from robustsparse.sparsity import CampfirePruner, layer_sparsity_table, model_cost
+from robustsparse.train.adversarial import make_adversary
+from robustsparse.train.jobs import TrainJob
+from robustsparse.train.loop import evaluate, train_one_epoch
+from robustsparse.train.optim import build_optimizer, build_scheduler
+from robustsparse.utils.atomic import torch_save_atomic, write_csv_atomic
+from robustsparse.utils.runtime import library_versions, set_seed
+
+__all__ = ["train_job", "is_finished", "STATE_NAME", "BEST_NAME", "LOG_NAME", "LAYERS_NAME"]
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "last.pt"
+BEST_NAME = "best.pt"
+LOG_NAME = "train_log.csv"
+LAYERS_NAME = "layer_sparsity.csv"
+STATE_FORMAT = "robustsparse.train_state"
+
+
+def is_finished(model_dir: Path, job: TrainJob) -> bool:
+    """True when `model_dir` holds this job's finished model (same digest)."""
+    if not (model_dir / META_NAME).is_file() or not (model_dir / CHECKPOINT_NAME).is_file():
+        return False
+    try:
+        return read_meta(model_dir).get("config_digest") == job.digest
+    except CheckpointError:
+        return False
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def _model_spec(job: TrainJob, bundle: DatasetBundle) -> ModelSpec:
+    info = bundle.info
+    return ModelSpec(job.model.arch, info.num_classes, info.in_channels, info.image_size, tuple(info.mean), tuple(info.std))
+
+
+def train_job(
+    job: TrainJob,
+    model_dir: str | Path,
+    *,
+    device: torch.device,
+    bundle: DatasetBundle | None = None,
+    models_root: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train `job` into `model_dir`, resuming from `last.pt` when present; return its metadata.
+
+    Args:
+        job: what to train.
+        model_dir: the model folder (created).
+        device: where to train.
+        bundle: the dataset, if already loaded (else loaded from `job.data`).
+        models_root: folder holding the parent model folder (`<models_root>/<parent_id>`).
+        progress: show tqdm bars.
+
+    Returns:
+        The metadata written to `meta.json`.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if bundle is None:
+        bundle = load_dataset(job.data.dataset, root=job.data.root, download=job.data.download,
+                              augment=job.data.augment, split_seed=job.data.split_seed, image_size=job.data.image_size)
+    set_seed(job.seed)
+    train_loader, test_loader = make_loaders(
+        bundle, batch_size=job.train.batch_size, eval_batch_size=job.train.eval_batch_size,
+        num_workers=job.data.num_workers, seed=job.seed, pin_memory=device.type == "cuda",
+    )
+    steps_per_epoch = len(train_loader)
+    spec = _model_spec(job, bundle)
+    model = spec.build()
+    parent_meta = None
+    if job.parent_id is not None:
+        parent_dir = Path(models_root if models_root is not None else model_dir.parent) / job.parent_id
+        parent_model, parent_meta = load_checkpoint(parent_dir)
+        model.load_state_dict(parent_model.state_dict())
+    model.to(device)
+    if job.train.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    sparsity = job.sparsity
+    pruner = CampfirePruner(model, sparsity, steps_per_epoch) if sparsity is not None else None
+    optimizer = build_optimizer(model, job.train)
+    scheduler = build_scheduler(
+        optimizer, job.train, steps_per_epoch,
+        lr_mode=sparsity.lr_mode if sparsity is not None else "standard",
+        prune_start_epoch=sparsity.start_epoch if sparsity is not None else 0,
+        prune_end_epoch=sparsity.end_epoch if sparsity is not None else 0,
+    )
+    adversary = make_adversary(job.train.adversarial)
+
+    start_epoch, rows, best_acc = 0, [], -1.0
+    state_file = model_dir / STATE_NAME
+    if state_file.is_file():
+        start_epoch, rows, best_acc = _restore(state_file, job, model, optimizer, scheduler, pruner)
+        log.info("%s: resuming after epoch %d", job.model_id, start_epoch)
+    elif pruner is not None:
+        pruner.step(0, optimizer)  # the schedule's target at step 0 (e.g. one-shot or a non-zero initial sparsity)
+
+    def on_step_end(step: int) -> None:
+        if pruner is not None:
+            pruner.step(step, optimizer)  # recomputes the masks at update points
+            pruner.apply_(optimizer)  # a pruned weight (and its momentum) is exactly zero after every step
+
+    started = time.perf_counter()
+    epochs = range(start_epoch, job.train.epochs)
+    for epoch in epochs:
+        tic = time.perf_counter()
+        torch.manual_seed(_epoch_seed(job.seed, epoch))
+        if getattr(train_loader, "generator", None) is not None:
+            train_loader.generator.manual_seed(_epoch_seed(job.seed, epoch))
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(
+            model, train_loader, optimizer, scheduler, device=device, start_step=epoch * steps_per_epoch,
+            label_smoothing=job.train.label_smoothing, amp=job.train.amp, channels_last=job.train.channels_last,
+            on_step_end=on_step_end, adversary=adversary, adversarial_ratio=job.train.adversarial.ratio,
+            progress=progress, desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
+        )
+        test = evaluate(model, test_loader, device=device, amp=job.train.amp, channels_last=job.train.channels_last)
+        row = {
+            "epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
+            "test_loss": test["loss"], "test_acc": test["acc"],
+            "target_sparsity": pruner.current_target if pruner is not None else 0.0,
+            "achieved_sparsity": pruner.achieved()["prunable"] if pruner is not None else 0.0,
+            "masks_frozen": bool(pruner.frozen) if pruner is not None else True,
+            "epoch_seconds": time.perf_counter() - tic,
+        }
+        rows.append(row)
+        log.info("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | sparsity %.3f",
+                 job.model_id, epoch + 1, job.train.epochs, stats["loss"], stats["acc"], test["acc"], row["achieved_sparsity"])
+        if row["masks_frozen"] and test["acc"] > best_acc:
+            best_acc = test["acc"]
+            torch_save_atomic(model_dir / BEST_NAME, {"state_dict": _cpu_state(model), "epoch": epoch + 1, "test_acc": best_acc})
+        write_csv_atomic(model_dir / LOG_NAME, pd.DataFrame(rows))
+        _save_state(state_file, job, epoch + 1, rows, best_acc, model, optimizer, scheduler, pruner)
+
+    final = evaluate(model, test_loader, device=device)
+    meta = _metadata(job, bundle, model, spec, pruner, final, rows, parent_meta, time.perf_counter() - started, device)
+    masks = pruner.masks if pruner is not None else None
+    model_cpu = model.to("cpu")
+    layer_table = layer_sparsity_table(model_cpu, masks, pruner.granularity_info() if pruner is not None else None)
+    write_csv_atomic(model_dir / LAYERS_NAME, layer_table)
+    save_checkpoint(model_dir / CHECKPOINT_NAME, model_cpu, spec, meta, masks=masks,
+                    pruner_state=pruner.state_dict() if pruner is not None else None)
+    state_file.unlink(missing_ok=True)
+    log.info("%s: finished, test accuracy %.4f, sparsity %.4f", job.model_id, meta["clean_acc"], meta["achieved_sparsity"])
+    return meta
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _save_state(path: Path, job: TrainJob, epoch: int, rows: list[dict], best_acc: float, model: nn.Module,
+                optimizer: torch.optim.Optimizer, scheduler: Any, pruner: CampfirePruner | None) -> None:
+    torch_save_atomic(path, {
+        "format": STATE_FORMAT,
+        "config_digest": job.digest,
+        "epoch": epoch,
+        "rows": rows,
+        "best_acc": best_acc,
+        "state_dict": _cpu_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "pruner": pruner.state_dict() if pruner is not None else {},
+    })
+
+
+def _restore(path: Path, job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             pruner: CampfirePruner | None) -> tuple[int, list[dict], float]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt state file is a restart from scratch, not a crash
+        log.warning("%s: cannot read %s (%s); training this model from the start", job.model_id, path, type(exc).__name__)
+        path.unlink(missing_ok=True)
+        return 0, [], -1.0
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("config_digest") != job.digest:
+        raise CheckpointError(
+            f"{path} holds the training state of another model or setting; delete {path.parent} to train {job.model_id} afresh"
+        )
+    model.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if pruner is not None:
+        pruner.load_state_dict(state["pruner"])
+        pruner.apply_(optimizer)
+    return int(state["epoch"]), list(state["rows"]), float(state["best_acc"])
+
+
+def _metadata(job: TrainJob, bundle: DatasetBundle, model: NormalizedModel, spec: ModelSpec, pruner: CampfirePruner | None,
+              final: dict[str, float], rows: list[dict], parent_meta: dict | None, seconds: float, device: torch.device) -> dict[str, Any]:
+    info = bundle.info
+    example = (1, info.in_channels, info.image_size, info.image_size)
+    cost = model_cost(model, example, pruner.masks if pruner is not None else None)
+    achieved = pruner.achieved() if pruner is not None else {"prunable": 0.0, "all": 0.0}
+    frozen_rows = [r for r in rows if r["masks_frozen"]]
+    best = max(frozen_rows, key=lambda r: r["test_acc"]) if frozen_rows else None
+    nonzero = cost["nonzero_params"]
+    meta = {
+        "model_id": job.model_id,
+        "arch": spec.arch,
+        "dataset": info.name,
+        "method": job.method,
+        "granularity": "dense" if pruner is None else job.sparsity.granularity,
+        "target_sparsity": 0.0 if pruner is None else float(job.sparsity.target_sparsity),
+        "achieved_sparsity": float(achieved["prunable"]),
+        "achieved_sparsity_all": float(achieved["all"]),
+        "seed": job.seed,
+        "epochs": job.train.epochs,
+        "clean_acc": float(final["acc"]),
+        "n_test": int(final["n"]),
+        "best_acc": None if best is None else float(best["test_acc"]),
+        "best_epoch": None if best is None else int(best["epoch"]),
+        "parent": job.parent_id,
+        "parent_clean_acc": None if parent_meta is None else parent_meta.get("clean_acc"),
+        "config_digest": job.digest,
+        "compression": float(cost["params"] / nonzero) if nonzero else None,
+        **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in cost.items()},
+        "sparsity": pruner.metadata() if pruner is not None else None,
+        "train": config_to_dict(job.train),
+        "data": {**config_to_dict(job.data), "info": {**asdict(info), "mean": list(info.mean), "std": list(info.std), "class_names": list(info.class_names)}},
+        "train_seconds": round(seconds, 3),
+        "device": str(device),
+        "versions": library_versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return meta

@@ -1,0 +1,129 @@
+"""The command line end to end on digits, and its error paths (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from robustsparse.cli import main
+
+FAST = ["--set", "train.epochs=2", "--set", "train.batch_size=128", "--no-progress"]
+
+
+def write_config(tmp_path: Path, **sections) -> Path:
+    data = {"name": "cli", "data": {"dataset": "digits"}, "model": {"arch": "small_cnn"}, **sections}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A dense and an element-sparse digits model trained through `robustsparse train`."""
+    tmp = tmp_path_factory.mktemp("cli")
+    config = write_config(tmp, sparsity={"method": "campfire", "granularity": "element", "target_sparsity": 0.5,
+                                         "start_epoch": 0, "end_epoch": 1})
+    out = tmp / "run"
+    assert main(["train", str(config), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_train_writes_models_resolved_config_and_logs(trained, capsys):
+    assert (trained / "config.yaml").is_file()
+    for model_id in ("dense-s0", "campfire-element-50-s0"):
+        folder = trained / "models" / model_id
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["model_id"] == model_id
+        assert len(pd.read_csv(folder / "train_log.csv")) == 2
+    meta = json.loads((trained / "models" / "campfire-element-50-s0" / "meta.json").read_text())
+    assert abs(meta["achieved_sparsity"] - 0.5) < 0.005 and meta["parent"] == "dense-s0"
+
+
+def test_train_again_finds_finished_models(trained, tmp_path, capsys):
+    config_text = (trained / "config.yaml").read_text()
+    config = tmp_path / "again.yaml"
+    config.write_text(config_text)
+    assert main(["train", str(config), "--out", str(trained), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("found") == 2
+
+
+def test_list_models_and_datasets(capsys):
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    for arch in ("small_cnn", "lenet5", "resnet20", "resnet50_v1", "vgg16_bn"):
+        assert arch in out
+    assert main(["list", "datasets"]) == 0
+    assert "digits" in capsys.readouterr().out.split()
+
+
+def test_inspect_shows_and_verifies(trained, capsys):
+    assert main(["inspect", str(trained / "models" / "campfire-element-50-s0"), "--layers"]) == 0
+    out = capsys.readouterr().out
+    assert "small_cnn" in out and "digits" in out and "element" in out
+
+
+def test_inspect_fails_on_a_tampered_checkpoint(trained, tmp_path, capsys):
+    source = trained / "models" / "campfire-element-50-s0" / "model.pt"
+    payload = torch.load(source, weights_only=True)
+    name, mask = next((n, m) for n, m in payload["masks"].items() if (~m).any())
+    payload["state_dict"][name][~mask] = 0.5  # pruned weights brought back
+    torch.save(payload, tmp_path / "model.pt")
+    assert main(["inspect", str(tmp_path / "model.pt")]) != 0
+    assert "masked weights" in capsys.readouterr().err
+
+
+def test_attack_command_writes_tidy_results(trained, tmp_path, capsys):
+    out = tmp_path / "attacks"
+    code = main(["attack", str(trained / "models" / "dense-s0"), str(trained / "models" / "campfire-element-50-s0"),
+                 "--attack", "fgsm", "--attack", "pgd", "--eps", "2/255,8/255", "--steps", "3",
+                 "--n-examples", "60", "--out", str(out), "--no-progress"])
+    assert code == 0
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 2 * (1 + 2 + 2)
+    assert set(results["n_examples"]) == {60}
+    assert set(results["granularity"]) == {"dense", "element"}
+    assert (out / "outcomes.csv.gz").is_file()
+    assert "accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--set", "train.optimizer=adam"], ["train.optimizer", "adam", "sgd"]),
+        (["--set", "train.epocs=3"], ["train.epocs", "allowed keys"]),
+        (["--set", "model.arch=resnet9"], ["model.arch", "resnet9"]),
+        (["--set", "data.dataset=cifar10", "--set", "data.root=MISSING"], ["cifar10", "download"]),
+        (["--set", "sparsity.granularity=diagonal", "--set", "sparsity.method=campfire"], ["sparsity.granularity", "diagonal"]),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], ["device"]),
+    ],
+)
+def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, words):
+    config = write_config(tmp_path)
+    out = tmp_path / "out"
+    assert main(["train", str(config), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+    for word in words:
+        assert word in err
+    assert not out.exists()
+
+
+def test_missing_config_file_and_unknown_attack(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["attack", str(tmp_path), "--attack", "laser"]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_python_dash_m_help_lists_every_command():
+    done = subprocess.run([sys.executable, "-m", "robustsparse", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for command in ("train", "run", "attack", "report", "inspect", "export", "list"):
+        assert command in done.stdout

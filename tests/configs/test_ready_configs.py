@@ -1,0 +1,161 @@
+"""The ready experiment files in `configs/`: each validates, is internally consistent, and the
+command lines shown in its comments validate too.
+
+Only `load_config` runs here (no data, no training), so the whole module takes seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from robustsparse.config import load_config
+from robustsparse.data import list_datasets
+from robustsparse.models import list_models
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+CONFIG_IDS = [p.stem for p in CONFIGS]
+CIFAR_CONFIGS = [p for p in CONFIGS if p.stem.startswith("cifar10-")]
+
+# The README / issue 5 budget for running a CIFAR file on the CPU; start < end is what `cubic` needs.
+CPU_BUDGET = ("train.epochs=1", "sparsity.end_epoch=1", "sparsity.start_epoch=0")
+IMAGEFOLDER_ROUTE = ("data.dataset=imagefolder", "data.root=data/cifar10-jpeg")
+# The sanity check "large eps near zero" needs an Linf budget at least this large (attacks.sanity default).
+LARGE_LINF_EPS = 64 / 255
+
+
+def _commands_in_comments(path: Path) -> list[list[str]]:
+    """The `--set` overrides of every command shown in the file's comments, one list per command.
+
+    A command is a comment line holding `--set`, joined with the following comment lines while it
+    ends in a backslash (shell continuation).
+    """
+    lines = [line.strip()[1:].strip() for line in path.read_text(encoding="utf-8").splitlines()
+             if line.strip().startswith("#")]
+    commands: list[list[str]] = []
+    i = 0
+    while i < len(lines):
+        text = lines[i]
+        if "--set" not in text and not text.startswith("robustsparse run"):
+            i += 1
+            continue
+        while text.endswith("\\") and i + 1 < len(lines):
+            i += 1
+            text = text[:-1] + " " + lines[i]
+        i += 1
+        words = shlex.split(text[text.index("--set"):]) if "--set" in text else []
+        overrides = [words[j + 1] for j, word in enumerate(words) if word == "--set"]
+        if overrides:
+            commands.append(overrides)
+    return commands
+
+
+def test_there_are_ready_configs_for_every_dataset_the_issues_name():
+    stems = set(CONFIG_IDS)
+    assert {"digits-quick", "digits-campfire", "cifar10-resnet20", "cifar10-resnet18", "tinyimagenet-resnet18",
+            "tinyimagenet-vgg16", "imagenet-resnet50-campfire"} <= stems
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
+def test_config_is_consistent(path: Path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem, "the run folder is runs/<name>: keep it equal to the file name"
+    assert cfg.model.arch in list_models()
+    assert cfg.data.dataset in list_datasets()
+    assert cfg.sparsity, "every ready file has a sparse grid"
+    for entry in cfg.sparsity:
+        assert entry.method == "campfire"
+        assert 0.0 < entry.target_sparsity < 1.0
+        assert entry.start_epoch < entry.end_epoch <= cfg.train.epochs
+    assert all(0 < m < cfg.train.epochs for m in cfg.train.milestones)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
+def test_attack_sweep_parses_clean_first(path: Path):
+    specs = load_config(path).attack.attack_specs()
+    assert specs[0].name == "clean" and specs[0].eps == 0
+    attacked = specs[1:]
+    assert attacked, "a sweep with attacks"
+    assert all(s.name != "clean" for s in attacked)
+    assert all(0 < s.eps < math.inf for s in attacked)
+    keys = [s.key for s in specs]
+    assert len(set(keys)) == len(keys), f"duplicate attacks in the sweep: {keys}"
+    assert any(s.norm == "Linf" and s.eps >= LARGE_LINF_EPS - 1e-12 for s in attacked), \
+        "include one Linf budget >= 64/255 so the large-eps sanity check is not n/a"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
+def test_commands_shown_in_comments_validate(path: Path):
+    for overrides in _commands_in_comments(path):
+        cfg = load_config(path, overrides)
+        for entry in cfg.sparsity:
+            assert entry.end_epoch <= cfg.train.epochs
+
+
+def test_comment_parser_finds_the_cifar_cpu_budget_command():
+    # Guards the test above: if the parser found nothing, it would pass vacuously.
+    commands = _commands_in_comments(CONFIG_DIR / "cifar10-resnet20.yaml")
+    assert any(set(CPU_BUDGET) <= set(c) and set(IMAGEFOLDER_ROUTE) <= set(c) for c in commands)
+
+
+def test_digits_quick_grid_is_four_granularities_by_three_levels():
+    cfg = load_config(CONFIG_DIR / "digits-quick.yaml")
+    grid = sorted((e.granularity, e.target_sparsity) for e in cfg.sparsity)
+    expected = sorted((g, s) for g in ("element", "kernel", "window", "filter") for s in (0.5, 0.7, 0.9))
+    assert grid == expected
+
+
+def test_digits_campfire_is_the_issue_example():
+    cfg = load_config(CONFIG_DIR / "digits-campfire.yaml")
+    assert cfg.data.dataset == "digits" and cfg.model.arch == "small_cnn"
+    assert sorted(e.granularity for e in cfg.sparsity) == sorted(["element", "kernel", "window", "filter"])
+    assert all(e.target_sparsity == 0.7 and e.from_dense and e.schedule == "cubic" for e in cfg.sparsity)
+
+
+def test_imagenet_config_is_the_paper_setting():
+    cfg = load_config(CONFIG_DIR / "imagenet-resnet50-campfire.yaml")
+    assert cfg.data.dataset == "imagenet" and cfg.model.arch in ("resnet50", "resnet50_v1")
+    assert cfg.train.epochs == 90
+    assert math.isclose(cfg.train.lr, 0.1 * cfg.train.batch_size / 256)
+    assert {"window", "kernel"} <= {e.granularity for e in cfg.sparsity}
+    assert all(e.target_sparsity == 0.7 for e in cfg.sparsity)
+    assert all(e.keep_first_conv_dense and e.keep_last_linear_dense for e in cfg.sparsity)
+    assert any(s.name == "fgsm" for s in cfg.attack.attack_specs())
+
+
+@pytest.mark.parametrize("route", [(), IMAGEFOLDER_ROUTE], ids=["torchvision", "imagefolder"])
+@pytest.mark.parametrize("path", CIFAR_CONFIGS, ids=[p.stem for p in CIFAR_CONFIGS])
+def test_cifar_config_validates_with_cpu_budget(path: Path, route: tuple[str, ...]):
+    cfg = load_config(path, CPU_BUDGET + route)
+    assert cfg.train.epochs == 1
+    assert cfg.sparsity and all(e.start_epoch == 0 and e.end_epoch == 1 for e in cfg.sparsity)
+    full = load_config(path)
+    # The budget shortens training only: the grid and the sweep are unchanged.
+    assert len(cfg.sparsity) == len(full.sparsity)
+    assert [s.key for s in cfg.attack.attack_specs()] == [s.key for s in full.attack.attack_specs()]
+    if route:
+        assert cfg.data.dataset == "imagefolder" and cfg.data.root == "data/cifar10-jpeg"
+
+
+def test_cifar_grid_covers_granularities_and_levels():
+    for path in CIFAR_CONFIGS:
+        cfg = load_config(path)
+        assert {e.granularity for e in cfg.sparsity} >= {"element", "kernel", "window", "filter", "window+kernel"}
+        assert {e.target_sparsity for e in cfg.sparsity} == {0.5, 0.7, 0.9}
+        assert cfg.attack.n_examples == 1000
+        names = {s.name for s in cfg.attack.attack_specs()}
+        assert {"fgsm", "pgd", "square"} <= names
+
+
+def test_no_config_uses_an_unknown_section_key_in_its_comments_commands():
+    # Every override key shown in comments names a real setting (a typo would fail in load_config above,
+    # but only for files whose commands the parser finds; this checks the parser saw `section.key=`).
+    pattern = re.compile(r"^[a-z_]+(\.[a-z_]+)+=")
+    for path in CONFIGS:
+        for overrides in _commands_in_comments(path):
+            assert all(pattern.match(o) for o in overrides), (path.name, overrides)

@@ -1,0 +1,146 @@
+"""Figures: each function returns a Figure with the panels and lines the data call for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from reports import (
+    NothingToPlot,
+    ReportError,
+    fig_accuracy_vs_eps,
+    fig_attack_success,
+    fig_clean_vs_robust,
+    fig_delta_heatmap,
+    fig_layer_sparsity,
+    summarize,
+)
+from reports.load import load_layer_sparsity, load_meta, load_outcomes, load_results
+from reports.tables import grid_deltas, model_deltas
+
+N_FAMILIES = 4  # window/filter x 50%/70%
+
+
+@pytest.fixture(scope="module")
+def run(shared_run: Path) -> dict:
+    return {
+        "results": load_results(shared_run),
+        "outcomes": load_outcomes(shared_run),
+        "meta": load_meta(shared_run),
+        "layers": load_layer_sparsity(shared_run),
+        "raw": pd.read_csv(shared_run / "results.csv"),
+    }
+
+
+def test_accuracy_vs_eps_one_panel_per_attack_one_line_per_family_plus_dense(run: dict) -> None:
+    fig = fig_accuracy_vs_eps(run["results"])
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["FGSM", "PGD"]
+    raw = run["raw"]
+    for ax, attack in zip(fig.axes, ["fgsm", "pgd"]):
+        assert len(ax.lines) == N_FAMILIES + 1
+        dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert len(dashed) == 1
+        dense = raw[raw["method"] == "dense"]
+        clean = dense[dense["attack"] == "clean"]["accuracy"].mean()
+        by_eps = dense[dense["attack"] == attack].groupby("eps")["accuracy"].mean()
+        x, y = dashed[0].get_data()
+        assert np.allclose(x, [0.0, *by_eps.index])
+        assert np.allclose(y, [clean * 100, *(by_eps.to_numpy() * 100)])
+        assert len(ax.collections) == N_FAMILIES + 1  # one 95% band per line
+
+
+def test_delta_heatmap_marks_the_significant_cells(run: dict) -> None:
+    fig = fig_delta_heatmap(run["results"], run["outcomes"], meta=run["meta"])
+    heatmaps = [ax for ax in fig.axes if ax.get_title()]
+    assert len(heatmaps) == 2 and len(fig.axes) == 3  # plus one shared colour bar
+    grid = grid_deltas(model_deltas(run["results"], run["outcomes"], run["meta"]))
+    for ax, series in zip(heatmaps, ["FGSM", "PGD"]):
+        cells = grid[(grid["series"] == series) & np.isclose(grid["eps_key"], 8 / 255)]
+        texts = [t.get_text() for t in ax.texts]
+        assert len(texts) == len(cells) == N_FAMILIES
+        assert sum(t.endswith("*") for t in texts) == int((cells["p_value"] < 0.05).sum())
+        assert sorted(float(t.rstrip("*")) for t in texts) == sorted(round(d, 1) for d in cells["delta_pp"])
+        assert "8/255" in ax.get_title()
+
+
+def test_delta_heatmap_without_outcomes_marks_nothing(run: dict) -> None:
+    fig = fig_delta_heatmap(run["results"], None, eps="4/255")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts and not any(t.endswith("*") for t in texts)
+    assert all("4/255" in ax.get_title() for ax in fig.axes if ax.get_title())
+
+
+def test_clean_vs_robust_one_point_per_model_and_a_front(run: dict) -> None:
+    fig = fig_clean_vs_robust(run["results"], run["meta"])
+    assert len(fig.axes) == 2
+    n_models = run["raw"]["model_id"].nunique()
+    for ax in fig.axes:
+        assert sum(len(c.get_offsets()) for c in ax.collections) == n_models
+        assert len(ax.lines) == 1  # the Pareto front
+    assert fig.axes[1].get_xscale() == "log"
+
+
+def test_layer_sparsity_one_panel_per_target(run: dict) -> None:
+    fig = fig_layer_sparsity(run["layers"], run["meta"])
+    assert [ax.get_title() for ax in fig.axes] == ["target 50%", "target 70%"]
+    for ax, target in zip(fig.axes, [50.0, 70.0]):
+        assert len(ax.lines) == 2 + 1  # window, filter, the target line
+        assert any(np.allclose(line.get_ydata(), target) for line in ax.lines)
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "conv2", "conv3", "fc"]
+
+
+def test_attack_success_with_a_minimum_norm_attack(run_factory) -> None:
+    results = load_results(run_factory(include_cw=True, seeds=(0,)))
+    fig = fig_attack_success(results)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["FGSM at eps 8/255", "PGD at eps 8/255", "CW (minimum-norm)"]
+    assert fig.axes[2].get_ylabel() == "median L2 perturbation"
+    # CW has no eps budget (eps=inf), so the eps figure still has only FGSM and PGD
+    assert len(fig_accuracy_vs_eps(results).axes) == 2
+    assert "CW (minimum-norm)" in summarize(results)[0].text
+
+
+def test_minimum_norm_attack_with_a_budget_counts_at_that_eps(run_factory) -> None:
+    results = load_results(run_factory(attacks={"pgd": {2: 0.7, 8: 0.3}, "fab": {8: 0.35}}, seeds=(0,)))
+    assert [ax.get_title() for ax in fig_accuracy_vs_eps(results).axes] == ["PGD", "FAB"]
+    titles = [ax.get_title() for ax in fig_attack_success(results).axes]
+    assert titles == ["PGD at eps 8/255", "FAB at eps 8/255", "FAB (minimum-norm)"]
+    assert fig_attack_success(results).axes[2].get_ylabel() == "largest Linf perturbation"
+
+
+def test_dense_only_run_skips_what_needs_sparse_models(run_factory) -> None:
+    path = run_factory(granularities=(), seeds=(0,))
+    results = load_results(path)
+    with pytest.raises(NothingToPlot, match="no sparse"):
+        fig_delta_heatmap(results)
+    with pytest.raises(NothingToPlot):
+        fig_layer_sparsity(load_layer_sparsity(path), load_meta(path))
+    fig = fig_accuracy_vs_eps(results)
+    assert all(len(ax.lines) == 1 for ax in fig.axes)
+
+
+def test_no_dense_model_skips_the_heatmap(run_factory) -> None:
+    results = load_results(run_factory(include_dense=False, seeds=(0,)))
+    with pytest.raises(NothingToPlot, match="no dense"):
+        fig_delta_heatmap(results)
+    assert all(len(ax.lines) == N_FAMILIES for ax in fig_accuracy_vs_eps(results).axes)
+
+
+def test_single_eps(run_factory) -> None:
+    results = load_results(run_factory(attacks={"fgsm": {8: 0.45}}, seeds=(0,)))
+    fig = fig_accuracy_vs_eps(results)
+    assert len(fig.axes) == 1
+    assert all(len(line.get_xdata()) == 2 for line in fig.axes[0].lines)  # clean at 0, then 8/255
+    assert len(fig_delta_heatmap(results).axes) == 2
+
+
+def test_several_settings_must_be_filtered(run: dict) -> None:
+    other = run["results"].assign(dataset="cifar10", model_id=run["results"]["model_id"] + "-c")
+    both = pd.concat([run["results"], other], ignore_index=True)
+    with pytest.raises(ReportError, match="settings"):
+        fig_accuracy_vs_eps(both)

@@ -1,0 +1,120 @@
+"""Reading a run directory: schema checks and clear errors on missing or malformed files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from reports import RESULT_COLUMNS, ReportError, load_results, validate_results
+from reports.load import load_config, load_layer_sparsity, load_meta, load_outcomes, load_sanity
+
+
+def test_result_columns_are_unique_and_cover_the_contract() -> None:
+    assert len(RESULT_COLUMNS) == len(set(RESULT_COLUMNS))
+    for col in ["model_id", "key", "attack", "eps", "n_correct", "accuracy", "ci_low", "ci_high", "config_digest"]:
+        assert col in RESULT_COLUMNS
+
+
+def test_load_results_types_numbers_and_keeps_every_row(shared_run: Path) -> None:
+    raw = pd.read_csv(shared_run / "results.csv")
+    df = load_results(shared_run)
+    assert len(df) == len(raw)
+    assert df["eps"].dtype.kind == "f" and df["n_correct"].dtype.kind in "if"
+    assert load_results(shared_run / "results.csv").equals(df)  # a file path works too
+
+
+def test_missing_results_is_a_report_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="results"):
+        load_results(tmp_path)
+
+
+def test_missing_columns_are_named(shared_run: Path) -> None:
+    df = pd.read_csv(shared_run / "results.csv").drop(columns=["ci_low", "key"])
+    with pytest.raises(ReportError) as info:
+        validate_results(df)
+    assert "ci_low" in str(info.value) and "key" in str(info.value)
+
+
+def test_text_in_numeric_column_is_refused(shared_run: Path) -> None:
+    df = pd.read_csv(shared_run / "results.csv")
+    df["accuracy"] = df["accuracy"].astype(object)
+    df.loc[3, "accuracy"] = "high"
+    with pytest.raises(ReportError, match="accuracy.*'high'"):
+        validate_results(df)
+
+
+def test_repeated_key_and_missing_clean_are_refused(shared_run: Path) -> None:
+    df = pd.read_csv(shared_run / "results.csv")
+    with pytest.raises(ReportError, match="repeats"):
+        validate_results(pd.concat([df, df.iloc[[5]]]))
+    with pytest.raises(ReportError, match="clean"):
+        validate_results(df[df["attack"] != "clean"])
+
+
+def test_malformed_results_file_is_a_report_error(tmp_path: Path) -> None:
+    (tmp_path / "results.csv").write_bytes(b"")
+    with pytest.raises(ReportError, match="cannot be read"):
+        load_results(tmp_path)
+
+
+def test_outcomes_match_results_counts(shared_run: Path) -> None:
+    results, outcomes = load_results(shared_run), load_outcomes(shared_run)
+    sums = outcomes.groupby(["model_id", "key"])["correct"].sum()
+    merged = results.set_index(["model_id", "key"])["n_correct"]
+    assert (sums.reindex(merged.index) == merged).all()
+
+
+def test_bad_outcome_values_are_refused(tmp_path: Path) -> None:
+    pd.DataFrame({"model_id": ["a"], "key": ["clean"], "example": [0], "correct": [2]}).to_csv(
+        tmp_path / "outcomes.csv.gz", index=False
+    )
+    with pytest.raises(ReportError, match="0/1"):
+        load_outcomes(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert load_outcomes(empty, missing_ok=True) is None
+    with pytest.raises(ReportError, match="outcomes"):
+        load_outcomes(empty)
+
+
+def test_meta_one_row_per_model_with_flattened_versions(shared_run: Path) -> None:
+    meta = load_meta(shared_run)
+    assert meta["model_id"].is_unique
+    assert set(meta["model_id"]) == set(load_results(shared_run)["model_id"])
+    assert (meta["versions.torch"] == "2.14.1").all()
+
+
+def test_meta_in_the_wrong_folder_is_refused(synthetic_run: Path) -> None:
+    path = synthetic_run / "models" / "dense-s0" / "meta.json"
+    data = json.loads(path.read_text())
+    data["model_id"] = "someone-else"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="someone-else"):
+        load_meta(synthetic_run)
+
+
+def test_invalid_meta_json_is_a_report_error(synthetic_run: Path) -> None:
+    (synthetic_run / "models" / "dense-s0" / "meta.json").write_text("{not json")
+    with pytest.raises(ReportError, match="not valid JSON"):
+        load_meta(synthetic_run)
+
+
+def test_layer_sparsity_concatenates_every_model(shared_run: Path) -> None:
+    layers = load_layer_sparsity(shared_run)
+    n_models = len(list((shared_run / "models").iterdir()))
+    assert layers["model_id"].nunique() == n_models
+    assert layers.groupby("model_id")["layer_index"].apply(lambda s: list(s) == list(range(len(s)))).all()
+
+
+def test_sanity_and_config(shared_run: Path, tmp_path: Path) -> None:
+    sanity = load_sanity(shared_run)
+    assert sanity["passed"].dtype == bool
+    parsed, text = load_config(shared_run)
+    assert parsed["name"] == "synthetic" and "synthetic" in text
+    (tmp_path / "config.yaml").write_text("- a list\n- not a mapping\n")
+    with pytest.raises(ReportError, match="mapping"):
+        load_config(tmp_path)
+    assert load_sanity(tmp_path, missing_ok=True) is None

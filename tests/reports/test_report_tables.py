@@ -1,0 +1,131 @@
+"""Tables: deltas vs dense (matching, McNemar counts), seed aggregation, worst-case robust accuracy, metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports.load import load_meta, load_outcomes, load_results, load_sanity
+from reports.tables import (
+    aggregate_accuracy,
+    check_outcomes,
+    dense_matches,
+    grid_deltas,
+    metadata_table,
+    model_deltas,
+    robust_vs_clean,
+    sanity_table,
+)
+
+
+@pytest.fixture(scope="module")
+def frames(shared_run: Path) -> dict[str, pd.DataFrame]:
+    return {
+        "results": load_results(shared_run),
+        "outcomes": load_outcomes(shared_run),
+        "meta": load_meta(shared_run),
+        "raw": pd.read_csv(shared_run / "results.csv"),
+    }
+
+
+def test_model_deltas_match_an_independent_computation(frames: dict) -> None:
+    raw, out = frames["raw"], frames["outcomes"]
+    deltas = model_deltas(frames["results"], out, frames["meta"])
+    row = deltas[(deltas["model_id"] == "filter-70-s1") & deltas["key"].str.startswith("pgd:eps=8/255")].iloc[0]
+    key = row["key"]
+    acc = raw.set_index(["model_id", "key"])["accuracy"]
+    assert row["dense_model_id"] == "dense-s1"
+    assert row["delta_pp"] == pytest.approx((acc["filter-70-s1", key] - acc["dense-s1", key]) * 100)
+    s = out[(out.model_id == "filter-70-s1") & (out.key == key)].set_index("example")["correct"]
+    d = out[(out.model_id == "dense-s1") & (out.key == key)].set_index("example")["correct"].reindex(s.index)
+    assert row["sparse_only"] == ((s == 1) & (d == 0)).sum()
+    assert row["dense_only"] == ((s == 0) & (d == 1)).sum()
+    # discordant counts and the accuracy change must tell the same story
+    assert (row["sparse_only"] - row["dense_only"]) / row["n_paired"] * 100 == pytest.approx(row["delta_pp"])
+    assert len(deltas) == (raw["method"] != "dense").sum()
+
+
+def test_dense_match_prefers_parent_then_seed_then_mean(synthetic_run: Path) -> None:
+    meta_path = synthetic_run / "models" / "window-50-s1" / "meta.json"
+    data = json.loads(meta_path.read_text())
+    data["parent"] = "dense-s0"  # a from-parent model whose parent has another seed
+    meta_path.write_text(json.dumps(data))
+    results, meta = load_results(synthetic_run), load_meta(synthetic_run)
+    matches = dense_matches(results, meta).set_index("model_id")
+    assert matches.loc["window-50-s1", "dense_model_id"] == "dense-s0"
+    assert matches.loc["window-50-s1", "match"] == "parent"
+    no_meta = dense_matches(results).set_index("model_id")
+    assert no_meta.loc["window-50-s1", "dense_model_id"] == "dense-s1" and no_meta.loc["window-50-s1", "match"] == "seed"
+    # a seed with no dense model of its own falls back to the dense mean, with no paired test
+    lonely = results[results["model_id"] != "dense-s1"]
+    deltas = model_deltas(lonely, load_outcomes(synthetic_run))
+    rows = deltas[deltas["seed"] == 1]
+    assert (rows["match"] == "mean").all() and rows["p_value"].isna().all()
+    clean = lonely[(lonely["attack"] == "clean")].set_index("model_id")["accuracy"]
+    row = rows[(rows["model_id"] == "filter-70-s1") & (rows["key"] == "clean")].iloc[0]
+    assert row["delta_pp"] == pytest.approx((clean["filter-70-s1"] - clean["dense-s0"]) * 100)
+
+
+def test_grid_pools_seeds(frames: dict) -> None:
+    deltas = model_deltas(frames["results"], frames["outcomes"], frames["meta"])
+    grid = grid_deltas(deltas)
+    cell = grid[(grid["label"] == "filter") & (grid["target_sparsity"] == 0.7) & (grid["series"] == "PGD")
+                & np.isclose(grid["eps_key"], 8 / 255)].iloc[0]
+    models = deltas[(deltas["granularity"] == "filter") & (deltas["target_sparsity"] == 0.7)
+                    & deltas["key"].str.startswith("pgd:eps=8/255")]
+    assert cell["n_seeds"] == 2
+    assert cell["delta_pp"] == pytest.approx(models["delta_pp"].mean())
+    assert cell["dense_only"] == models["dense_only"].sum()
+    assert cell["p_value"] < 1e-3
+    window = grid[(grid["label"] == "window") & (grid["target_sparsity"] == 0.7) & grid["is_clean"]].iloc[0]
+    assert window["p_value"] > 0.05
+
+
+def test_aggregate_band_covers_the_mean(frames: dict) -> None:
+    agg = aggregate_accuracy(frames["results"])
+    assert (agg["band_low"] <= agg["accuracy"] + 1e-12).all() and (agg["accuracy"] <= agg["band_high"] + 1e-12).all()
+    dense_clean = agg[agg["is_dense"] & agg["is_clean"]]
+    assert len(dense_clean) == 1 and dense_clean["n_seeds"].iloc[0] == 2
+    # one row per family x attack config x eps: 1 dense + 4 sparse families, 1 clean + 2 attacks x 3 eps
+    assert len(agg) == 5 * 7
+
+
+def test_robust_vs_clean_takes_the_strongest_attack(frames: dict) -> None:
+    table = robust_vs_clean(frames["results"], frames["meta"], eps=8 / 255)
+    raw = frames["raw"]
+    at = raw[np.isclose(raw["eps"], 8 / 255)].groupby("model_id")["accuracy"].min()
+    assert np.allclose(table.set_index("model_id")["robust_accuracy"].reindex(at.index), at)
+    assert (table["worst_attack"] == "PGD").all()
+    assert (table.loc[table["is_dense"], "compression"] == 1.0).all()
+    by_id = table.set_index("model_id")
+    assert not by_id.loc["filter-70-s0", "front_clean_robust"]  # worse than window-70 on both axes
+    assert by_id.loc["window-70-s0", "front_compression_robust"]  # most compressed and most robust at 70%
+
+
+def test_check_outcomes_finds_disagreement(synthetic_run: Path) -> None:
+    results, outcomes = load_results(synthetic_run), load_outcomes(synthetic_run)
+    assert check_outcomes(results, outcomes) == []
+    tampered = outcomes.copy()
+    tampered.loc[(tampered.model_id == "dense-s0") & (tampered.key == "clean") & (tampered.example == 0), "correct"] ^= 1
+    notes = check_outcomes(results, tampered)
+    assert len(notes) == 1 and "dense-s0" in notes[0]
+
+
+def test_sanity_table_lists_failures_first(run_factory) -> None:
+    run = run_factory(failing_check=True, seeds=(0,))
+    flags = sanity_table(load_sanity(run))
+    assert not flags["passed"].iloc[0] and flags["passed"].iloc[1:].all()
+
+
+def test_metadata_table_names_seeds_versions_and_examples(frames: dict) -> None:
+    table = metadata_table(frames["results"], frames["meta"], {"name": "synthetic", "data": {"dataset": "digits"}})
+    items = dict(zip(table["item"], table["value"]))
+    assert items["seeds"] == "0, 1"
+    assert items["examples per evaluation"] == "300"
+    assert "torch 2.14.1" in items["versions"]
+    assert items["models"] == "10 (2 dense, 8 sparse)"
+    assert "PGD: 2/255, 4/255, 8/255" in items["attacks (eps)"]

@@ -1,0 +1,69 @@
+"""Tiny models for the sparsity-engine tests: every layer kind the engine must handle, in milliseconds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """3x3 stem + BN, a residual block (two 3x3 conv + BN), a 1x1 conv + BN, a 3x3 conv with
+    bias and no BN, average pooling to 2x2, flatten, two linear layers. Input (N, 3, 8, 8).
+
+    Channel groups it has: block conv1 -> conv2, pointwise -> conv3, conv3 -> fc1 (4 inputs
+    per channel after the flatten). Not groupable: the stem (first conv, dense), block conv2
+    (feeds the residual addition), fc1 (feeds the last linear, dense).
+    """
+
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Conv2d(3, w, 3, padding=1, bias=False)
+        self.stem_bn = nn.BatchNorm2d(w)
+        self.block_conv1 = nn.Conv2d(w, w, 3, padding=1, bias=False)
+        self.block_bn1 = nn.BatchNorm2d(w)
+        self.block_conv2 = nn.Conv2d(w, w, 3, padding=1, bias=False)
+        self.block_bn2 = nn.BatchNorm2d(w)
+        self.pointwise = nn.Conv2d(w, 2 * w, 1, bias=False)
+        self.pointwise_bn = nn.BatchNorm2d(2 * w)
+        self.conv3 = nn.Conv2d(2 * w, 2 * w, 3, padding=1, bias=True)
+        self.pool = nn.AvgPool2d(4)
+        self.fc1 = nn.Linear(2 * w * 4, 32)
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem_bn(self.stem(x)))
+        y = F.relu(self.block_bn1(self.block_conv1(x)))
+        y = self.block_bn2(self.block_conv2(y))
+        x = F.relu(x + y)
+        x = F.relu(self.pointwise_bn(self.pointwise(x)))
+        x = self.pool(F.relu(self.conv3(x)))
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc(x)
+
+
+def randomize_bn_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give BatchNorm layers non-trivial statistics and affine parameters (fresh ones are 0/1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model
+
+
+@pytest.fixture
+def tiny_net() -> TinyNet:
+    torch.manual_seed(0)
+    return randomize_bn_(TinyNet())
+
+
+@pytest.fixture
+def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)

@@ -1,0 +1,156 @@
+"""Every granularity at several targets: achieved sparsity, nearest achievable, and structure, checked independently."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from robustsparse.errors import ConfigError
+from robustsparse.sparsity import (
+    GRANULARITIES,
+    CampfirePruner,
+    SparsityConfig,
+    achieved_sparsity,
+    apply_masks_,
+    compute_masks,
+    prunable_layers,
+    verify_structure,
+)
+
+TARGETS = [0.5, 0.7, 0.9]
+BALANCED = ("window", "window+kernel", "n:m")
+CASES = [(g, a) for g in GRANULARITIES for a in ("uniform", "global") if not (a == "global" and g in BALANCED)]
+
+
+def one_shot(model: torch.nn.Module, granularity: str, target: float, allocation: str = "uniform", **kw) -> CampfirePruner:
+    cfg = SparsityConfig(method="campfire", granularity=granularity, target_sparsity=target, allocation=allocation,
+                         schedule="one_shot", start_epoch=0, end_epoch=0, **kw)
+    pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
+    assert pruner.step(0)
+    assert pruner.frozen
+    return pruner
+
+
+def _window_expectation(model: torch.nn.Module, target: float, block_1x1: int) -> float:
+    """Sparsity of balanced window pruning computed from first principles (3x3: of 9; 1x1/linear: of block)."""
+    zeros = total = 0
+    for name in prunable_layers(model, SparsityConfig(method="campfire", target_sparsity=target)):
+        w = model.get_submodule(name).weight
+        block = 9 if w.dim() == 4 and w.shape[2] * w.shape[3] == 9 else block_1x1
+        keep = min(block, max(1, int((1 - target) * block + 0.5)))
+        zeros += w.numel() * (block - keep) // block
+        total += w.numel()
+    return zeros / total
+
+
+def _largest_channel_share(model, pruner) -> float:
+    total = sum(model.get_submodule(n).weight.numel() for n in pruner.metadata()["prunable_layers"])
+    shares = []
+    for g in pruner.granularity_info()["channel_groups"]:
+        size = model.get_submodule(g["producer"]).weight[0].numel()
+        size += sum(model.get_submodule(c).weight.numel() // g["channels"] for c, _ in g["consumers"])
+        shares.append(size / total)
+    return max(shares)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize(("granularity", "allocation"), CASES)
+def test_achieved_sparsity_and_structure(tiny_net, granularity: str, allocation: str, target: float) -> None:
+    pruner = one_shot(tiny_net, granularity, target, allocation)
+    meta = pruner.metadata()
+    achieved = achieved_sparsity(tiny_net, pruner.masks)["prunable"]
+    nearest = meta["nearest_achievable_sparsity"]
+    assert abs(achieved - nearest) <= 0.005
+    assert meta["achieved_sparsity"]["prunable"] == achieved
+    if granularity == "window":
+        assert nearest == pytest.approx(_window_expectation(tiny_net, target, 8), abs=1e-12)
+    elif granularity == "n:m":
+        assert nearest == pytest.approx(1 - pruner.cfg.n / pruner.cfg.m, abs=1e-12)
+    elif granularity in ("filter", "channel"):
+        assert abs(nearest - target) <= _largest_channel_share(tiny_net, pruner) / 2 + 1e-9
+    else:
+        assert abs(achieved - target) <= 0.005
+    assert verify_structure(tiny_net, pruner.masks, meta) == []
+    params = dict(tiny_net.named_parameters())
+    for name, mask in pruner.masks.items():
+        assert mask.dtype == torch.bool and mask.shape == params[name].shape
+        assert bool((params[name][~mask] == 0).all())
+    # first conv and last linear are dense by default
+    assert bool(pruner.masks.get("stem.weight", torch.ones(1, dtype=torch.bool)).all())
+    assert bool(pruner.masks.get("fc.weight", torch.ones(1, dtype=torch.bool)).all())
+    assert bool((params["stem.weight"] != 0).all()) and bool((params["fc.weight"] != 0).all())
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_compute_masks_equals_the_one_shot_pruner(tiny_net, granularity: str) -> None:
+    masks = compute_masks(tiny_net, SparsityConfig(method="campfire", granularity=granularity, target_sparsity=0.7))
+    pruner = one_shot(copy.deepcopy(tiny_net), granularity, 0.7)
+    assert set(masks) == set(pruner.masks)
+    assert all(torch.equal(masks[k], pruner.masks[k]) for k in masks)
+
+
+def test_kernel_keeps_or_drops_whole_kernels(tiny_net) -> None:
+    pruner = one_shot(tiny_net, "kernel", 0.7)
+    for name in ("block_conv1.weight", "conv3.weight"):
+        per_kernel = pruner.masks[name].flatten(2).sum(-1)
+        assert set(per_kernel.unique().tolist()) <= {0, 9}
+
+
+def test_window_keeps_the_same_count_in_every_kernel(tiny_net) -> None:
+    pruner = one_shot(tiny_net, "window", 0.7)
+    counts = (tiny_net.conv3.weight != 0).flatten(2).sum(-1)
+    assert counts.max() <= 3 and (pruner.masks["conv3.weight"].flatten(2).sum(-1) == 3).all()
+    # the 1x1 conv: blocks of 8 consecutive input channels keep 2 each (round(0.3 * 8))
+    pw = pruner.masks["pointwise.weight"].reshape(32, 2, 8).sum(-1)
+    assert (pw == 2).all()
+    assert pruner.metadata()["pointwise_grouping"]["mode"] == "channel_block"
+
+
+def test_window_kernel_drops_kernels_and_balances_the_rest(tiny_net) -> None:
+    pruner = one_shot(tiny_net, "window+kernel", 0.7)
+    counts = pruner.masks["conv3.weight"].flatten(2).sum(-1)
+    kept = counts[counts > 0]
+    assert (counts == 0).any() and kept.numel() > 0 and (kept == kept[0]).all() and 0 < int(kept[0]) < 9
+
+
+def test_nm_groups_along_input_channels(tiny_net) -> None:
+    pruner = one_shot(tiny_net, "n:m", 0.5)
+    w = tiny_net.conv3.weight  # (K, C, R, S): groups of 4 consecutive C for every (k, r, s)
+    groups = w.permute(0, 2, 3, 1).reshape(-1, 4)
+    assert ((groups != 0).sum(1) <= 2).all()
+    assert (pruner.masks["conv3.weight"].permute(0, 2, 3, 1).reshape(-1, 4).sum(1) == 2).all()
+
+
+@pytest.mark.parametrize("granularity", ["filter", "channel"])
+def test_removed_channels_zero_filter_bn_bias_and_consumer_columns(tiny_net, granularity: str) -> None:
+    one_shot(tiny_net, granularity, 0.5)
+    gone = (tiny_net.block_conv1.weight.flatten(1) == 0).all(1)
+    assert 0 < int(gone.sum()) < 16
+    assert (tiny_net.block_bn1.weight[gone] == 0).all() and (tiny_net.block_bn1.bias[gone] == 0).all()
+    assert (tiny_net.block_conv2.weight[:, gone] == 0).all()
+    assert (tiny_net.block_bn1.weight[~gone] != 0).all()
+    gone3 = (tiny_net.conv3.weight.flatten(1) == 0).all(1)
+    assert (tiny_net.conv3.bias[gone3] == 0).all()
+    fc1_cols = tiny_net.fc1.weight.reshape(32, 32, 4)  # 4 inputs per conv3 channel after the 2x2 flatten
+    assert (fc1_cols[:, gone3] == 0).all() and (fc1_cols[:, ~gone3] != 0).all()
+    # residual stream channels are never removed
+    assert (tiny_net.block_conv2.weight.flatten(1) != 0).any(1).all()
+
+
+def test_keep_dense_patterns_and_first_conv_setting(tiny_net) -> None:
+    pruner = one_shot(tiny_net, "element", 0.7, keep_dense=("conv3",), keep_first_conv_dense=False)
+    assert bool(pruner.masks.get("conv3.weight", torch.ones(1, dtype=torch.bool)).all())
+    assert not bool(pruner.masks["stem.weight"].all())
+    assert pruner.metadata()["dense_layers"]["conv3"].startswith("keep_dense")
+    with pytest.raises(ConfigError, match="matches no conv or linear layer"):
+        one_shot(copy.deepcopy(tiny_net), "element", 0.7, keep_dense=("no_such_layer*",))
+
+
+def test_masked_model_equals_masks_applied_to_the_original(tiny_net) -> None:
+    original = copy.deepcopy(tiny_net)
+    pruner = one_shot(tiny_net, "kernel", 0.7)
+    apply_masks_(original, pruner.masks)
+    for (n, a), (_, b) in zip(tiny_net.named_parameters(), original.named_parameters()):
+        assert torch.equal(a, b), n

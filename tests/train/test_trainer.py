@@ -1,0 +1,95 @@
+"""The resumable trainer on digits: outputs, reproducibility, resume equals no-resume."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+import robustsparse.train.trainer as trainer_module
+from robustsparse import load_checkpoint
+from robustsparse.config import config_from_dict
+from robustsparse.data import load_dataset, load_tensors
+from robustsparse.train.jobs import dense_job, experiment_jobs
+from robustsparse.train.trainer import is_finished, train_job
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def small_cfg(epochs=3, **train):
+    return config_from_dict({"name": "t", "train": {"epochs": epochs, "batch_size": 128, **train}})
+
+
+def test_dense_training_writes_a_loadable_model_that_reproduces_its_accuracy(tmp_path, digits):
+    job = dense_job(small_cfg(epochs=3), seed=0)
+    meta = train_job(job, tmp_path / job.model_id, device=CPU, bundle=digits, progress=False)
+    folder = tmp_path / job.model_id
+    assert {"model.pt", "meta.json", "train_log.csv", "layer_sparsity.csv", "best.pt"} <= {p.name for p in folder.iterdir()}
+    assert not (folder / "last.pt").exists()
+    log = pd.read_csv(folder / "train_log.csv")
+    assert list(log["epoch"]) == [1, 2, 3]
+    assert meta["method"] == "dense" and meta["granularity"] == "dense" and meta["target_sparsity"] == 0.0
+    for key in ("model_id", "arch", "dataset", "seed", "epochs", "clean_acc", "config_digest", "versions", "created_at"):
+        assert key in meta
+    model, loaded_meta = load_checkpoint(folder)
+    images, labels = load_tensors(digits.test)
+    with torch.no_grad():
+        acc = int((model(images).argmax(1) == labels).sum()) / len(labels)
+    assert acc == pytest.approx(loaded_meta["clean_acc"], abs=1e-9)
+    assert acc > 0.5  # three epochs already learn digits
+    assert is_finished(folder, job)
+    assert not is_finished(folder, dense_job(small_cfg(epochs=4), seed=0))
+
+
+def test_same_seed_same_weights_and_different_seed_differs(tmp_path, digits):
+    cfg = small_cfg(epochs=1)
+    states = []
+    for i, seed in enumerate([0, 0, 1]):
+        job = dense_job(cfg, seed=seed)
+        train_job(job, tmp_path / str(i), device=CPU, bundle=digits, progress=False)
+        states.append(load_checkpoint(tmp_path / str(i))[0].state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, digits, monkeypatch):
+    job = dense_job(small_cfg(epochs=3, lr_schedule="cosine"), seed=0)
+    train_job(job, tmp_path / "straight", device=CPU, bundle=digits, progress=False)
+
+    calls = {"n": 0}
+    real_evaluate = trainer_module.evaluate
+
+    def evaluate_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed during epoch 2, after its training steps
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_job(job, tmp_path / "resumed", device=CPU, bundle=digits, progress=False)
+    monkeypatch.undo()
+    assert (tmp_path / "resumed" / "last.pt").exists() and not (tmp_path / "resumed" / "meta.json").exists()
+    train_job(job, tmp_path / "resumed", device=CPU, bundle=digits, progress=False)
+    a = load_checkpoint(tmp_path / "straight")[0].state_dict()
+    b = load_checkpoint(tmp_path / "resumed")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert list(pd.read_csv(tmp_path / "resumed" / "train_log.csv")["epoch"]) == [1, 2, 3]
+
+
+def test_experiment_jobs_put_dense_parents_first():
+    cfg = config_from_dict({
+        "seeds": [0, 1], "train": {"epochs": 4},
+        "sparsity": {"method": "campfire", "granularity": ["element", "filter"], "target_sparsity": 0.5, "end_epoch": 2},
+    })
+    jobs = experiment_jobs(cfg)
+    ids = [j.model_id for j in jobs]
+    assert ids[:2] == ["dense-s0", "dense-s1"]
+    assert "campfire-element-50-s1" in ids and "campfire-filter-50-s0" in ids
+    assert all(j.parent_id == f"dense-s{j.seed}" for j in jobs[2:])
+    assert len({j.digest for j in jobs}) == len(jobs)
