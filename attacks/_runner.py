@@ -20,7 +20,7 @@ from torch import nn
 
 from attacks._model import attack_mode, logits_of, predict, resolve_device
 from attacks.checks import check_adversarial, enforce_budget
-from attacks.engines import ITERATIVE, Piece, derive_seed, fgsm_sweep, iterative
+from attacks.engines import ITERATIVE, Piece, derive_seed, fgsm_sweep, input_grad, iterative
 from attacks.errors import AttackInputError
 from attacks.registry import build_torchattack
 from attacks.result import AttackOutcome, EvaluationResult
@@ -51,7 +51,8 @@ def _check_batch(images: object, labels: object, offset: int) -> tuple[torch.Ten
     if not isinstance(images, torch.Tensor) or not images.is_floating_point() or images.ndim != 4:
         desc = f"{images.dtype} {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
         raise AttackInputError(f"images must be a float NCHW tensor in [0, 1], got {desc}")
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
+    integer = isinstance(labels, torch.Tensor) and not labels.is_floating_point() and labels.dtype != torch.bool
+    if not integer or labels.ndim != 1:  # type: ignore[union-attr]
         desc = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
         raise AttackInputError(f"labels must be a 1-d integer tensor, got {desc}")
     if len(labels) != len(images):
@@ -138,12 +139,12 @@ class _Crafter:
             self._attacks[spec.key] = build_torchattack(self.model, spec, n_classes=self.n_classes, seed=seed)
         return self._attacks[spec.key]
 
-    def pieces(self, group: _Group, batch: Batch, rows: torch.Tensor) -> Iterator[Piece]:
+    def pieces(self, group: _Group, batch: Batch, rows: torch.Tensor, grad: torch.Tensor | None) -> Iterator[Piece]:
         x, y = batch.images, batch.labels
         if group.kind == "identity":
             yield Piece(group.specs[0], rows, x[rows])
         elif group.kind == "fgsm":
-            yield from fgsm_sweep(self.model, x, y, group.specs, rows, max_rows=self.max_rows)
+            yield from fgsm_sweep(self.model, x, y, group.specs, rows, max_rows=self.max_rows, grad=grad)
         elif group.kind == "iterative":
             index = torch.arange(batch.offset, batch.offset + len(x))
             seeds = [self.seed_of[s.key] for s in group.specs]
@@ -197,7 +198,8 @@ class _Accumulator:
     def outcomes(self, seed_of: Mapping[str, int]) -> dict[str, AttackOutcome]:
         out = {}
         for spec in self.specs:
-            arrays = {name: np.concatenate(vals) if vals else np.zeros(0) for name, vals in self.parts[spec.key].items()}
+            arrays = {name: np.concatenate(vals) if vals else np.zeros(0)
+                      for name, vals in self.parts[spec.key].items()}
             out[spec.key] = AttackOutcome(
                 spec=spec,
                 seed=seed_of[spec.key],
@@ -263,16 +265,22 @@ def run(
             if n == 0:
                 continue
             t0 = time.perf_counter()
-            with torch.no_grad():
-                source_logits = torch.cat([logits_of(source, c) for c in x.split(batch_size)])
             if not n_classes:
-                n_classes = int(source_logits.shape[1])
+                with torch.no_grad():
+                    n_classes = int(logits_of(source, x[:1]).shape[1])
                 crafter.n_classes = n_classes
             if int(y.min()) < 0 or int(y.max()) >= n_classes:
                 raise AttackInputError(
                     f"labels must be in [0, {n_classes}) for a model with {n_classes} logits, "
                     f"got {int(y.min())}..{int(y.max())} in the batch starting at example {batch.offset}"
                 )
+            grad = None
+            if any(g.kind == "fgsm" for g in groups):
+                # The clean forward pass also gives the one gradient the FGSM sweep needs.
+                source_logits, grad = input_grad(source, x, y, batch_size)
+            else:
+                with torch.no_grad():
+                    source_logits = torch.cat([logits_of(source, c) for c in x.split(batch_size)])
             source_correct = source_logits.argmax(1) == y
             target_correct = {
                 name: source_correct if model is source else predict(model, x, batch_size) == y
@@ -293,14 +301,15 @@ def run(
                         acc.current[spec.key]["correct"][:] = clean_all[name][-1]
                         acc.elapsed[spec.key] += clean_time
                     continue
-                for piece in crafter.pieces(group, batch, rows):
+                for piece in crafter.pieces(group, batch, rows, grad):
                     orig = x[piece.rows]
                     linf, l2 = check_adversarial(orig, piece.adversarial, piece.spec)
                     rows_np = piece.rows.cpu().numpy()
                     for name, model in targets.items():
                         pred = predict(model, piece.adversarial, batch_size)
                         correct = (pred == y[piece.rows]) & target_correct[name][piece.rows]
-                        accs[name].record(piece.spec, rows_np, correct.cpu().numpy(), linf.cpu().numpy(), l2.cpu().numpy())
+                        accs[name].record(piece.spec, rows_np, correct.cpu().numpy(), linf.cpu().numpy(),
+                                          l2.cpu().numpy())
                 share = (time.perf_counter() - t0) / len(group.specs)
                 for acc in accs.values():
                     for spec in group.specs:

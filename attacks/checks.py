@@ -48,7 +48,9 @@ def enforce_budget(images: torch.Tensor, adversarial: torch.Tensor, spec: Attack
     return adversarial
 
 
-def check_adversarial(images: torch.Tensor, adversarial: torch.Tensor, spec: AttackSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def check_adversarial(
+    images: torch.Tensor, adversarial: torch.Tensor, spec: AttackSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Check one adversarial batch and return its per-example ``(linf, l2)`` perturbation norms.
 
     Raises:
@@ -56,11 +58,13 @@ def check_adversarial(images: torch.Tensor, adversarial: torch.Tensor, spec: Att
             outside the eps ball (message names the spec, the count and the worst value).
     """
     if adversarial.shape != images.shape:
-        raise AttackCheckError(f"{spec.key}: attack returned shape {tuple(adversarial.shape)}, expected {tuple(images.shape)}")
+        raise AttackCheckError(
+            f"{spec.key}: attack returned shape {tuple(adversarial.shape)}, expected {tuple(images.shape)}"
+        )
     if not torch.isfinite(adversarial).all():
         bad = int((~torch.isfinite(adversarial)).flatten(1).any(1).sum())
         raise AttackCheckError(f"{spec.key}: {bad} adversarial example(s) contain NaN or inf")
-    low, high = float(adversarial.min()) if adversarial.numel() else 0.0, float(adversarial.max()) if adversarial.numel() else 0.0
+    low, high = (float(adversarial.min()), float(adversarial.max())) if adversarial.numel() else (0.0, 0.0)
     if low < -ABS_TOL or high > 1 + ABS_TOL:
         raise AttackCheckError(f"{spec.key}: adversarial examples leave [0, 1] (min {low:.6g}, max {high:.6g})")
     linf, l2 = perturbation_norms(images, adversarial)

@@ -30,7 +30,7 @@ from torch import nn
 
 from attacks.spec import AttackSpec
 
-__all__ = ["Piece", "derive_seed", "fgsm_sweep", "iterative", "ITERATIVE", "random_start"]
+__all__ = ["Piece", "derive_seed", "input_grad", "fgsm_sweep", "iterative", "ITERATIVE", "random_start"]
 
 ITERATIVE = ("bim", "pgd", "pgd_l2", "mifgsm")
 
@@ -60,9 +60,21 @@ def _input_grad(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) ->
     return logits.detach(), torch.zeros_like(images) if grad is None else grad
 
 
+def input_grad(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, max_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and cross-entropy input gradients of a batch, ``max_rows`` examples at a time.
+
+    The evaluation loop uses it for the clean pass when an FGSM sweep follows: the clean forward
+    pass then also yields the FGSM gradient.
+    """
+    parts = [_input_grad(model, x, y) for x, y in zip(images.split(max_rows), labels.split(max_rows))]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def fgsm_sweep(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, specs: Sequence[AttackSpec], rows: torch.Tensor,
-    *, max_rows: int,
+    *, max_rows: int, grad: torch.Tensor | None = None,
 ) -> Iterator[Piece]:
     """FGSM at every eps of ``specs`` from one gradient per example.
 
@@ -72,6 +84,7 @@ def fgsm_sweep(
         specs: ``fgsm`` specs (any eps).
         rows: positions in the batch to attack.
         max_rows: most examples per forward/backward pass.
+        grad: input gradients of the whole batch if already computed (see ``input_grad``).
 
     Yields:
         One ``Piece`` per spec and chunk of rows, identical to ``torchattacks.FGSM(model, eps)``
@@ -81,8 +94,7 @@ def fgsm_sweep(
         if len(chunk) == 0:
             continue
         x = images[chunk]
-        _, grad = _input_grad(model, x, labels[chunk])
-        sign = grad.sign()
+        sign = (grad[chunk] if grad is not None else _input_grad(model, x, labels[chunk])[1]).sign()
         for spec in specs:
             yield Piece(spec, chunk, torch.clamp(x + spec.eps * sign, min=0, max=1).detach())
 
@@ -106,6 +118,12 @@ def random_start(spec: AttackSpec, image: torch.Tensor, seed: int) -> torch.Tens
 
 def _rows_view(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def _per_row(values: list[float], repeats: int, like: torch.Tensor) -> torch.Tensor:
+    # Values per spec, repeated for the spec's rows, shaped to broadcast over images.
+    column = torch.tensor(values, dtype=torch.float64).repeat_interleave(repeats)
+    return _rows_view(column, like).to(like.device)
 
 
 class _Step:
@@ -195,11 +213,12 @@ def iterative(
     if not specs:
         return
     first = specs[0]
-    if first.name not in ITERATIVE or any(
-        (s.name, s.norm, s.steps, s.restarts, s.options) != (first.name, first.norm, first.steps, first.restarts, first.options)
-        for s in specs
-    ):
-        raise ValueError(f"iterative() needs specs of one attack differing only in eps/alpha, got {[s.key for s in specs]}")
+    def shared(s: AttackSpec) -> tuple[object, ...]:
+        return s.name, s.norm, s.steps, s.restarts, s.options
+
+    if first.name not in ITERATIVE or any(shared(s) != shared(first) for s in specs):
+        keys = [s.key for s in specs]
+        raise ValueError(f"iterative() needs specs of one attack differing only in eps/alpha, got {keys}")
     step = _Step(first.name, float(dict(first.options).get("decay", 1.0)))  # type: ignore[arg-type]
     k = len(specs)
     per_chunk = max(1, max_rows // k)
@@ -210,8 +229,8 @@ def iterative(
         x = images[chunk]
         orig = x.repeat(k, *([1] * (x.ndim - 1)))
         y = labels[chunk].repeat(k)
-        eps = _rows_view(torch.tensor([s.eps for s in specs], dtype=torch.float64).repeat_interleave(m), orig).to(orig.device)
-        alpha = _rows_view(torch.tensor([s.alpha for s in specs], dtype=torch.float64).repeat_interleave(m), orig).to(orig.device)
+        eps = _per_row([s.eps for s in specs], m, orig)
+        alpha = _per_row([s.alpha for s in specs], m, orig)
         best = orig.clone()
         done = torch.zeros(len(orig), dtype=torch.bool, device=orig.device)
         for restart in range(first.restarts or 1):

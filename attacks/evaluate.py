@@ -101,7 +101,7 @@ def evaluate_loader(
         The per-spec outcomes; examples are numbered in loader order.
     """
     parsed = prepare_specs(specs)
-    if max_examples is not None and (isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1):
+    if max_examples is not None and (not _positive(max_examples)):
         from attacks.errors import AttackInputError
 
         raise AttackInputError(f"max_examples must be a positive integer or None, got {max_examples!r}")

@@ -219,7 +219,7 @@ def _zero_grad(fraction: float | None, limit: float, scope: str) -> SanityFlag:
 def sanity_checks(
     results: EvaluationResult | pd.DataFrame,
     *,
-    tol: float = 0.01,
+    tol: float = 0.02,
     large_eps: Mapping[str, float] | None = None,
     near_zero: float = 0.05,
     zero_grad_fraction: float | Mapping[str, float] | None = None,
@@ -230,7 +230,8 @@ def sanity_checks(
     Args:
         results: an ``EvaluationResult`` (per-example checks possible) or a frame with the
             columns of ``EvaluationResult.to_frame()`` (plus ``model_id`` for several models).
-        tol: allowed accuracy difference (fraction, 0.01 = 1 point) before a comparison flags.
+        tol: allowed accuracy difference (fraction, 0.02 = 2 points) before a comparison flags; short
+            or randomly started attacks differ by a few examples without any masking.
         large_eps: norm -> eps from which accuracy must be near zero; default ``{"Linf": 64/255}``.
         near_zero: the accuracy that counts as near zero at a large eps.
         zero_grad_fraction: from ``zero_gradient_fraction`` (a mapping ``model_id -> fraction``

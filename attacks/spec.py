@@ -85,9 +85,9 @@ def _as_int(value: object, what: str, name: str, minimum: int) -> int:
     if isinstance(value, bool):
         raise AttackSpecError(f"{name}: {what} must be an integer >= {minimum}, got {value!r}")
     try:
-        number = int(value) if isinstance(value, (int, str)) else int(value)  # type: ignore[arg-type]
+        number = int(value)  # type: ignore[call-overload]
         if not isinstance(value, int) and float(value) != number:  # type: ignore[arg-type]
-            raise ValueError
+            raise ValueError  # 2.5 or "2.5" are not whole numbers
     except (ValueError, TypeError):
         raise AttackSpecError(f"{name}: {what} must be an integer >= {minimum}, got {value!r}") from None
     if number < minimum:
@@ -179,7 +179,9 @@ class AttackSpec:
         else:
             eps = parse_eps(self.eps, what=f"{name} eps")
             if math.isinf(eps) and info.eps == "required":
-                raise AttackSpecError(f"{name}: eps must be finite, got {self.eps!r}; only cw and deepfool run unbounded")
+                raise AttackSpecError(
+                    f"{name}: eps must be finite, got {self.eps!r}; only cw and deepfool run unbounded"
+                )
         set_(self, "eps", eps)
         set_(self, "eps_label", format_eps(eps, norm))
 
@@ -258,7 +260,8 @@ class AttackSpec:
         for k, v in self.options:  # type: ignore[misc]
             if k == key:
                 return v
-        raise AttackSpecError(f"{self.name}: no option {key!r}; options: {', '.join(k for k, _ in self.options) or 'none'}")  # type: ignore[misc]
+        known = ", ".join(k for k, _ in self.options) or "none"  # type: ignore[misc]
+        raise AttackSpecError(f"{self.name}: no option {key!r}; options: {known}")
 
     def replace(self, **changes: Any) -> AttackSpec:
         """A copy with some fields changed (validated again)."""

@@ -14,8 +14,8 @@ FGSM at 8 eps values and PGD-10 (alpha = eps/4, random start) at 4 eps values.
 Agreement: FGSM per example (must be identical); PGD against the plain loop over several seeds
 (the random start is the only difference besides early stopping, which can only make it stronger).
 
-Run from the repository root (about a minute on 2 CPU cores):
-    .venv/bin/python benchmarks/attack_efficiency.py [--repeats 3] [--json out.json]
+Run from the repository root (a few minutes on 2 busy CPU cores):
+    .venv/bin/python benchmarks/attack_efficiency.py [--repeats 3] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -90,84 +90,94 @@ def train_digits(n_eval: int, epochs: int, seed: int) -> tuple[nn.Module, torch.
     return model, images[eval_idx], labels[eval_idx], info
 
 
-def plain_loop(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
-               pgd_seed: int = 0) -> dict[str, np.ndarray]:
-    """One torchattacks object per eps, every example attacked; per-example correctness."""
-    model.eval()
-    out: dict[str, np.ndarray] = {}
+def plain_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+               eps_list: list[str]) -> dict[str, np.ndarray]:
+    """Plain loop, FGSM: one torchattacks object per eps, every example; per-example correctness."""
+    return {f"fgsm@{eps}": _plain_run(model, x, y, batch_size, torchattacks.FGSM(model, eps=attacks.parse_eps(eps)))
+            for eps in eps_list}
 
-    def run(name: str, attack: torchattacks.Attack) -> None:
-        correct = []
-        for i in range(0, len(x), batch_size):
-            adv = attack(x[i:i + batch_size], y[i:i + batch_size])
-            with torch.no_grad():
-                correct.append((model(adv).argmax(1) == y[i:i + batch_size]).numpy())
-        out[name] = np.concatenate(correct)
 
-    for eps in FGSM_EPS:
-        run(f"fgsm@{eps}", torchattacks.FGSM(model, eps=attacks.parse_eps(eps)))
-    for eps in PGD_EPS:
+def plain_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
+              eps_list: list[str]) -> dict[str, np.ndarray]:
+    """Plain loop, PGD-10 with random start seeded by ``seed``; per-example correctness."""
+    out = {}
+    for eps in eps_list:
         value = attacks.parse_eps(eps)
-        torch.manual_seed(pgd_seed)
-        run(f"pgd@{eps}", torchattacks.PGD(model, eps=value, alpha=value / 4, steps=PGD_STEPS, random_start=True))
+        torch.manual_seed(seed)
+        attack = torchattacks.PGD(model, eps=value, alpha=value / 4, steps=PGD_STEPS, random_start=True)
+        out[f"pgd@{eps}"] = _plain_run(model, x, y, batch_size, attack)
     return out
 
 
-def specs() -> list[attacks.AttackSpec]:
+def _plain_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+               attack: torchattacks.Attack) -> np.ndarray:
+    model.eval()
+    correct = []
+    for i in range(0, len(x), batch_size):
+        adv = attack(x[i:i + batch_size], y[i:i + batch_size])
+        with torch.no_grad():
+            correct.append((model(adv).argmax(1) == y[i:i + batch_size]).numpy())
+    return np.concatenate(correct)
+
+
+def specs(fgsm_eps: list[str], pgd_eps: list[str]) -> list[attacks.AttackSpec]:
     """The grid as attack specs."""
-    return attacks.expand_eps("fgsm", FGSM_EPS) + attacks.expand_eps("pgd", PGD_EPS, steps=PGD_STEPS)
+    return attacks.expand_eps("fgsm", fgsm_eps) + attacks.expand_eps("pgd", pgd_eps, steps=PGD_STEPS)
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[object, list[float]]:
-    """Result of the last call and the wall time of every call."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return result, times
+def timed(fn: Callable[[], object]) -> tuple[object, float, float]:
+    """Result, wall seconds and CPU seconds of this process for one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def benchmark(n_eval: int = 1000, epochs: int = 15, batch_size: int = 256, repeats: int = 3, seed: int = 0,
-              pgd_seeds: int = 5) -> dict:
-    """Run the comparison; returns every figure as plain data."""
+              pgd_seeds: int = 5, fgsm_eps: list[str] | None = None, pgd_eps: list[str] | None = None) -> dict:
+    """Run the comparison; returns every figure as plain data.
+
+    The variants are interleaved within each repeat, so load from other processes hits them alike;
+    CPU time of this process is reported beside wall time because it is far less sensitive to load.
+    """
+    fgsm_eps = list(fgsm_eps or FGSM_EPS)
+    pgd_eps = list(pgd_eps or PGD_EPS)
     model, x, y, info = train_digits(n_eval, epochs, seed)
-    grid = specs()
-    plain, plain_times = timed(lambda: plain_loop(model, x, y, batch_size), repeats)
-    ours, our_times = timed(lambda: attacks.evaluate(model, x, y, grid, batch_size=batch_size, seed=seed), repeats)
-    ref, ref_times = timed(lambda: attacks.evaluate(model, x, y, grid, batch_size=batch_size, seed=seed,
-                                                    efficient=False), 1)
-    # Split timings: FGSM grid alone and PGD grid alone (each includes one clean pass for ours).
-    fgsm_specs, pgd_specs = grid[:len(FGSM_EPS)], grid[len(FGSM_EPS):]
-    _, our_fgsm = timed(lambda: attacks.evaluate(model, x, y, fgsm_specs, batch_size=batch_size), repeats)
-    _, our_pgd = timed(lambda: attacks.evaluate(model, x, y, pgd_specs, batch_size=batch_size, seed=seed), repeats)
+    grid = specs(fgsm_eps, pgd_eps)
+    fgsm_specs, pgd_specs = grid[:len(fgsm_eps)], grid[len(fgsm_eps):]
+    variants: dict[str, Callable[[], object]] = {
+        "plain_fgsm": lambda: plain_fgsm(model, x, y, batch_size, fgsm_eps),
+        "package_fgsm": lambda: attacks.evaluate(model, x, y, fgsm_specs, batch_size=batch_size, seed=seed),
+        "plain_pgd": lambda: plain_pgd(model, x, y, batch_size, seed, pgd_eps),
+        "package_pgd": lambda: attacks.evaluate(model, x, y, pgd_specs, batch_size=batch_size, seed=seed),
+        "package_total": lambda: attacks.evaluate(model, x, y, grid, batch_size=batch_size, seed=seed),
+    }
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    outputs: dict[str, object] = {}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            outputs[name], w, c = timed(fn)
+            wall[name].append(w)
+            cpu[name].append(c)
+    for table in (wall, cpu):
+        table["plain_total"] = [a + b for a, b in zip(table["plain_fgsm"], table["plain_pgd"])]
+    ref, ref_wall, ref_cpu = timed(lambda: attacks.evaluate(model, x, y, grid, batch_size=batch_size, seed=seed,
+                                                            efficient=False))
+    plain = {**outputs["plain_fgsm"], **outputs["plain_pgd"]}  # type: ignore[dict-item]
+    ours = outputs["package_total"]
+    pgd_plain_seeds = [plain_pgd(model, x, y, batch_size, s, pgd_eps) for s in range(pgd_seeds)]
 
-    def plain_part(kind: str) -> Callable[[], None]:
-        def run() -> None:
-            for eps in FGSM_EPS if kind == "fgsm" else PGD_EPS:
-                value = attacks.parse_eps(eps)
-                atk = (torchattacks.FGSM(model, eps=value) if kind == "fgsm" else
-                       torchattacks.PGD(model, eps=value, alpha=value / 4, steps=PGD_STEPS, random_start=True))
-                for i in range(0, len(x), batch_size):
-                    adv = atk(x[i:i + batch_size], y[i:i + batch_size])
-                    with torch.no_grad():
-                        model(adv).argmax(1)
-        return run
-
-    _, plain_fgsm = timed(plain_part("fgsm"), repeats)
-    _, plain_pgd = timed(plain_part("pgd"), repeats)
-    pgd_plain_seeds = [plain_loop(model, x, y, batch_size, pgd_seed=s) for s in range(pgd_seeds)]
-
-    clean = ours.clean_correct  # type: ignore[union-attr]
+    clean = ours.clean_correct  # type: ignore[attr-defined]
     rows = []
     for spec in grid:
         name = f"{spec.name}@{spec.eps_label}"
         mine = ours[spec].correct  # type: ignore[index]
-        theirs = plain[name]  # type: ignore[index]
+        theirs = plain[name]
         row = {
             "attack": spec.name, "eps": spec.eps_label, "n": len(mine),
             "acc_package": float(mine.mean()), "acc_reference_path": float(ref[spec].accuracy),  # type: ignore[index]
             "acc_plain": float(theirs.mean()),
+            "acc_plain_clean_mistakes_not_robust": float((theirs & clean).mean()),
             "examples_differ": int((mine != (theirs & clean)).sum()),
             "plain_correct_but_clean_wrong": int((theirs & ~clean).sum()),
         }
@@ -178,21 +188,20 @@ def benchmark(n_eval: int = 1000, epochs: int = 15, batch_size: int = 256, repea
         rows.append(row)
 
     med = statistics.median
+    seconds = {f"{k}_wall": med(v) for k, v in wall.items()} | {f"{k}_cpu": med(v) for k, v in cpu.items()}
+    seconds |= {"reference_path_total_wall": ref_wall, "reference_path_total_cpu": ref_cpu}
+    speedup = {f"{part}_{kind}": seconds[f"plain_{part}_{kind}"] / seconds[f"package_{part}_{kind}"]
+               for part in ("fgsm", "pgd", "total") for kind in ("wall", "cpu")}
     return {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "torchattacks": torchattacks.__version__},
+                    "torchattacks": torchattacks.__version__, "load_average": os.getloadavg()},
         "setup": {**info, "n_eval": n_eval, "batch_size": batch_size, "repeats": repeats,
-                  "clean_accuracy": float(clean.mean()), "fgsm_eps": FGSM_EPS, "pgd_eps": PGD_EPS,
+                  "clean_accuracy": float(clean.mean()), "fgsm_eps": fgsm_eps, "pgd_eps": pgd_eps,
                   "pgd_steps": PGD_STEPS, "pgd_plain_seeds": pgd_seeds},
-        "seconds": {
-            "plain_total": med(plain_times), "package_total": med(our_times), "reference_path_total": med(ref_times),
-            "plain_fgsm": med(plain_fgsm), "package_fgsm": med(our_fgsm),
-            "plain_pgd": med(plain_pgd), "package_pgd": med(our_pgd),
-            "all_plain": plain_times, "all_package": our_times,
-        },
-        "speedup": {"total": med(plain_times) / med(our_times), "fgsm": med(plain_fgsm) / med(our_fgsm),
-                    "pgd": med(plain_pgd) / med(our_pgd)},
+        "seconds": seconds,
+        "all_wall": wall,
+        "speedup": speedup,
         "agreement": rows,
     }
 
@@ -202,24 +211,34 @@ def to_markdown(report: dict) -> str:
     s, sp, st = report["seconds"], report["speedup"], report["setup"]
     lines = [
         f"clean accuracy {st['clean_accuracy']:.3f} on {st['n_eval']} examples; batch size {st['batch_size']}; "
-        f"median of {st['repeats']} runs",
+        f"median of {st['repeats']} interleaved runs; {report['machine']['torch_threads']} torch thread(s)",
         "",
-        "| grid | plain torchattacks loop (s) | attacks.evaluate (s) | speed-up |",
-        "| --- | ---: | ---: | ---: |",
-        f"| FGSM x {len(st['fgsm_eps'])} eps | {s['plain_fgsm']:.2f} | {s['package_fgsm']:.2f} | {sp['fgsm']:.1f}x |",
-        f"| PGD-{st['pgd_steps']} x {len(st['pgd_eps'])} eps | {s['plain_pgd']:.2f} | {s['package_pgd']:.2f} | {sp['pgd']:.1f}x |",
-        f"| whole grid | {s['plain_total']:.2f} | {s['package_total']:.2f} | {sp['total']:.1f}x |",
+        "| grid | plain loop wall (s) | package wall (s) | speed-up wall | plain CPU (s) | package CPU (s) "
+        "| speed-up CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    names = {"fgsm": f"FGSM x {len(st['fgsm_eps'])} eps", "pgd": f"PGD-{st['pgd_steps']} x {len(st['pgd_eps'])} eps",
+             "total": "whole grid"}
+    for part, title in names.items():
+        lines.append(
+            f"| {title} | {s[f'plain_{part}_wall']:.2f} | {s[f'package_{part}_wall']:.2f} | {sp[f'{part}_wall']:.1f}x "
+            f"| {s[f'plain_{part}_cpu']:.2f} | {s[f'package_{part}_cpu']:.2f} | {sp[f'{part}_cpu']:.1f}x |"
+        )
+    lines += [
         "",
-        f"reference path (`efficient=False`, torchattacks objects + checks): {s['reference_path_total']:.2f} s",
+        f"reference path (`efficient=False`: torchattacks objects + checks), whole grid: "
+        f"{s['reference_path_total_wall']:.2f} s wall, {s['reference_path_total_cpu']:.2f} s CPU",
         "",
-        "| attack | eps | package | plain loop | examples differing | plain seeds (min-max, sd) |",
-        "| --- | --- | ---: | ---: | ---: | --- |",
+        "accuracy over all N; \"plain*\" counts clean mistakes as not robust, as the package does",
+        "",
+        "| attack | eps | package | plain loop | plain* | examples differing | plain seeds (min-max, sd) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in report["agreement"]:
         seeds = (f"{r['acc_plain_seed_min']:.3f}-{r['acc_plain_seed_max']:.3f}, {r['acc_plain_seed_sd']:.4f}"
                  if "acc_plain_seed_min" in r else "")
         lines.append(f"| {r['attack']} | {r['eps']} | {r['acc_package']:.3f} | {r['acc_plain']:.3f} | "
-                     f"{r['examples_differ']} | {seeds} |")
+                     f"{r['acc_plain_clean_mistakes_not_robust']:.3f} | {r['examples_differ']} | {seeds} |")
     return "\n".join(lines)
 
 
@@ -238,9 +257,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fgsm-eps", default=",".join(FGSM_EPS), help="comma-separated FGSM eps values")
+    parser.add_argument("--pgd-eps", default=",".join(PGD_EPS), help="comma-separated PGD eps values")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: least sensitive to load)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this JSON file")
     args = parser.parse_args()
-    report = benchmark(args.n_eval, args.epochs, args.batch_size, args.repeats, args.seed)
+    torch.set_num_threads(args.threads)
+    report = benchmark(args.n_eval, args.epochs, args.batch_size, args.repeats, args.seed,
+                       fgsm_eps=args.fgsm_eps.split(","), pgd_eps=args.pgd_eps.split(","))
     print(to_markdown(report))
     print(f"\nmachine: {report['machine']}")
     if args.json:

@@ -166,7 +166,8 @@ def _figures_for(
         (
             "attack_success", "Attack success rate and perturbation norms",
             f"Share of clean-correct examples the attack fools at eps {label_eps} (bars: mean over seeds, error bar: "
-            "seed sd; dashed: dense). Minimum-norm attacks: size of the perturbations they need (larger is more robust).",
+            "seed sd; dashed: dense). Minimum-norm attacks: size of the perturbations they need (larger is more "
+            "robust).",
             lambda: fig_attack_success(df, eps=e),
         ),
     ]
@@ -266,7 +267,9 @@ def assemble_report(
             "Mean over seeds; change in percentage points; McNemar p on discordant pairs pooled over seeds",
             grid[at_eps].reset_index(drop=True), _deltas_shown(grid[at_eps], several),
         ))
-        tables.append(TableItem("deltas", "Change vs dense, every attack and eps", "Mean over seeds", grid, shown, collapsed=True))
+        tables.append(
+            TableItem("deltas", "Change vs dense, every attack and eps", "Mean over seeds", grid, shown, collapsed=True)
+        )
         tables.append(TableItem(
             "deltas_per_model", "Change vs dense, per model",
             "Each sparse model against its dense counterpart (match: parent, same seed, or the dense mean)", per_model,
@@ -285,7 +288,8 @@ def assemble_report(
     tables.append(TableItem(
         "accuracy_mean", "Accuracy per model family (mean over seeds)",
         "Band: the wider of the mean Wilson interval and the between-seed t-interval", mean_acc,
-        mean_acc[["label", "sparsity_pct", "series", "eps_label", "n_seeds", "accuracy", "accuracy_sd", "band_low", "band_high"]],
+        mean_acc[["label", "sparsity_pct", "series", "eps_label", "n_seeds", "accuracy", "accuracy_sd", "band_low",
+                  "band_high"]],
         collapsed=True,
     ))
     for setting in settings:
@@ -297,7 +301,9 @@ def assemble_report(
         rvc = robust_vs_clean(sub, meta, eps=e)
         name = "robust_vs_clean" + (f"__{_slug(setting)}" if several else "")
         tables.append(TableItem(
-            name, f"Clean and worst-case robust accuracy at eps {eps_label_of(sub, e)}" + (f" ({setting})" if several else ""),
+            name,
+            f"Clean and worst-case robust accuracy at eps {eps_label_of(sub, e)}"
+            + (f" ({setting})" if several else ""),
             "Per model, with compression and Pareto-front membership", rvc,
             rvc[["model_id", "label", "sparsity_pct", "seed", "clean_accuracy", "robust_accuracy", "worst_attack",
                  "compression", "front_clean_robust", "front_compression_robust"]],

@@ -42,7 +42,9 @@ def _style() -> Iterator[None]:
         yield
 
 
-def _new_figure(n_axes: int, *, ncols_max: int = 3, width: float = 4.6, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+def _new_figure(
+    n_axes: int, *, ncols_max: int = 3, width: float = 4.6, height: float = 3.6
+) -> tuple[Figure, list[Axes]]:
     ncols = min(n_axes, ncols_max)
     nrows = -(-n_axes // ncols)
     fig = Figure(figsize=(width * ncols + 1.8, height * nrows + 0.6), layout="constrained")
@@ -78,7 +80,9 @@ def _palette(labels: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def _legend_handles(labels: Sequence[str], palette: dict, sparsities: Sequence[str], markers: dict, dense: bool) -> list[Line2D]:
+def _legend_handles(
+    labels: Sequence[str], palette: dict, sparsities: Sequence[str], markers: dict, dense: bool
+) -> list[Line2D]:
     handles = [Line2D([], [], color=palette[lab], lw=2, label=lab) for lab in labels]
     handles += [Line2D([], [], color="0.35", marker=markers[s], ls="", label=f"{s} sparsity") for s in sparsities]
     if dense:
@@ -136,11 +140,14 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
                 )
                 for (label, _), g in sparse.groupby(["label", "sparsity_pct"]):
                     g = g.sort_values("eps")
-                    ax.fill_between(g["eps"], g["band_low"] * 100, g["band_high"] * 100, color=palette[label], alpha=0.12, lw=0)
+                    ax.fill_between(
+                        g["eps"], g["band_low"] * 100, g["band_high"] * 100, color=palette[label], alpha=0.12, lw=0
+                    )
             dense = data[data["is_dense"]].sort_values("eps")
             if not dense.empty:
                 ax.plot(dense["eps"], dense["accuracy_pct"], ls="--", color=_DENSE_COLOR, lw=1.8)
-                ax.fill_between(dense["eps"], dense["band_low"] * 100, dense["band_high"] * 100, color=_DENSE_COLOR, alpha=0.08, lw=0)
+                ax.fill_between(dense["eps"], dense["band_low"] * 100, dense["band_high"] * 100,
+                                color=_DENSE_COLOR, alpha=0.08, lw=0)
             _eps_ticks(ax, data)
             ax.set(title=series, xlabel="eps (pixel scale)", ylabel="accuracy (%)", ylim=(0, 100))
         handles = _legend_handles(labels, palette, sparsities, markers, dense=bool(agg["is_dense"].any()))
@@ -193,8 +200,11 @@ def fig_delta_heatmap(
             sub = at[at["series"] == series]
             rows = [sparsity_text(t) for t in sorted(sub["target_sparsity"].unique())]
             cols = sorted(sub["label"].unique())
-            delta = sub.pivot(index="sparsity_pct", columns="label", values="delta_pp").reindex(index=rows, columns=cols)
-            pval = sub.pivot(index="sparsity_pct", columns="label", values="p_value").reindex(index=rows, columns=cols)
+            def cells(values: str) -> pd.DataFrame:
+                table = sub.pivot(index="sparsity_pct", columns="label", values=values)
+                return table.reindex(index=rows, columns=cols)
+
+            delta, pval = cells("delta_pp"), cells("p_value")
             text = np.where(
                 np.isfinite(delta.to_numpy()),
                 [[f"{d:+.1f}" + ("*" if np.isfinite(p) and p < alpha else "") for d, p in zip(dr, pr)]
@@ -259,12 +269,15 @@ def fig_clean_vs_robust(
             )
             sns.scatterplot(
                 data=sparse, x="compression", y="robust_pct", hue="label", hue_order=labels, palette=palette,
-                style="sparsity_pct", style_order=sparsities, markers=markers, s=80, alpha=0.85, legend=False, ax=ax_comp,
+                style="sparsity_pct", style_order=sparsities, markers=markers, s=80, alpha=0.85, legend=False,
+                ax=ax_comp,
             )
         for ax, x in ((ax_clean, "clean_pct"), (ax_comp, "compression")):
             if not dense.empty:
                 # drawn last and on top: a sparse model with the same numbers must not hide the reference
-                ax.scatter(dense[x], dense["robust_pct"], marker="*", s=220, color=_DENSE_COLOR, edgecolor="white", zorder=4)
+                ax.scatter(
+                    dense[x], dense["robust_pct"], marker="*", s=220, color=_DENSE_COLOR, edgecolor="white", zorder=4
+                )
         _pareto_line(ax_clean, data, "clean_pct", "robust_pct", "front_clean_robust")
         _pareto_line(ax_comp, data, "compression", "robust_pct", "front_compression_robust")
         ax_clean.set(xlabel="clean accuracy (%)", ylabel=f"robust accuracy at eps {label_eps} (%)",
@@ -274,7 +287,8 @@ def fig_clean_vs_robust(
         if len(ticks) <= 8:
             ax_comp.set_xticks(ticks, [f"{t:.3g}x" for t in ticks])
             ax_comp.minorticks_off()
-        ax_comp.set(xlabel="compression (total / non-zero weights, log scale)", ylabel=f"robust accuracy at eps {label_eps} (%)",
+        ax_comp.set(xlabel="compression (total / non-zero weights, log scale)",
+                    ylabel=f"robust accuracy at eps {label_eps} (%)",
                     title="Robustness vs compression")
         handles = _legend_handles(labels, palette, sparsities, markers, dense=False)
         if not dense.empty:
@@ -304,7 +318,8 @@ def fig_layer_sparsity(layer_sparsity: pd.DataFrame, models: pd.DataFrame) -> Fi
         settings = list(dict.fromkeys(models["dataset"].astype(str) + " / " + models["arch"].astype(str)))
         if len(settings) > 1:
             raise ReportError(f"fig_layer_sparsity: models hold {len(settings)} settings {settings}; filter to one")
-    info = info[(info["method"].astype(str).str.lower() != "dense") & (info["granularity"].astype(str).str.lower() != "dense")]
+    method, granularity = info["method"].astype(str).str.lower(), info["granularity"].astype(str).str.lower()
+    info = info[(method != "dense") & (granularity != "dense")]
     layers = layer_sparsity.rename(columns={"granularity": "layer_granularity"}).merge(info, on="model_id", how="inner")
     if layers.empty:
         raise NothingToPlot("no sparse model has a layer_sparsity.csv, so there is no per-layer view")
@@ -327,7 +342,8 @@ def fig_layer_sparsity(layer_sparsity: pd.DataFrame, models: pd.DataFrame) -> Fi
         for ax, target in zip(axes, targets):
             sub = mean[mean["target_sparsity"] == target]
             sns.lineplot(data=sub, x="layer_index", y="sparsity_pct", hue="label", hue_order=labels, palette=palette,
-                         style="label", style_order=labels, markers=markers, dashes=False, errorbar=None, legend=False, ax=ax)
+                         style="label", style_order=labels, markers=markers, dashes=False, errorbar=None, legend=False,
+                         ax=ax)
             ax.axhline(target * 100, ls=":", color="0.4", lw=1.2)
             step = max(1, len(names) // 40)  # keep tick labels readable on deep networks
             ax.set_xticks(names.index[::step])
@@ -374,7 +390,8 @@ def fig_attack_success(results: pd.DataFrame, *, eps: float | str | None = None)
         label_eps = eps_label_of(df, e)
         at = bounded[np.isclose(bounded["eps"], e, rtol=1e-6, atol=1e-9)]
         for series in dict.fromkeys(at["series"]):
-            panels.append((f"{series} at eps {label_eps}", at[at["series"] == series], "attack_success_rate", "attack success rate (%)"))
+            title = f"{series} at eps {label_eps}"
+            panels.append((title, at[at["series"] == series], "attack_success_rate", "attack success rate (%)"))
     for series in dict.fromkeys(df.loc[df["min_norm"], "series"]):
         sub = df[df["min_norm"] & (df["series"] == series)]
         col, what = _norm_column(sub)

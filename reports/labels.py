@@ -187,7 +187,7 @@ def choose_eps(results: pd.DataFrame, eps: float | str | None = None) -> float:
     e.g. 8/255 when FGSM, PGD and Square were all run there).
 
     Args:
-        results: An annotated results table (see `annotate`).
+        results: A results table (raw or annotated, see `annotate`).
         eps: A requested eps ("8/255" or a float) or None.
 
     Returns:
@@ -196,6 +196,8 @@ def choose_eps(results: pd.DataFrame, eps: float | str | None = None) -> float:
     Raises:
         ReportError: If nothing was attacked with an eps budget, or `eps` was not evaluated.
     """
+    if "bounded" not in results.columns:
+        results = annotate(results)
     bounded = results[results["bounded"]]
     if bounded.empty:
         raise ReportError("no attack with an eps budget in the results; nothing to show at one eps")
@@ -206,10 +208,11 @@ def choose_eps(results: pd.DataFrame, eps: float | str | None = None) -> float:
         if close.size == 0:
             shown = ", ".join(eps_text(e) for e in available)
             raise ReportError(f"eps {eps!r} was not evaluated; choose one of {shown}")
-        return float(close[0])
-    counts = bounded.groupby("eps_key")["series"].nunique()
-    best = counts[counts == counts.max()].index.max()
-    return float(best)
+        key = close[0]
+    else:
+        counts = bounded.groupby("eps_key")["series"].nunique()
+        key = counts[counts == counts.max()].index.max()
+    return float(bounded.loc[bounded["eps_key"] == key, "eps"].iloc[0])
 
 
 def eps_label_of(results: pd.DataFrame, eps: float) -> str:

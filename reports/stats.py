@@ -58,7 +58,9 @@ def mcnemar_exact(b: int, c: int) -> float:
     return float(stats.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
 
 
-def discordant_counts(correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray) -> tuple[int, int]:
+def discordant_counts(
+    correct_a: Sequence[bool] | np.ndarray, correct_b: Sequence[bool] | np.ndarray
+) -> tuple[int, int]:
     """Count the examples where exactly one of two models is right.
 
     Args:

@@ -158,7 +158,8 @@ def _sparsity_findings(grid: pd.DataFrame, series: str, eps: float, label_eps: s
             )
         else:
             text = (
-                f"{where}, {best['label']} {_best_phrase(best['delta_pp'])}: {format_points(best['delta_pp'])} vs dense "
+                f"{where}, {best['label']} {_best_phrase(best['delta_pp'])}: "
+                f"{format_points(best['delta_pp'])} vs dense "
                 f"({_p_words(best['p_value'], alpha)}); {worst['label']} {_worst_phrase(worst['delta_pp'])}: "
                 f"{format_points(worst['delta_pp'])} ({_p_words(worst['p_value'], alpha)})."
             )
@@ -185,7 +186,9 @@ def _ranking_finding(grid: pd.DataFrame, series: str, eps: float, label_eps: str
         text = f"{head} " + _names([f"{w} at {c}" for w, c in zip(winners, cells)]) + "."
     numbers = {
         "series": series, "eps": eps, "eps_label": label_eps,
-        "best": {float(t): (lab, float(d)) for t, lab, d in zip(best["target_sparsity"], best["label"], best["delta_pp"])},
+        "best": {
+            float(t): (lab, float(d)) for t, lab, d in zip(best["target_sparsity"], best["label"], best["delta_pp"])
+        },
     }
     return Finding("ranking", text, numbers)
 
@@ -204,7 +207,10 @@ def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float) -> 
             "most": worst["label"], "most_delta_pp": float(worst["delta_pp"]), "most_p": float(worst["p_value"]),
         }
         if len(sub) == 1:
-            parts.append(f"at {sparsity_text(target)} sparsity {best['label']} {format_points(best['delta_pp'])} ({_p_words(best['p_value'], alpha)})")
+            parts.append(
+                f"at {sparsity_text(target)} sparsity {best['label']} {format_points(best['delta_pp'])} "
+                f"({_p_words(best['p_value'], alpha)})"
+            )
         else:
             parts.append(
                 f"at {sparsity_text(target)} sparsity {best['label']} costs least ({format_points(best['delta_pp'])}, "
@@ -226,7 +232,8 @@ def _sanity_finding(sanity: pd.DataFrame) -> Finding:
         f"{len(failed)} of {n} sanity checks failed ({'; '.join(shown)}{more}); "
         "read the sanity table before trusting the numbers above."
     )
-    return Finding("sanity", text, {"n_checks": n, "n_failed": len(failed), "failed": failed[["model_id", "check"]].values.tolist()})
+    numbers = {"n_checks": n, "n_failed": len(failed), "failed": failed[["model_id", "check"]].values.tolist()}
+    return Finding("sanity", text, numbers)
 
 
 def _precision_finding(df: pd.DataFrame) -> Finding:
@@ -252,8 +259,8 @@ def summarize(
 ) -> list[Finding]:
     """Compute the first-screen findings from the numbers.
 
-    Failed sanity checks come first. Then, for each setting: an overview; the dense reference; at each target sparsity, which
-    granularity loses least and most robust accuracy vs dense under the strongest attack at
+    Failed sanity checks come first. Then, for each setting: an overview; the dense reference; at
+    each target sparsity, which granularity loses least and most robust accuracy vs dense under the strongest attack at
     `eps`, with McNemar p-values; the best granularity per sparsity under the other attacks;
     the clean-accuracy cost. Then the sanity checks (when all passed), the precision the example count allows, and
     how deltas and p-values were computed.

@@ -137,7 +137,9 @@ def model_deltas(
     ]
     short = has & (out["n_paired"] < out["n_examples"])
     if short.any():
-        log.warning("%d sparse/dense pairs share fewer examples than were evaluated; McNemar uses the shared ones", short.sum())
+        log.warning(
+            "%d sparse/dense pairs share fewer examples than were evaluated; McNemar uses the shared ones", short.sum()
+        )
     return out.reset_index(drop=True)
 
 
@@ -354,16 +356,19 @@ def metadata_table(
     rows.append(("methods", _join(sorted(sparse["method"].unique())) if len(sparse) else "none"))
     rows.append(("granularities", _join(sorted(sparse["granularity"].unique())) if len(sparse) else "none"))
     rows.append(
-        ("target sparsities", _join(sparsity_text(t) for t in sorted(sparse["target_sparsity"].unique())) if len(sparse) else "none")
+        ("target sparsities",
+         _join(sparsity_text(t) for t in sorted(sparse["target_sparsity"].unique())) if len(sparse) else "none")
     )
-    rows.append(("seeds", _join(int(s) if float(s).is_integer() else s for s in sorted(models["seed"].dropna().unique()))))
+    seeds = sorted(models["seed"].dropna().unique())
+    rows.append(("seeds", _join(int(s) if float(s).is_integer() else s for s in seeds)))
     attacks = []
     for series, sub in df[~df["is_clean"]].groupby("series", sort=False):
         if not sub["bounded"].any():
             attacks.append(f"{series}: minimum-norm")
             continue
         budgets = sub.drop_duplicates("eps_key").sort_values("eps")
-        attacks.append(f"{series}: {', '.join(eps_text(e, lab) for e, lab in zip(budgets['eps'], budgets['eps_label']))}")
+        shown = ", ".join(eps_text(e, lab) for e, lab in zip(budgets["eps"], budgets["eps_label"]))
+        attacks.append(f"{series}: {shown}")
     rows.append(("attacks (eps)", "; ".join(attacks) if attacks else "clean only"))
     rows.append(("examples per evaluation", _join(int(n) for n in sorted(df["n_examples"].dropna().unique()))))
     if config and isinstance(config.get("data"), dict):
@@ -393,7 +398,10 @@ def check_outcomes(results: pd.DataFrame, outcomes: pd.DataFrame) -> list[str]:
     missing = merged["size"].isna()
     if missing.any():
         first = merged.loc[missing, ["model_id", "key"]].iloc[0].tolist()
-        notes.append(f"{int(missing.sum())} result row(s) have no per-example outcomes (first: {first}); their McNemar tests are left out")
+        notes.append(
+            f"{int(missing.sum())} result row(s) have no per-example outcomes (first: {first}); "
+            "their McNemar tests are left out"
+        )
     wrong = ~missing & ((merged["sum"] != merged["n_correct"]) | (merged["size"] != merged["n_examples"]))
     if wrong.any():
         r = merged[wrong].iloc[0]

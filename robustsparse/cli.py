@@ -174,7 +174,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from robustsparse.export_command import export_checkpoint
+    from robustsparse.exporting import export_checkpoint
 
     summary = export_checkpoint(args.checkpoint, fmt=args.format, out=args.out)
     print(summary)

@@ -106,7 +106,9 @@ def find_chromium(explicit: str | None = None) -> str:
             found = shutil.which(candidate)
             if found:
                 return found
-            raise BrowserError(f"Chromium {candidate!r} not found; install it (apt-get install -y chromium) or fix the path")
+            raise BrowserError(
+                f"Chromium {candidate!r} not found; install it (apt-get install -y chromium) or fix the path"
+            )
     for name in _CHROMIUM_NAMES:
         found = shutil.which(name)
         if found:
@@ -283,7 +285,9 @@ def check_page(
             session=session, timeout=timeout,
         )
         result.images = probe.get("result", {}).get("value", [])
-        title = browser.call("Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session=session)
+        title = browser.call(
+            "Runtime.evaluate", {"expression": "document.title", "returnByValue": True}, session=session
+        )
         result.title = title.get("result", {}).get("value", "")
         browser.drain(0.5)
         result.console_errors = _console_errors(browser.events)
@@ -314,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("html", type=Path, help="the report's index.html")
     parser.add_argument("--screenshot", type=Path, help="save a PNG screenshot here")
-    parser.add_argument("--first-screen", action="store_true", help="screenshot only the first screen, not the whole page")
+    parser.add_argument(
+        "--first-screen", action="store_true", help="screenshot only the first screen, not the whole page"
+    )
     parser.add_argument("--chromium", help="Chromium executable (default: $CHROMIUM or chromium on PATH)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the page (default 60)")
     args = parser.parse_args(argv)

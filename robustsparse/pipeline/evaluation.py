@@ -61,6 +61,11 @@ def _read_cached(path: Path, digest: str) -> pd.DataFrame | None:
     return frame[frame["eval_digest"] == digest]
 
 
+def _append(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """`new` after the rows of `old` (if any); concatenating with nothing keeps `new`'s dtypes."""
+    return new.reset_index(drop=True) if old is None or old.empty else pd.concat([old, new], ignore_index=True)
+
+
 def evaluate_model(
     model_dir: str | Path,
     specs: Sequence[AttackSpec],
@@ -105,11 +110,8 @@ def evaluate_model(
         new_rows = result.to_frame().assign(eval_digest=digest)
         new_outcomes = result.outcomes_frame()[["key", "example", "correct"]].assign(eval_digest=digest)
         new_rows = new_rows[new_rows["key"].isin([s.key for s in missing])]
-        keep = (lambda f, cols: f if f is not None else pd.DataFrame(columns=cols))
-        all_rows = pd.concat([keep(cached, new_rows.columns), new_rows], ignore_index=True)
-        all_outcomes = pd.concat([keep(cached_outcomes, new_outcomes.columns), new_outcomes], ignore_index=True)
-        all_rows = all_rows.drop_duplicates("key", keep="last")
-        all_outcomes = all_outcomes.drop_duplicates(["key", "example"], keep="last")
+        all_rows = _append(cached, new_rows).drop_duplicates("key", keep="last")
+        all_outcomes = _append(cached_outcomes, new_outcomes).drop_duplicates(["key", "example"], keep="last")
         # Outcomes first: results.csv naming a key promises its outcomes are on disk.
         write_csv_atomic(outcomes_path, all_outcomes)
         write_csv_atomic(results_path, all_rows)
@@ -131,8 +133,11 @@ def _model_sanity(model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, b
     model, _ = load_checkpoint(model_dir, device=device)
     images, labels = load_tensors(bundle.test, settings.n_examples)
     zero_fraction = zero_gradient_fraction(model, images, labels, batch_size=settings.batch_size)
-    flags = sanity_checks(rows, zero_gradient=zero_fraction)
-    frame = flags.assign(model_id=meta["model_id"])[SANITY_COLUMNS]
+    flags = sanity_checks(rows, zero_grad_fraction=zero_fraction)
+    # A check with nothing to compare ("n/a") did not fail; its evidence says it was not checked.
+    frame = pd.DataFrame([{"model_id": meta["model_id"], "check": f.name, "passed": f.status != "flag",
+                           "evidence": f.evidence if f.status != "n/a" else f"not checked: {f.evidence}"} for f in flags],
+                         columns=SANITY_COLUMNS)
     write_csv_atomic(path, frame.assign(eval_digest=digest))
     return frame
 
@@ -149,6 +154,20 @@ def dataset_of(meta: dict[str, Any], *, data_root: str | Path | None = None) -> 
                         root=data_root if data_root is not None else data.get("root", "data"),
                         download=False, augment=False, split_seed=int(data.get("split_seed", 0)),
                         image_size=data.get("image_size"))
+
+
+INTEGER_COLUMNS = ("seed", "steps", "restarts", "n_examples", "n_correct", "n_clean_correct")
+
+
+def _typed(results: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as nullable integers, whether the rows were just computed or read from disk.
+
+    So a table assembled from cached and fresh evaluations is written identically.
+    """
+    results = results.copy()
+    for column in INTEGER_COLUMNS:
+        results[column] = pd.to_numeric(results[column]).round().astype("Int64")
+    return results
 
 
 def collect_results(
@@ -192,7 +211,7 @@ def collect_results(
         if settings.sanity:
             all_flags.append(_model_sanity(Path(model_dir), rows, settings, model_bundle, device))
     bar.close()
-    results = pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame(columns=RESULT_COLUMNS)
+    results = _typed(pd.concat(all_rows, ignore_index=True)) if all_rows else pd.DataFrame(columns=RESULT_COLUMNS)
     outcomes = pd.concat(all_outcomes, ignore_index=True) if all_outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
     sanity = pd.concat(all_flags, ignore_index=True) if all_flags else pd.DataFrame(columns=SANITY_COLUMNS)
     return results, outcomes, sanity, computed

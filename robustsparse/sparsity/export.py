@@ -131,7 +131,7 @@ def _encode_outer(mask: torch.Tensor) -> tuple[dict, dict] | None:
     m = mask.reshape(k, c, r * s)
     out_keep = m.reshape(k, -1).any(1)
     in_keep = m.any(2).any(0)
-    if not torch.equal(m, out_keep[:, None, None] & in_keep[None, :, None]):
+    if not bool((m == (out_keep[:, None, None] & in_keep[None, :, None])).all()):
         return None
     return {"encoding": "outer"}, {"index": _pack_bits(out_keep.numpy()), "cols": _pack_bits(in_keep.numpy())}
 

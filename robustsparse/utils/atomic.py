@@ -5,6 +5,7 @@ A crash or Ctrl-C in the middle of a write leaves the old file (or no file), nev
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
@@ -50,9 +51,14 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> Path:
-    """Write a DataFrame as CSV (no index) to `path` atomically; `.gz` paths are compressed."""
-    compression = "gzip" if str(path).endswith(".gz") else None
-    return _write(path, lambda tmp: frame.to_csv(tmp, index=False, compression=compression))
+    """Write a DataFrame as CSV (no index) to `path` atomically; `.gz` paths are compressed.
+
+    The gzip header carries no timestamp or file name, so the same table always gives the same bytes.
+    """
+    if str(path).endswith(".gz"):
+        data = gzip.compress(frame.to_csv(index=False).encode("utf-8"), mtime=0)
+        return _write(path, lambda tmp: tmp.write_bytes(data))
+    return _write(path, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def torch_save_atomic(path: str | Path, obj: Any) -> Path:

@@ -119,7 +119,9 @@ def test_missing_config_file_and_unknown_attack(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["attack", str(tmp_path), "--attack", "laser"]) == 2
-    assert "checkpoint" in capsys.readouterr().err
+    assert "unknown attack 'laser'" in capsys.readouterr().err
+    assert main(["attack", str(tmp_path / "absent"), "--attack", "fgsm", "--eps", "1/255"]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_python_dash_m_help_lists_every_command():

@@ -1,4 +1,4 @@
-"""A tiny experiment (digits, 2 sparse settings, a short attack sweep) shared by the pipeline tests."""
+"""The tiny experiment (see tests/conftest.py) as a YAML file, for pipeline tests that start from a file."""
 
 from __future__ import annotations
 
@@ -7,21 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-TINY = {
-    "name": "tiny",
-    "seeds": [0],
-    "data": {"dataset": "digits"},
-    "model": {"arch": "small_cnn"},
-    "train": {"epochs": 3, "batch_size": 128, "lr": 0.05},
-    "sparsity": {"method": "campfire", "granularity": ["element", "filter"], "target_sparsity": 0.5,
-                 "start_epoch": 0, "end_epoch": 2},
-    "attack": {"n_examples": 120, "batch_size": 128,
-               "specs": [{"name": "fgsm", "eps": ["4/255", "16/255"]}, {"name": "pgd", "eps": ["16/255"], "steps": 3}]},
-}
-
 
 @pytest.fixture
-def tiny_config_file(tmp_path: Path) -> Path:
+def tiny_config_file(tmp_path: Path, tiny_run_settings) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    path.write_text(yaml.safe_dump(tiny_run_settings, sort_keys=False))
     return path

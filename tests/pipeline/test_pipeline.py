@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
 
 import robustsparse.pipeline.evaluation as evaluation_module
+import robustsparse.pipeline.training as training_module
 from reports.schema import OUTCOME_COLUMNS, RESULT_COLUMNS
 from robustsparse.config import load_config
 from robustsparse.errors import ConfigError
-from robustsparse.pipeline import run_experiment
+from robustsparse.pipeline import read_run_config, run_experiment
 
 CPU = torch.device("cpu")
 
 
-def test_run_trains_attacks_reports_and_resumes_without_recomputing(tmp_path, tiny_config_file, monkeypatch):
-    cfg = load_config(tiny_config_file)
-    run_dir = tmp_path / "run"
-    first = run_experiment(cfg, run_dir, device=CPU, progress=False)
-
-    assert set(first.models["model_id"]) == {"dense-s0", "campfire-element-50-s0", "campfire-filter-50-s0"}
-    assert first.n_trained == 3
-    results = pd.read_csv(run_dir / "results.csv")
+def test_run_writes_models_results_outcomes_and_report(tiny_run):
+    models = {p.name for p in (tiny_run / "models").iterdir()}
+    assert models == {"dense-s0", "campfire-element-50-s0", "campfire-filter-50-s0"}
+    results = pd.read_csv(tiny_run / "results.csv")
     assert list(results.columns) == RESULT_COLUMNS
     assert len(results) == 3 * 4  # clean + 2 fgsm + 1 pgd per model
     assert not results.duplicated(["model_id", "key"]).any()
@@ -31,22 +30,34 @@ def test_run_trains_attacks_reports_and_resumes_without_recomputing(tmp_path, ti
     for _, group in results.groupby("model_id"):
         clean = group.loc[group["attack"] == "clean", "accuracy"].item()
         assert (group["accuracy"] <= clean + 1e-12).all()  # robust never above clean
-    outcomes = pd.read_csv(run_dir / "outcomes.csv.gz")
+    outcomes = pd.read_csv(tiny_run / "outcomes.csv.gz")
     assert list(outcomes.columns) == OUTCOME_COLUMNS
     per_key = outcomes.groupby(["model_id", "key"])["correct"].sum()
     merged = results.set_index(["model_id", "key"])["n_correct"]
     assert (per_key.reindex(merged.index) == merged).all()  # outcomes agree with the counts
-    assert (run_dir / "sanity.csv").is_file()
-    assert first.report_path is not None and first.report_path.is_file()
+    sanity = pd.read_csv(tiny_run / "sanity.csv")
+    assert set(sanity["model_id"]) == models
+    assert (tiny_run / "report" / "index.html").is_file() and (tiny_run / "report" / "report.md").is_file()
 
-    # Started again: nothing is trained or attacked, and the tables are identical.
+
+def test_started_again_recomputes_nothing_and_keeps_identical_results(tiny_run, tmp_path, monkeypatch):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run, run_dir)
+    before = {name: (run_dir / name).read_bytes() for name in ("results.csv", "outcomes.csv.gz", "sanity.csv")}
+    cfg = read_run_config(run_dir)
+
     def no_attacks(*args, **kwargs):
         raise AssertionError("an evaluation was recomputed")
 
+    def no_training(*args, **kwargs):
+        raise AssertionError("a model was retrained")
+
     monkeypatch.setattr(evaluation_module, "evaluate", no_attacks)
-    second = run_experiment(cfg, run_dir, device=CPU, progress=False)
-    assert second.n_trained == 0 and second.n_evaluated == 0
-    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "results.csv"), results)
+    monkeypatch.setattr(training_module, "train_job", no_training)
+    summary = run_experiment(cfg, run_dir, device=CPU, progress=False)
+    assert summary.n_trained == 0 and summary.n_evaluated == 0
+    for name, data in before.items():
+        assert (run_dir / name).read_bytes() == data
 
 
 def test_interrupted_attack_sweep_resumes_to_identical_results(tmp_path, tiny_config_file, monkeypatch):
@@ -69,10 +80,10 @@ def test_interrupted_attack_sweep_resumes_to_identical_results(tmp_path, tiny_co
     resumed = run_experiment(cfg, tmp_path / "resumed", device=CPU, progress=False, report=False)
     assert resumed.n_trained == 0  # the models were all finished before the sweep died
     assert resumed.n_evaluated == 2 * 4  # only the two models not yet attacked
-    pd.testing.assert_frame_equal(
-        resumed.results.drop(columns="elapsed_s").reset_index(drop=True),
-        straight.results.drop(columns="elapsed_s").reset_index(drop=True),
-    )
+    for name in ("results.csv", "outcomes.csv.gz", "sanity.csv"):
+        a = pd.read_csv(tmp_path / "resumed" / name)
+        b = pd.read_csv(tmp_path / "straight" / name)
+        pd.testing.assert_frame_equal(a.drop(columns="elapsed_s", errors="ignore"), b.drop(columns="elapsed_s", errors="ignore"))
 
 
 def test_changed_config_in_the_same_folder_is_refused_unless_restarted(tmp_path, tiny_config_file):

@@ -85,7 +85,8 @@ def make_run(
         for g in granularities:
             for t in sparsities:
                 models.append(
-                    dict(model_id=f"{g}-{round(t * 100)}-s{seed}", method="campfire", granularity=g, target=t, seed=seed)
+                    dict(model_id=f"{g}-{round(t * 100)}-s{seed}", method="campfire", granularity=g, target=t,
+                         seed=seed)
                 )
 
     rows, outcome_frames = [], []
@@ -130,7 +131,9 @@ def make_run(
                 )
             )
             outcome_frames.append(
-                pd.DataFrame({"model_id": m["model_id"], "key": key, "example": np.arange(n_examples), "correct": correct})
+                pd.DataFrame(
+                    {"model_id": m["model_id"], "key": key, "example": np.arange(n_examples), "correct": correct}
+                )
             )
         _write_model(root, m, rows)
 
@@ -138,13 +141,17 @@ def make_run(
     pd.concat(outcome_frames).to_csv(root / "outcomes.csv.gz", index=False)
     sanity = []
     for m in models:
-        sanity.append(dict(model_id=m["model_id"], check="masked_weights_zero", passed=True, evidence="0 non-zero masked weights"))
-        sanity.append(dict(model_id=m["model_id"], check="robust_le_clean", passed=True, evidence="robust <= clean at every eps"))
+        sanity.append(dict(model_id=m["model_id"], check="masked_weights_zero", passed=True,
+                           evidence="0 non-zero masked weights"))
+        sanity.append(dict(model_id=m["model_id"], check="robust_le_clean", passed=True,
+                           evidence="robust <= clean at every eps"))
     if failing_check:
-        sanity.append(dict(model_id=models[-1]["model_id"], check="gradient_masking", passed=False, evidence="square beats pgd by 12 points"))
+        sanity.append(dict(model_id=models[-1]["model_id"], check="gradient_masking", passed=False,
+                           evidence="square beats pgd by 12 points"))
     pd.DataFrame(sanity).to_csv(root / "sanity.csv", index=False)
     (root / "config.yaml").write_text(
-        "name: synthetic\nseeds: [0, 1]\ndata: {dataset: digits, eval_examples: %d}\nmodel: {arch: smallcnn}\n" % n_examples
+        f"name: synthetic\nseeds: [0, 1]\ndata: {{dataset: digits, eval_examples: {n_examples}}}\n"
+        "model: {arch: smallcnn}\n"
     )
     return root
 

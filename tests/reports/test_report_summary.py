@@ -22,14 +22,16 @@ def _expected(run: Path, granularity: str, target: float, key_prefix: str) -> tu
     """Mean over seeds of sparse minus same-seed dense accuracy (points), and the pooled McNemar p."""
     raw = pd.read_csv(run / "results.csv")
     out = pd.read_csv(run / "outcomes.csv.gz")
-    sparse = raw[(raw.granularity == granularity) & (raw.target_sparsity == target) & raw.key.str.startswith(key_prefix)]
+    sparse = raw[(raw.granularity == granularity) & (raw.target_sparsity == target)]
+    sparse = sparse[sparse.key.str.startswith(key_prefix)]
     dense = raw[(raw.method == "dense") & raw.key.str.startswith(key_prefix)].set_index("seed")
     deltas, b, c = [], 0, 0
     for row in sparse.itertuples():
         d = dense.loc[row.seed]
         deltas.append((row.accuracy - d.accuracy) * 100)
         s_out = out[(out.model_id == row.model_id) & (out.key == row.key)].set_index("example")["correct"]
-        d_out = out[(out.model_id == d.model_id) & (out.key == row.key)].set_index("example")["correct"].reindex(s_out.index)
+        d_out = out[(out.model_id == d.model_id) & (out.key == row.key)].set_index("example")["correct"]
+        d_out = d_out.reindex(s_out.index)
         b += int(((s_out == 1) & (d_out == 0)).sum())
         c += int(((s_out == 0) & (d_out == 1)).sum())
     p = stats.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0

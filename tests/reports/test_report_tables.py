@@ -59,7 +59,7 @@ def test_dense_match_prefers_parent_then_seed_then_mean(synthetic_run: Path) -> 
     assert matches.loc["window-50-s1", "dense_model_id"] == "dense-s0"
     assert matches.loc["window-50-s1", "match"] == "parent"
     no_meta = dense_matches(results).set_index("model_id")
-    assert no_meta.loc["window-50-s1", "dense_model_id"] == "dense-s1" and no_meta.loc["window-50-s1", "match"] == "seed"
+    assert tuple(no_meta.loc["window-50-s1", ["dense_model_id", "match"]]) == ("dense-s1", "seed")
     # a seed with no dense model of its own falls back to the dense mean, with no paired test
     lonely = results[results["model_id"] != "dense-s1"]
     deltas = model_deltas(lonely, load_outcomes(synthetic_run))
@@ -110,7 +110,8 @@ def test_check_outcomes_finds_disagreement(synthetic_run: Path) -> None:
     results, outcomes = load_results(synthetic_run), load_outcomes(synthetic_run)
     assert check_outcomes(results, outcomes) == []
     tampered = outcomes.copy()
-    tampered.loc[(tampered.model_id == "dense-s0") & (tampered.key == "clean") & (tampered.example == 0), "correct"] ^= 1
+    first = (tampered.model_id == "dense-s0") & (tampered.key == "clean") & (tampered.example == 0)
+    tampered.loc[first, "correct"] ^= 1
     notes = check_outcomes(results, tampered)
     assert len(notes) == 1 and "dense-s0" in notes[0]
 

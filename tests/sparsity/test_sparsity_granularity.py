@@ -154,3 +154,17 @@ def test_masked_model_equals_masks_applied_to_the_original(tiny_net) -> None:
     apply_masks_(original, pruner.masks)
     for (n, a), (_, b) in zip(tiny_net.named_parameters(), original.named_parameters()):
         assert torch.equal(a, b), n
+
+
+def test_pointwise_grouping_element_prunes_1x1_and_linear_unstructured(tiny_net) -> None:
+    pruner = one_shot(tiny_net, "window", 0.7, pointwise_grouping="element")
+    meta = pruner.metadata()
+    assert meta["layers"]["pointwise.weight"]["granularity"] == "element"
+    assert meta["layers"]["conv3.weight"] == {"granularity": "window", "view": "kernel", "block": 9, "keep": 3,
+                                              "kernel_stage": False}
+    pw = pruner.masks["pointwise.weight"]
+    assert abs(1 - pw.float().mean().item() - 0.7) <= 0.5 / pw.numel() + 1e-9
+    assert meta["pointwise_grouping"] == {"mode": "element", "block": 8, "applies": True,
+                                          "layers": ["pointwise", "fc1"]}
+    assert "3 of 9" in meta["achievable_note"]
+    assert verify_structure(tiny_net, pruner.masks, meta) == []
