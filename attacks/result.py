@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from attacks.metrics import attack_success_rate, ensemble_correct, mcnemar_test, wilson_interval
+from attacks.errors import AttackSpecError
 from attacks.spec import AttackSpec
 
 __all__ = ["AttackOutcome", "EvaluationResult", "FRAME_COLUMNS", "OUTCOME_COLUMNS", "ENSEMBLE_COLUMNS",
@@ -46,7 +47,9 @@ class AttackOutcome:
         attacked: (N,) bool, whether the example was attacked (clean-correct ones, or all for
             ``efficient=False``); False for every example of ``clean``.
         linf: (N,) Linf norm of the returned perturbation (0 where not attacked); ``l2`` likewise.
-        elapsed_s: wall time of this spec (attacks computed together share their time evenly).
+        elapsed_s: wall time of this spec. Specs computed together (an FGSM sweep, stacked PGD eps)
+            share their time evenly; the clean pass, which also yields the FGSM gradient when an
+            FGSM sweep is evaluated, is counted for ``clean``.
     """
 
     spec: AttackSpec
@@ -119,7 +122,12 @@ class EvaluationResult:
     def __contains__(self, spec: object) -> bool:
         if isinstance(spec, AttackSpec):
             return spec.key in self.outcomes
-        return isinstance(spec, str) and (spec in self.outcomes or AttackSpec.parse(spec).key in self.outcomes)
+        if not isinstance(spec, str):
+            return False
+        try:
+            return spec in self.outcomes or AttackSpec.parse(spec).key in self.outcomes
+        except AttackSpecError:
+            return False
 
     def __iter__(self) -> Iterator[AttackOutcome]:
         return iter(self.outcomes.values())

@@ -41,6 +41,8 @@ class DataConfig:
         split_seed: seed of the train/test split where the dataset has none (digits).
         image_size: resize images to this size (None: the dataset's own size).
         num_workers: DataLoader worker processes.
+        train_examples: train on this many training examples (a fixed subset spread evenly over
+            the split; None: all) - for quick runs on a CPU budget.
     """
 
     dataset: str = "digits"
@@ -50,6 +52,7 @@ class DataConfig:
     split_seed: int = 0
     image_size: int | None = None
     num_workers: int = 0
+    train_examples: int | None = None
 
     def __post_init__(self) -> None:
         from robustsparse.data import list_datasets
@@ -58,6 +61,7 @@ class DataConfig:
         _require(self.dataset in allowed, "data.dataset", self.dataset, "one of " + ", ".join(allowed))
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
         _require(self.image_size is None or self.image_size > 0, "data.image_size", self.image_size, "a positive integer or null")
+        _require(self.train_examples is None or self.train_examples > 0, "data.train_examples", self.train_examples, "a positive integer or null")
 
 
 @dataclass(frozen=True)

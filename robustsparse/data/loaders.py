@@ -14,7 +14,7 @@ from robustsparse.data.datasets import TensorImageDataset
 from robustsparse.data.info import DatasetBundle
 from robustsparse.errors import DatasetError
 
-__all__ = ["make_loaders", "eval_subset", "load_tensors"]
+__all__ = ["make_loaders", "eval_subset", "subset_indices", "load_tensors"]
 
 
 def make_loaders(
@@ -56,15 +56,28 @@ def make_loaders(
     return train, test
 
 
+def subset_indices(length: int, n: int) -> list[int]:
+    """``n`` distinct indices spread evenly over ``range(length)``, always the same ones.
+
+    Folder datasets list their examples class by class, so the literal first ``n`` would hold
+    only the first classes; evenly spaced indices hold every class in its share.
+    """
+    return [i * length // n for i in range(n)]
+
+
 def eval_subset(dataset: Dataset, n: int | None) -> Dataset:
-    """The first ``n`` examples of ``dataset``, always the same ones.
+    """A fixed evaluation subset of ``n`` examples, spread evenly over ``dataset``.
+
+    Deterministic (no randomness): every model of a run, and every run, is attacked on the same
+    examples, which paired comparisons need. For a shuffled split (digits) it is as good as a
+    random sample; for a class-sorted folder it keeps every class.
 
     Args:
         dataset: a map-style dataset.
         n: how many; None, or at least ``len(dataset)``, gives the whole dataset.
 
     Returns:
-        ``dataset`` itself or a ``Subset`` of its first ``n`` indices.
+        ``dataset`` itself or a ``Subset`` of it.
 
     Raises:
         DatasetError: ``n`` is zero or negative.
@@ -75,7 +88,7 @@ def eval_subset(dataset: Dataset, n: int | None) -> Dataset:
         raise DatasetError(f"number of evaluation examples must be positive or unset (all), got {n}")
     if n >= len(dataset):  # type: ignore[arg-type]
         return dataset
-    return Subset(dataset, range(n))
+    return Subset(dataset, subset_indices(len(dataset), n))  # type: ignore[arg-type]
 
 
 def load_tensors(dataset: Dataset, n: int | None = None, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +104,9 @@ def load_tensors(dataset: Dataset, n: int | None = None, batch_size: int = 512) 
     """
     subset = eval_subset(dataset, n)
     if isinstance(dataset, TensorImageDataset) and dataset.transform is None:
-        # In-memory data: slice instead of going through the loader one example at a time.
-        count = len(subset)  # type: ignore[arg-type]
-        return dataset.images[:count].clone(), dataset.labels[:count].clone()
+        # In-memory data: index instead of going through the loader one example at a time.
+        index = torch.as_tensor(subset.indices) if isinstance(subset, Subset) else slice(None)
+        return dataset.images[index].clone(), dataset.labels[index].clone()
     images, labels = [], []
     for x, y in DataLoader(subset, batch_size=batch_size, shuffle=False):
         images.append(x.to(torch.float32))

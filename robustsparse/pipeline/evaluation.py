@@ -187,7 +187,8 @@ def collect_results(
             metadata (optionally under `data_root`).
 
     Returns:
-        `(results, outcomes, sanity, n_computed)`: results with `RESULT_COLUMNS`, outcomes with
+        `(results, outcomes, sanity, n_computed)`: results with `RESULT_COLUMNS` and `variant`
+        (the grid settings besides granularity and target that set a model apart), outcomes with
         `OUTCOME_COLUMNS`, sanity flags with `SANITY_COLUMNS`, and the number of (model, spec)
         evaluations computed in this call.
     """
@@ -206,12 +207,13 @@ def collect_results(
         for column in META_COLUMNS:
             rows[column] = meta.get(column)
         rows["config_digest"] = meta.get("config_digest")
-        all_rows.append(rows[RESULT_COLUMNS])
+        rows["variant"] = meta.get("variant") or ""
+        all_rows.append(rows[RESULT_COLUMNS + ["variant"]])
         all_outcomes.append(outcomes.assign(model_id=meta["model_id"])[OUTCOME_COLUMNS])
         if settings.sanity:
             all_flags.append(_model_sanity(Path(model_dir), rows, settings, model_bundle, device))
     bar.close()
-    results = _typed(pd.concat(all_rows, ignore_index=True)) if all_rows else pd.DataFrame(columns=RESULT_COLUMNS)
+    results = _typed(pd.concat(all_rows, ignore_index=True)) if all_rows else pd.DataFrame(columns=RESULT_COLUMNS + ["variant"])
     outcomes = pd.concat(all_outcomes, ignore_index=True) if all_outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
     sanity = pd.concat(all_flags, ignore_index=True) if all_flags else pd.DataFrame(columns=SANITY_COLUMNS)
     return results, outcomes, sanity, computed

@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 from robustsparse.checkpoints import read_meta
 from robustsparse.config import ExperimentConfig
-from robustsparse.data import DatasetBundle, load_dataset
+from robustsparse.data import DatasetBundle
 from robustsparse.train.jobs import experiment_jobs
-from robustsparse.train.trainer import is_finished, train_job
+from robustsparse.train.trainer import is_finished, load_job_data, train_job
 
 __all__ = ["load_experiment_data", "train_experiment", "MODELS_DIR", "SUMMARY_COLUMNS"]
 
@@ -32,9 +32,7 @@ def load_experiment_data(cfg: ExperimentConfig) -> DatasetBundle:
 
     Loaded before anything is written, so a missing dataset fails with nothing on disk.
     """
-    d = cfg.data
-    return load_dataset(d.dataset, root=d.root, download=d.download, augment=d.augment,
-                        split_seed=d.split_seed, image_size=d.image_size)
+    return load_job_data(cfg.data)
 
 
 def train_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torch.device,

@@ -18,7 +18,7 @@ from torch import nn
 from robustsparse.errors import ConfigError
 from robustsparse.sparsity.settings import SparsityConfig
 
-__all__ = ["LayerInfo", "conv_linear_layers", "resolve_layers", "prunable_layers", "as_4d"]
+__all__ = ["LayerInfo", "conv_linear_layers", "resolve_layers", "prunable_layers"]
 
 
 @dataclass(frozen=True)
@@ -117,8 +117,3 @@ def prunable_layers(model: nn.Module, cfg: SparsityConfig) -> list[str]:
         ['net.layer1.0.conv1', ...]
     """
     return [layer.module for layer in resolve_layers(model, cfg) if layer.prunable]
-
-
-def as_4d(t: torch.Tensor, info: LayerInfo) -> torch.Tensor:
-    """A view of a weight-shaped tensor as (K, C, R, S)."""
-    return t.reshape(info.shape)

@@ -223,7 +223,10 @@ class CampfirePruner:
             mask = mask.to(p.device)
             self.masks[name] = mask
             if not bool(mask.all()):
-                pairs.append((name, p, ~mask))
+                # In the parameter's memory format (e.g. channels_last on CUDA) so the fill is a plain pass.
+                pruned = torch.empty_like(p, dtype=torch.bool)
+                pruned.copy_(~mask)
+                pairs.append((name, p, pruned))
         self._pairs = pairs
         return pairs
 

@@ -31,6 +31,8 @@ class TrainJob:
         seed: the training seed.
         sparsity: the sparse settings, or None for the dense model.
         parent_id: the dense model this one starts from (None: from scratch / dense).
+        variant: the grid settings other than granularity and target that tell this model
+            apart from its siblings, e.g. "end_epoch=10,lr_mode=hold" ("" when none vary).
     """
 
     model_id: str
@@ -40,6 +42,7 @@ class TrainJob:
     train: TrainConfig
     sparsity: SparsityConfig | None = None
     parent_id: str | None = None
+    variant: str = ""
 
     @property
     def method(self) -> str:
@@ -69,8 +72,20 @@ def _level(target: float) -> str:
     return f"{percent:g}".replace(".", "p")
 
 
+_GRID_AXES = ("granularity", "target_sparsity", "method")
+
+
+def _variant_items(sparsity: SparsityConfig, varying: tuple[str, ...]) -> list[tuple[str, str]]:
+    items = []
+    for key in varying:
+        if key not in _GRID_AXES:
+            value = getattr(sparsity, key)
+            items.append((key, "-".join(map(str, value)) if isinstance(value, tuple) else str(value)))
+    return items
+
+
 def sparse_model_id(sparsity: SparsityConfig, seed: int, varying: tuple[str, ...] = ()) -> str:
-    """A readable id: method-granularity-level[-key=value for other varying settings]-sSEED.
+    """A readable id: method-granularity-level[-key+value for other varying settings]-sSEED.
 
     Example: `campfire-window-70-s0`, `campfire-filter-50-end_epoch10-s1`.
     """
@@ -78,12 +93,7 @@ def sparse_model_id(sparsity: SparsityConfig, seed: int, varying: tuple[str, ...
     if granularity == "n:m":
         granularity = f"nm{sparsity.n}of{sparsity.m}"
     parts = [sparsity.method, granularity, _level(sparsity.target_sparsity)]
-    for key in varying:
-        if key in ("granularity", "target_sparsity", "method"):
-            continue
-        value = getattr(sparsity, key)
-        text = "-".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        parts.append(f"{key}{text}".replace("/", "_").replace(":", "_"))
+    parts += [f"{key}{text}".replace("/", "_").replace(":", "_") for key, text in _variant_items(sparsity, varying)]
     parts.append(f"s{seed}")
     return "-".join(parts)
 
@@ -91,7 +101,8 @@ def sparse_model_id(sparsity: SparsityConfig, seed: int, varying: tuple[str, ...
 def sparse_job(cfg: ExperimentConfig, sparsity: SparsityConfig, seed: int, varying: tuple[str, ...] = ()) -> TrainJob:
     """One sparse model: `sparsity` at `seed`, from its dense parent when `from_dense`."""
     parent = f"dense-s{seed}" if sparsity.from_dense else None
-    return TrainJob(sparse_model_id(sparsity, seed, varying), seed, cfg.data, cfg.model, cfg.train, sparsity, parent)
+    variant = ",".join(f"{key}={text}" for key, text in _variant_items(sparsity, varying))
+    return TrainJob(sparse_model_id(sparsity, seed, varying), seed, cfg.data, cfg.model, cfg.train, sparsity, parent, variant)
 
 
 def _varying_keys(entries: tuple[SparsityConfig, ...]) -> tuple[str, ...]:

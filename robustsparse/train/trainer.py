@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from robustsparse.checkpoints import (
     read_meta,
     save_checkpoint,
 )
-from robustsparse.config import config_to_dict
-from robustsparse.data import DatasetBundle, load_dataset, make_loaders
+from robustsparse.config import DataConfig, config_to_dict
+from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loaders
 from robustsparse.errors import CheckpointError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import CampfirePruner, layer_sparsity_table, model_cost
@@ -46,7 +46,7 @@ from robustsparse.train.optim import build_optimizer, build_scheduler
 from robustsparse.utils.atomic import torch_save_atomic, write_csv_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
-__all__ = ["train_job", "is_finished", "STATE_NAME", "BEST_NAME", "LOG_NAME", "LAYERS_NAME"]
+__all__ = ["train_job", "is_finished", "load_job_data", "STATE_NAME", "BEST_NAME", "LOG_NAME", "LAYERS_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,15 @@ BEST_NAME = "best.pt"
 LOG_NAME = "train_log.csv"
 LAYERS_NAME = "layer_sparsity.csv"
 STATE_FORMAT = "robustsparse.train_state"
+
+
+def load_job_data(data: DataConfig) -> DatasetBundle:
+    """The dataset described by `data`, with the training subset applied when one is set."""
+    bundle = load_dataset(data.dataset, root=data.root, download=data.download, augment=data.augment,
+                          split_seed=data.split_seed, image_size=data.image_size)
+    if data.train_examples is not None:
+        bundle = replace(bundle, train=eval_subset(bundle.train, data.train_examples))
+    return bundle
 
 
 def is_finished(model_dir: Path, job: TrainJob) -> bool:
@@ -101,8 +110,7 @@ def train_job(
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     if bundle is None:
-        bundle = load_dataset(job.data.dataset, root=job.data.root, download=job.data.download,
-                              augment=job.data.augment, split_seed=job.data.split_seed, image_size=job.data.image_size)
+        bundle = load_job_data(job.data)
     set_seed(job.seed)
     train_loader, test_loader = make_loaders(
         bundle, batch_size=job.train.batch_size, eval_batch_size=job.train.eval_batch_size,
@@ -253,6 +261,7 @@ def _metadata(job: TrainJob, bundle: DatasetBundle, model: NormalizedModel, spec
         "n_test": int(final["n"]),
         "best_acc": None if best is None else float(best["test_acc"]),
         "best_epoch": None if best is None else int(best["epoch"]),
+        "variant": job.variant,
         "parent": job.parent_id,
         "parent_clean_acc": None if parent_meta is None else parent_meta.get("clean_acc"),
         "config_digest": job.digest,

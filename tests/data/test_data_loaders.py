@@ -1,4 +1,4 @@
-"""Loaders shuffle reproducibly; evaluation subsets are the first n examples."""
+"""Loaders shuffle reproducibly; evaluation subsets are fixed and spread evenly over the split."""
 
 from __future__ import annotations
 
@@ -49,11 +49,13 @@ def test_test_loader_keeps_dataset_order(digits) -> None:
     assert torch.equal(torch.cat([b[0] for b in batches]), x) and torch.equal(torch.cat([b[1] for b in batches]), y)
 
 
-def test_eval_subset_is_the_first_n(digits) -> None:
+def test_eval_subset_is_fixed_and_spread_evenly(digits) -> None:
     sub = eval_subset(digits.test, 10)
     assert len(sub) == 10
+    n = len(digits.test)
     for i in range(10):
-        assert torch.equal(sub[i][0], digits.test[i][0]) and sub[i][1] == digits.test[i][1]
+        j = i * n // 10
+        assert torch.equal(sub[i][0], digits.test[j][0]) and sub[i][1] == digits.test[j][1]
     assert torch.equal(load_tensors(eval_subset(digits.test, 10))[0], load_tensors(eval_subset(digits.test, 10))[0])
     assert eval_subset(digits.test, None) is digits.test
     assert eval_subset(digits.test, len(digits.test) + 5) is digits.test
@@ -72,10 +74,18 @@ class _Generated(Dataset):
         return torch.full((2, 3, 3), i / 10), i % 3
 
 
-def test_load_tensors_stacks_first_n() -> None:
+def test_class_sorted_data_keeps_every_class_in_the_subset() -> None:
+    labels = torch.arange(10).repeat_interleave(100)  # sorted by class, as ImageFolder lists files
+    subset = eval_subset(TensorImageDataset(torch.rand(1000, 1, 2, 2), labels), 50)
+    _, y = load_tensors(subset)
+    assert torch.bincount(y, minlength=10).tolist() == [5] * 10
+
+
+def test_load_tensors_stacks_the_subset() -> None:
     x, y = load_tensors(_Generated(), n=5, batch_size=2)
     assert x.shape == (5, 2, 3, 3) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert torch.equal(x[:, 0, 0, 0], torch.arange(5) / 10) and y.tolist() == [0, 1, 2, 0, 1]
+    idx = [i * 7 // 5 for i in range(5)]
+    assert torch.equal(x[:, 0, 0, 0], torch.tensor(idx) / 10) and y.tolist() == [i % 3 for i in idx]
     images, labels = torch.rand(6, 1, 2, 2), torch.arange(6)
-    fast = load_tensors(TensorImageDataset(images, labels), n=4)
-    assert torch.equal(fast[0], images[:4]) and torch.equal(fast[1], labels[:4])
+    fast = load_tensors(TensorImageDataset(images, labels), n=3)
+    assert torch.equal(fast[0], images[[0, 2, 4]]) and torch.equal(fast[1], labels[[0, 2, 4]])

@@ -22,7 +22,7 @@ def test_run_writes_models_results_outcomes_and_report(tiny_run):
     models = {p.name for p in (tiny_run / "models").iterdir()}
     assert models == {"dense-s0", "campfire-element-50-s0", "campfire-filter-50-s0"}
     results = pd.read_csv(tiny_run / "results.csv")
-    assert list(results.columns) == RESULT_COLUMNS
+    assert list(results.columns) == RESULT_COLUMNS + ["variant"]
     assert len(results) == 3 * 4  # clean + 2 fgsm + 1 pgd per model
     assert not results.duplicated(["model_id", "key"]).any()
     dense = results[results["model_id"] == "dense-s0"]

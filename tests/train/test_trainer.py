@@ -93,3 +93,15 @@ def test_experiment_jobs_put_dense_parents_first():
     assert "campfire-element-50-s1" in ids and "campfire-filter-50-s0" in ids
     assert all(j.parent_id == f"dense-s{j.seed}" for j in jobs[2:])
     assert len({j.digest for j in jobs}) == len(jobs)
+    assert all(j.variant == "" for j in jobs)
+
+
+def test_other_list_settings_become_a_variant_in_id_and_metadata():
+    cfg = config_from_dict({
+        "train": {"epochs": 6},
+        "sparsity": {"method": "campfire", "granularity": "kernel", "target_sparsity": 0.7, "end_epoch": [2, 4],
+                     "lr_mode": ["standard", "hold"]},
+    })
+    sparse = experiment_jobs(cfg)[1:]
+    assert {j.variant for j in sparse} == {f"end_epoch={e},lr_mode={m}" for e in (2, 4) for m in ("standard", "hold")}
+    assert "campfire-kernel-70-end_epoch4-lr_modehold-s0" in {j.model_id for j in sparse}
