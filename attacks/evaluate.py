@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from attacks._runner import loader_batches, prepare_specs, run, tensor_batches
+from attacks.errors import AttackInputError
 from attacks.result import EvaluationResult
 from attacks.spec import AttackSpec
 
@@ -69,6 +70,8 @@ def evaluate(
         >>> result.to_frame()[["key", "accuracy", "ci_low", "ci_high"]]
     """
     parsed = prepare_specs(specs)
+    if example_ids is not None and isinstance(images, torch.Tensor) and len(example_ids) != len(images):
+        raise AttackInputError(f"example_ids has {len(example_ids)} entries for {len(images)} images")
     batches = tensor_batches(images, labels, batch_size) if _positive(batch_size) else iter(())
     total = math.ceil(len(images) / batch_size) if _positive(batch_size) else None
     results = run(model, {"model": model}, batches, parsed, seed=seed, device=device, efficient=efficient,
@@ -101,9 +104,7 @@ def evaluate_loader(
         The per-spec outcomes; examples are numbered in loader order.
     """
     parsed = prepare_specs(specs)
-    if max_examples is not None and (not _positive(max_examples)):
-        from attacks.errors import AttackInputError
-
+    if max_examples is not None and not _positive(max_examples):
         raise AttackInputError(f"max_examples must be a positive integer or None, got {max_examples!r}")
     batches = loader_batches(loader, batch_size, max_examples) if _positive(batch_size) else iter(())
     results = run(model, {"model": model}, batches, parsed, seed=seed, device=device, efficient=efficient,

@@ -8,9 +8,10 @@ import torch
 
 import robustsparse.train.trainer as trainer_module
 from robustsparse import load_checkpoint
+from robustsparse.checkpoints import ModelSpec, load_checkpoint_with_masks
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_dataset, load_tensors
-from robustsparse.train.jobs import dense_job, experiment_jobs
+from robustsparse.train.jobs import dense_job, experiment_jobs, sparse_job
 from robustsparse.train.trainer import is_finished, train_job
 
 CPU = torch.device("cpu")
@@ -105,3 +106,78 @@ def test_other_list_settings_become_a_variant_in_id_and_metadata():
     sparse = experiment_jobs(cfg)[1:]
     assert {j.variant for j in sparse} == {f"end_epoch={e},lr_mode={m}" for e in (2, 4) for m in ("standard", "hold")}
     assert "campfire-kernel-70-end_epoch4-lr_modehold-s0" in {j.model_id for j in sparse}
+
+
+def test_interrupted_sparse_training_resumes_to_identical_weights_and_masks(tmp_path, digits, monkeypatch):
+    cfg = config_from_dict({
+        "name": "t", "train": {"epochs": 3, "batch_size": 128},
+        "sparsity": {"method": "campfire", "granularity": "kernel", "target_sparsity": 0.7, "start_epoch": 0, "end_epoch": 2},
+    })
+    train_job(dense_job(cfg, 0), tmp_path / "dense-s0", device=CPU, bundle=digits, progress=False)
+    job = sparse_job(cfg, cfg.sparsity[0], 0)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_job(job, straight / job.model_id, device=CPU, bundle=digits, models_root=tmp_path, progress=False)
+
+    calls = {"n": 0}
+    real_evaluate = trainer_module.evaluate
+
+    def evaluate_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed in epoch 2, while the masks are still changing
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_job(job, resumed / job.model_id, device=CPU, bundle=digits, models_root=tmp_path, progress=False)
+    monkeypatch.undo()
+    train_job(job, resumed / job.model_id, device=CPU, bundle=digits, models_root=tmp_path, progress=False)
+    a_model, a_meta, a_masks = load_checkpoint_with_masks(straight / job.model_id)
+    b_model, b_meta, b_masks = load_checkpoint_with_masks(resumed / job.model_id)
+    assert a_masks.keys() == b_masks.keys() and all(torch.equal(a_masks[k], b_masks[k]) for k in a_masks)
+    a, b = a_model.state_dict(), b_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a_meta["achieved_sparsity"] == b_meta["achieved_sparsity"] == pytest.approx(0.7, abs=0.005)
+    assert a_meta["parent"] == "dense-s0"
+
+
+def test_sparse_training_keeps_masked_weights_and_momentum_zero(tmp_path, digits):
+    cfg = config_from_dict({
+        "name": "t", "train": {"epochs": 2, "batch_size": 128},
+        "sparsity": {"method": "campfire", "granularity": "filter", "target_sparsity": 0.5, "start_epoch": 0,
+                     "end_epoch": 1, "from_dense": False},
+    })
+    job = sparse_job(cfg, cfg.sparsity[0], 0)
+    meta = train_job(job, tmp_path / job.model_id, device=CPU, bundle=digits, progress=False)
+    model, _, masks = load_checkpoint_with_masks(tmp_path / job.model_id)
+    params = dict(model.named_parameters())
+    assert masks and all((params[n].detach()[~m] == 0).all() for n, m in masks.items())
+    assert meta["parent"] is None and meta["granularity"] == "filter"
+    log = pd.read_csv(tmp_path / job.model_id / "train_log.csv")
+    assert bool(log["masks_frozen"].iloc[-1])
+    state = torch.load(tmp_path / job.model_id / "model.pt", weights_only=True)
+    assert state["pruner_state"]  # the pruner state needed to resume is saved
+
+
+def test_adversarial_training_uses_examples_inside_the_eps_ball(tmp_path, digits):
+    from robustsparse.config import AdversarialTrainingConfig
+    from robustsparse.train.adversarial import make_adversary
+
+    adversary = make_adversary(AdversarialTrainingConfig(attack="pgd", eps="8/255", steps=3))
+    torch.manual_seed(0)
+    model = ModelSpec("small_cnn", 10, 1, 8, (0.3,), (0.4,)).build().train()
+    images, labels = load_tensors(digits.test, 32)
+    adv = adversary(model, images, labels)
+    assert model.training  # the model's mode is left as it was
+    assert (adv - images).abs().max() <= 8 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert not torch.equal(adv, images)
+    assert make_adversary(AdversarialTrainingConfig()) is None
+
+    clean = dense_job(small_cfg(epochs=1), seed=0)
+    robust = dense_job(small_cfg(epochs=1, adversarial={"attack": "fgsm", "eps": "8/255", "ratio": 0.5}), seed=0)
+    assert clean.digest != robust.digest
+    train_job(clean, tmp_path / "clean", device=CPU, bundle=digits, progress=False)
+    train_job(robust, tmp_path / "robust", device=CPU, bundle=digits, progress=False)
+    a = load_checkpoint(tmp_path / "clean")[0].state_dict()
+    b = load_checkpoint(tmp_path / "robust")[0].state_dict()
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the adversarial examples were trained on
