@@ -165,7 +165,7 @@ def annotate(results: pd.DataFrame) -> pd.DataFrame:
     else:
         label = df["granularity"].copy()
     if "variant" in df.columns:
-        extra = df["variant"].fillna("").astype(str)
+        extra = df["variant"].astype(object).fillna("").astype(str)  # an all-empty column reads as float NaN
         label = label.where(extra == "", label + " [" + extra + "]")
     df["label"] = label.where(~df["is_dense"], "dense")
     df["sparsity_pct"] = df["target_sparsity"].map(sparsity_text).where(~df["is_dense"], "dense")
