@@ -15,14 +15,26 @@ from reports.figures import (
     fig_attack_success,
     fig_clean_vs_robust,
     fig_delta_heatmap,
+    fig_delta_vs_eps,
     fig_layer_sparsity,
+    try_figure,
 )
-from reports.load import load_config, load_layer_sparsity, load_meta, load_outcomes, load_results, load_sanity
+from reports.load import (
+    find_run_dir,
+    load_config,
+    load_layer_sparsity,
+    load_meta,
+    load_outcomes,
+    load_results,
+    load_sanity,
+)
 from reports.schema import RESULT_COLUMNS, validate_results
 from reports.summary import Finding, summarize
+from reports.tables import paired_outcomes, paired_table, paired_test
 
 __all__ = [
     "build_report",
+    "find_run_dir",
     "load_results",
     "load_outcomes",
     "load_meta",
@@ -35,8 +47,13 @@ __all__ = [
     "NothingToPlot",
     "Finding",
     "summarize",
+    "paired_outcomes",
+    "paired_table",
+    "paired_test",
+    "try_figure",
     "fig_accuracy_vs_eps",
     "fig_delta_heatmap",
+    "fig_delta_vs_eps",
     "fig_clean_vs_robust",
     "fig_layer_sparsity",
     "fig_attack_success",

@@ -9,8 +9,10 @@ When the data hold nothing to draw, a function raises `NothingToPlot` with the r
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,12 +26,16 @@ from reports.labels import choose_eps, eps_label_of, eps_text, settings_of, spar
 from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas, robust_vs_clean
 
 __all__ = [
+    "try_figure",
     "fig_accuracy_vs_eps",
     "fig_delta_heatmap",
+    "fig_delta_vs_eps",
     "fig_clean_vs_robust",
     "fig_layer_sparsity",
     "fig_attack_success",
 ]
+
+log = logging.getLogger(__name__)
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 _DENSE_COLOR = "black"
@@ -52,6 +58,31 @@ def _new_figure(
     for ax in grid[n_axes:]:
         fig.delaxes(ax)
     return fig, list(grid[:n_axes])
+
+
+def try_figure(make_figure: Callable[..., Figure], /, *args: Any, **kwargs: Any) -> Figure | None:
+    """Call one figure function; when the data hold nothing it can show, log why and return None.
+
+    Meant for notebooks, which draw whatever a run holds: only `NothingToPlot` is caught (logged
+    as a warning, which Jupyter shows), so a real error such as a bad eps still raises.
+
+    Args:
+        make_figure: A figure function, e.g. `fig_accuracy_vs_eps`.
+        *args: Positional arguments for `make_figure`.
+        **kwargs: Keyword arguments for `make_figure`.
+
+    Returns:
+        The figure, or None when `make_figure` raised `NothingToPlot`.
+
+    Example:
+        >>> fig = try_figure(fig_layer_sparsity, layers, results)  # doctest: +SKIP
+    """
+    try:
+        return make_figure(*args, **kwargs)
+    except NothingToPlot as reason:
+        name = getattr(make_figure, "__name__", repr(make_figure))
+        log.warning("%s: nothing to draw (%s)", name, reason)
+        return None
 
 
 def _one_setting(df: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -156,6 +187,16 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
     return fig
 
 
+def _sparse_and_dense(results: pd.DataFrame, what: str) -> pd.DataFrame:
+    """The annotated table of one setting, checked to hold both sparse and dense models."""
+    df = _one_setting(annotated(results), what)
+    if df["is_dense"].all():
+        raise NothingToPlot("no sparse models, so there is no change vs dense to show")
+    if not df["is_dense"].any():
+        raise NothingToPlot("no dense model, so there is no reference to compare the sparse models with")
+    return df
+
+
 def fig_delta_heatmap(
     results: pd.DataFrame,
     outcomes: pd.DataFrame | None = None,
@@ -180,11 +221,7 @@ def fig_delta_heatmap(
     Raises:
         NothingToPlot: If there are no sparse or no dense models, or no attack at `eps`.
     """
-    df = _one_setting(annotated(results), "fig_delta_heatmap")
-    if df["is_dense"].all():
-        raise NothingToPlot("no sparse models, so there is no change vs dense to map")
-    if not df["is_dense"].any():
-        raise NothingToPlot("no dense model, so there is no reference to compare the sparse models with")
+    df = _sparse_and_dense(results, "fig_delta_heatmap")
     e = choose_eps(df, eps)
     grid = grid_deltas(model_deltas(df, outcomes, meta))
     at = grid[grid["bounded"] & np.isclose(grid["eps_key"], e, rtol=1e-6, atol=1e-9)]
@@ -222,6 +259,61 @@ def fig_delta_heatmap(
             ax.tick_params(axis="y", rotation=0)
         fig.colorbar(axes[0].collections[0], ax=axes, label="robust accuracy vs dense (points)", shrink=0.9)
         fig.suptitle(f"Change in robust accuracy vs dense at eps {label_eps}  (* McNemar p < {alpha:g})")
+    return fig
+
+
+def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None) -> Figure:
+    """Change in accuracy vs dense against eps, one panel per attack, one line per granularity x sparsity.
+
+    Each point is the mean over seeds of each sparse model's accuracy minus its dense model's
+    (percentage points, as in `tables.grid_deltas`); each line starts at eps 0 with the change in
+    clean accuracy. The dashed black line at 0 is the dense reference: below it, less robust.
+
+    Args:
+        results: Results table of one setting (e.g. one target sparsity, to compare granularities).
+        meta: Per-model metadata (pairs each sparse model with its parent).
+
+    Returns:
+        The figure: one axes per attack configuration with an eps budget.
+
+    Raises:
+        NothingToPlot: If there are no sparse or no dense models, or no attack with an eps budget
+            has a change vs dense.
+
+    Example:
+        >>> fig = fig_delta_vs_eps(results[results["target_sparsity"].isin([0.0, 0.7])])  # doctest: +SKIP
+    """
+    df = _sparse_and_dense(results, "fig_delta_vs_eps")
+    grid = grid_deltas(model_deltas(df, None, meta))
+    grid = grid[grid["delta_pp"].notna()].assign(eps=grid["eps_key"])
+    bounded = grid[grid["bounded"]]
+    if bounded.empty:
+        raise NothingToPlot("no attack with an eps budget has a change vs dense")
+    clean = grid[grid["is_clean"]].assign(eps=0.0, eps_label="0")
+    series_list = list(dict.fromkeys(bounded.sort_values("eps")["series"]))
+    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
+    palette = _palette(labels)
+    markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(sparsities)}
+    family = ["label", "sparsity_pct"]
+    with _style():
+        fig, axes = _new_figure(len(series_list), width=4.4, height=3.6)
+        for ax, series in zip(axes, series_list):
+            sub = bounded[bounded["series"] == series]
+            # the clean point of exactly the families this attack has, so every line starts at eps 0
+            start = clean[pd.MultiIndex.from_frame(clean[family]).isin(pd.MultiIndex.from_frame(sub[family]))]
+            data = pd.concat([start, sub], ignore_index=True)
+            sns.lineplot(
+                data=data, x="eps", y="delta_pp", hue="label", style="sparsity_pct", hue_order=labels,
+                style_order=sparsities, palette=palette, markers=markers, dashes=False, errorbar=None, legend=False,
+                ax=ax,
+            )
+            ax.axhline(0.0, ls="--", color=_DENSE_COLOR, lw=1.8)
+            _eps_ticks(ax, data)
+            ax.set(title=series, xlabel="eps (pixel scale; 0: clean)", ylabel="accuracy vs dense (points)")
+        fig.legend(handles=_legend_handles(labels, palette, sparsities, markers, dense=True),
+                   loc="outside right upper", frameon=False)
+        level = f" at {sparsities[0]} sparsity" if len(sparsities) == 1 else ""
+        fig.suptitle(f"Change in accuracy vs dense against eps{level} (mean over seeds; dashed: dense)")
     return fig
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ __all__ = [
     "SANITY_FILE",
     "CONFIG_FILE",
     "MODELS_DIR",
+    "RUN_DIR_ENV",
+    "DEFAULT_RUN_DIR",
+    "find_run_dir",
     "load_results",
     "load_outcomes",
     "load_meta",
@@ -46,6 +51,9 @@ OUTCOMES_FILE = "outcomes.csv.gz"
 SANITY_FILE = "sanity.csv"
 CONFIG_FILE = "config.yaml"
 MODELS_DIR = "models"
+#: The environment variable that names the run the notebooks read, and its fallback (what `make run` writes).
+RUN_DIR_ENV = "ROBUSTSPARSE_RUN_DIR"
+DEFAULT_RUN_DIR = "runs/digits-quick"
 
 _TRUE = {"1", "true", "yes"}
 _FALSE = {"0", "false", "no"}
@@ -72,6 +80,44 @@ def _as_bool(series: pd.Series, what: str) -> pd.Series:
     if bad.any():
         raise ReportError(f"{what} holds {series[bad].iloc[0]!r}; allowed values are 0/1 or true/false")
     return text.isin(_TRUE)
+
+
+def find_run_dir(path: str | Path | None = None, *, roots: Sequence[str | Path] | None = None) -> Path:
+    """Find a finished run folder (one holding results.csv) from a path that may be relative.
+
+    A notebook opened from `notebooks/` runs in that folder, while runs live under the repository
+    root; so a relative path is tried under each of `roots` in turn (by default the current folder,
+    then its parent) and the first folder holding results.csv wins.
+
+    Args:
+        path: The run folder; None reads the environment variable `RUN_DIR_ENV`, falling back to
+            `DEFAULT_RUN_DIR`.
+        roots: Folders a relative `path` is looked up from, in order (default: cwd, cwd's parent).
+
+    Returns:
+        The absolute, resolved run folder.
+
+    Raises:
+        ReportError: If no candidate folder holds results.csv; the message lists the places tried.
+
+    Example:
+        >>> run_dir = find_run_dir(os.environ.get(RUN_DIR_ENV, DEFAULT_RUN_DIR))  # doctest: +SKIP
+    """
+    text = os.environ.get(RUN_DIR_ENV, DEFAULT_RUN_DIR) if path is None else path
+    given = Path(text).expanduser()
+    if given.is_absolute():
+        candidates = [given]
+    else:
+        bases = [Path.cwd(), Path.cwd().parent] if roots is None else [Path(r) for r in roots]
+        candidates = list(dict.fromkeys(base / given for base in bases))
+    for candidate in candidates:
+        if (candidate / RESULTS_FILE).is_file():
+            return candidate.resolve()
+    looked = ", ".join(str(c) for c in candidates)
+    raise ReportError(
+        f"no finished run at {str(text)!r} (looked for {RESULTS_FILE} in {looked}); "
+        f"run `make run` first or set {RUN_DIR_ENV} to a run directory"
+    )
 
 
 def load_results(run_dir: str | Path) -> pd.DataFrame:

@@ -146,7 +146,8 @@ def validate_results(df: pd.DataFrame, *, what: str = "results table") -> pd.Dat
             )
         out[col] = converted
     for col in ["model_id", "arch", "dataset", "method", "granularity", "key", "attack", "norm", "eps_label"]:
-        out[col] = out[col].fillna("").astype(str)
+        # object first: a column read as all-empty is float64, which refuses a string fill value
+        out[col] = out[col].astype(object).fillna("").astype(str)
     dup = out.duplicated(["model_id", "key"])
     if dup.any():
         first = out.loc[dup, ["model_id", "key"]].iloc[0].tolist()

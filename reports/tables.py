@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.errors import ReportError
 from reports.labels import FAMILY_COLUMNS, annotate, eps_text, sparsity_text
 from reports.stats import mcnemar_exact, pareto_mask, seed_interval
 
@@ -28,11 +29,15 @@ __all__ = [
     "model_table",
     "metadata_table",
     "check_outcomes",
+    "paired_outcomes",
+    "paired_table",
+    "paired_test",
 ]
 
 log = logging.getLogger(__name__)
 
 _SERIES_COLUMNS = ["series", "attack", "eps_key"]
+_OUTCOME_WORDS = ["right", "wrong"]
 
 
 def annotated(results: pd.DataFrame) -> pd.DataFrame:
@@ -410,3 +415,92 @@ def check_outcomes(results: pd.DataFrame, outcomes: pd.DataFrame) -> list[str]:
             f"{r['key']}: n_correct {r['n_correct']:g} vs {r['sum']:g} in outcomes)"
         )
     return notes
+
+
+def paired_outcomes(outcomes: pd.DataFrame, model_a: str, model_b: str, key: str) -> pd.DataFrame:
+    """The per-example outcomes of two models under one attack key, side by side.
+
+    Args:
+        outcomes: Per-example outcomes (see `load.load_outcomes`).
+        model_a: First model_id.
+        model_b: Second model_id (a different model).
+        key: The attack key of results.csv (e.g. "clean").
+
+    Returns:
+        One row per example both models were evaluated on (index `example`), columns `model_a`
+        and `model_b` holding 1 (right) or 0 (wrong).
+
+    Raises:
+        ReportError: If the models are the same, either has no outcomes for `key` (the message
+            lists the keys both share), an outcome repeats, or the two share no example.
+    """
+    if model_a == model_b:
+        raise ReportError(f"cannot pair model {model_a!r} with itself; pass two different model_ids")
+    sub = outcomes[(outcomes["key"] == key) & outcomes["model_id"].isin([model_a, model_b])]
+    lacking = [m for m in (model_a, model_b) if m not in set(sub["model_id"])]
+    if lacking:
+        shared = set(outcomes.loc[outcomes["model_id"] == model_a, "key"])
+        shared &= set(outcomes.loc[outcomes["model_id"] == model_b, "key"])
+        raise ReportError(
+            f"no per-example outcomes of {lacking} for key {key!r}; keys both models share: {sorted(shared)}"
+        )
+    if sub.duplicated(["model_id", "example"]).any():
+        raise ReportError(f"outcomes repeat an example for key {key!r}; each (model_id, key, example) must appear once")
+    wide = sub.pivot(index="example", columns="model_id", values="correct").dropna()
+    if wide.empty:
+        raise ReportError(f"{model_a!r} and {model_b!r} share no example under key {key!r}; nothing to pair")
+    return wide[[model_a, model_b]].astype(int).rename_axis(columns=None)
+
+
+def paired_table(outcomes: pd.DataFrame, model_a: str, model_b: str, key: str) -> pd.DataFrame:
+    """The 2x2 contingency table of two models on the examples they share under one attack key.
+
+    Args:
+        outcomes: Per-example outcomes (see `load.load_outcomes`).
+        model_a: The model of the rows.
+        model_b: The model of the columns.
+        key: The attack key of results.csv.
+
+    Returns:
+        Counts of examples with rows "right"/"wrong" for model A (index named "<model_a> (A)") and
+        the same columns for model B ("<model_b> (B)"); both always present, zeros included.
+        `paired_test` turns it into accuracies and McNemar's p.
+
+    Raises:
+        ReportError: As `paired_outcomes`.
+    """
+    pair = paired_outcomes(outcomes, model_a, model_b, key)
+    a, b = pair[model_a].to_numpy(dtype=bool), pair[model_b].to_numpy(dtype=bool)
+    counts = [[int(np.sum(a & b)), int(np.sum(a & ~b))], [int(np.sum(~a & b)), int(np.sum(~a & ~b))]]
+    return pd.DataFrame(
+        counts,
+        index=pd.Index(_OUTCOME_WORDS, name=f"{model_a} (A)"),
+        columns=pd.Index(_OUTCOME_WORDS, name=f"{model_b} (B)"),
+    )
+
+
+def paired_test(table: pd.DataFrame) -> dict[str, float | int]:
+    """Accuracies, discordant counts and McNemar's exact p-value from a `paired_table`.
+
+    Returns:
+        n_examples, accuracy_a, accuracy_b (fractions), only_a (A right, B wrong), only_b (A wrong,
+        B right) and p_value (`stats.mcnemar_exact`; 1.0 without discordant examples).
+
+    Raises:
+        ReportError: If `table` is not a 2x2 right/wrong table.
+    """
+    if list(table.index) != _OUTCOME_WORDS or list(table.columns) != _OUTCOME_WORDS:
+        raise ReportError(
+            f"paired_test needs a 2x2 table with rows and columns {_OUTCOME_WORDS}, got rows {list(table.index)} "
+            f"and columns {list(table.columns)}; build it with paired_table"
+        )
+    n = int(table.to_numpy().sum())
+    only_a, only_b = int(table.loc["right", "wrong"]), int(table.loc["wrong", "right"])
+    return {
+        "n_examples": n,
+        "accuracy_a": float(table.loc["right"].sum()) / n if n else float("nan"),
+        "accuracy_b": float(table["right"].sum()) / n if n else float("nan"),
+        "only_a": only_a,
+        "only_b": only_b,
+        "p_value": mcnemar_exact(only_a, only_b),
+    }

@@ -176,7 +176,7 @@ def train_job(
             "epoch_seconds": time.perf_counter() - tic,
         }
         rows.append(row)
-        log.info("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | sparsity %.3f",
+        log.debug("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | sparsity %.3f",
                  job.model_id, epoch + 1, job.train.epochs, stats["loss"], stats["acc"], test["acc"], row["achieved_sparsity"])
         if row["masks_frozen"] and test["acc"] > best_acc:
             best_acc = test["acc"]

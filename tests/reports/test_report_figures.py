@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,10 @@ from reports import (
     fig_attack_success,
     fig_clean_vs_robust,
     fig_delta_heatmap,
+    fig_delta_vs_eps,
     fig_layer_sparsity,
     summarize,
+    try_figure,
 )
 from reports.load import load_layer_sparsity, load_meta, load_outcomes, load_results
 from reports.tables import grid_deltas, model_deltas
@@ -144,3 +147,80 @@ def test_several_settings_must_be_filtered(run: dict) -> None:
     both = pd.concat([run["results"], other], ignore_index=True)
     with pytest.raises(ReportError, match="settings"):
         fig_accuracy_vs_eps(both)
+
+
+# ---------------------------------------------------------------- change vs dense against eps
+
+
+def _expected_deltas(raw: pd.DataFrame) -> dict[tuple[str, float, str], list[float]]:
+    """Per (granularity, target, attack): [clean delta, delta at each eps ascending], mean over seeds, by hand."""
+    acc = raw.set_index(["model_id", "key"])["accuracy"]
+    sparse = raw[raw["method"] != "dense"].copy()
+    sparse["delta"] = [  # the synthetic run's parent of every sparse model is the dense model of its seed
+        (a - acc[(f"dense-s{seed}", key)]) * 100 for a, seed, key in zip(sparse["accuracy"], sparse["seed"], sparse["key"])
+    ]
+    mean = sparse.groupby(["granularity", "target_sparsity", "attack", "eps"])["delta"].mean()
+    out = {}
+    for (g, t, attack), sub in mean.drop("clean", level="attack").groupby(level=[0, 1, 2]):
+        out[(g, t, attack)] = [mean[(g, t, "clean", 0.0)], *sub.sort_index(level="eps").to_list()]
+    return out
+
+
+def test_delta_vs_eps_lines_are_the_mean_changes_vs_dense(run: dict) -> None:
+    fig = fig_delta_vs_eps(run["results"], meta=run["meta"])
+    assert [ax.get_title() for ax in fig.axes] == ["FGSM", "PGD"]
+    expected = _expected_deltas(run["raw"])
+    # by construction: filter at 70% loses 285 - 270 of 300 clean examples, window at 50% none
+    assert expected[("filter", 0.7, "fgsm")][0] == pytest.approx(-5.0)
+    assert expected[("window", 0.5, "pgd")][0] == pytest.approx(0.0)
+    for ax, attack in zip(fig.axes, ["fgsm", "pgd"]):
+        dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+        assert len(dashed) == 1 and np.allclose(dashed[0].get_ydata(), 0.0)  # the dense reference
+        lines = [line for line in ax.lines if line.get_linestyle() != "--"]
+        assert len(lines) == N_FAMILIES
+        for line in lines:
+            assert np.allclose(line.get_xdata(), [0.0, 2 / 255, 4 / 255, 8 / 255])
+        got = sorted(tuple(np.round(line.get_ydata(), 6)) for line in lines)
+        want = sorted(tuple(np.round(v, 6)) for k, v in expected.items() if k[2] == attack)
+        assert got == want
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2/255", "4/255", "8/255"]
+
+
+def test_delta_vs_eps_at_one_sparsity_says_which(run: dict) -> None:
+    results = run["results"]
+    at = results[results["target_sparsity"].isin([0.0, 0.7])]
+    fig = fig_delta_vs_eps(at, meta=run["meta"])
+    assert "at 70% sparsity" in fig.get_suptitle()
+    assert all(len(ax.lines) == 2 + 1 for ax in fig.axes)  # window, filter, the dense reference
+    assert "sparsity" not in fig_delta_vs_eps(results).get_suptitle()  # two levels: no single one to name
+
+
+def test_delta_vs_eps_needs_sparse_dense_and_an_eps_budget(run_factory) -> None:
+    with pytest.raises(NothingToPlot, match="no dense"):
+        fig_delta_vs_eps(load_results(run_factory(include_dense=False, seeds=(0,))))
+    with pytest.raises(NothingToPlot, match="no sparse"):
+        fig_delta_vs_eps(load_results(run_factory(granularities=(), seeds=(0,))))
+    with pytest.raises(NothingToPlot, match="eps budget"):
+        fig_delta_vs_eps(load_results(run_factory(attacks={}, seeds=(0,))))
+
+
+# ---------------------------------------------------------------- try_figure
+
+
+def test_try_figure_passes_arguments_and_returns_the_figure(run: dict) -> None:
+    fig = try_figure(fig_delta_heatmap, run["results"], None, eps="4/255")
+    assert isinstance(fig, Figure)
+    assert all("4/255" in ax.get_title() for ax in fig.axes if ax.get_title())
+
+
+def test_try_figure_logs_why_there_is_nothing_to_draw(run_factory, caplog) -> None:
+    dense_only = load_results(run_factory(granularities=(), seeds=(0,)))
+    with caplog.at_level(logging.WARNING, logger="reports.figures"):
+        assert try_figure(fig_delta_heatmap, dense_only) is None
+    messages = [r.getMessage() for r in caplog.records if r.name == "reports.figures"]
+    assert messages == ["fig_delta_heatmap: nothing to draw (no sparse models, so there is no change vs dense to show)"]
+
+
+def test_try_figure_lets_real_errors_through(run: dict) -> None:
+    with pytest.raises(ReportError, match="eps"):
+        try_figure(fig_delta_heatmap, run["results"], eps="3/255")  # an eps the run never attacked at

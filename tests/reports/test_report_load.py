@@ -8,8 +8,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports import RESULT_COLUMNS, ReportError, load_results, validate_results
-from reports.load import load_config, load_layer_sparsity, load_meta, load_outcomes, load_sanity
+from reports import RESULT_COLUMNS, ReportError, find_run_dir, load_results, validate_results
+from reports.load import (
+    DEFAULT_RUN_DIR,
+    RUN_DIR_ENV,
+    load_config,
+    load_layer_sparsity,
+    load_meta,
+    load_outcomes,
+    load_sanity,
+)
 
 
 def test_result_columns_are_unique_and_cover_the_contract() -> None:
@@ -118,3 +126,54 @@ def test_sanity_and_config(shared_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="mapping"):
         load_config(tmp_path)
     assert load_sanity(tmp_path, missing_ok=True) is None
+
+
+# ---------------------------------------------------------------- find_run_dir
+
+
+def _fake_run(folder: Path) -> Path:
+    """A folder that find_run_dir accepts: it only looks for results.csv."""
+    folder.mkdir(parents=True)
+    (folder / "results.csv").write_text("model_id\n")
+    return folder
+
+
+def test_find_run_dir_tries_each_root_in_order(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    notebooks = repo / "notebooks"
+    notebooks.mkdir(parents=True)
+    in_repo = _fake_run(repo / "runs" / "a")
+    assert find_run_dir("runs/a", roots=[notebooks, repo]) == in_repo.resolve()
+    in_notebooks = _fake_run(notebooks / "runs" / "a")  # now both hold it: the first root wins
+    assert find_run_dir("runs/a", roots=[notebooks, repo]) == in_notebooks.resolve()
+    assert find_run_dir(Path("runs/a"), roots=[repo, notebooks]) == in_repo.resolve()
+    # an absolute path is taken as it is, whatever the roots
+    assert find_run_dir(str(in_repo), roots=[notebooks]) == in_repo.resolve()
+
+
+def test_find_run_dir_looks_in_cwd_then_its_parent_by_default(tmp_path: Path, monkeypatch) -> None:
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    run = _fake_run(repo / "runs" / "tiny")
+    monkeypatch.chdir(repo / "notebooks")  # as when Jupyter opens a notebook from notebooks/
+    found = find_run_dir("runs/tiny")
+    assert found == run.resolve() and found.is_absolute()
+
+
+def test_find_run_dir_without_a_path_reads_the_environment_then_the_default(tmp_path: Path, monkeypatch) -> None:
+    named = _fake_run(tmp_path / "named")
+    monkeypatch.setenv(RUN_DIR_ENV, str(named))
+    assert find_run_dir() == named.resolve()
+    monkeypatch.delenv(RUN_DIR_ENV)
+    default = _fake_run(tmp_path / DEFAULT_RUN_DIR)
+    assert find_run_dir(roots=[tmp_path]) == default.resolve()
+
+
+def test_find_run_dir_names_the_places_it_tried(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()  # a folder without results.csv is not a finished run
+    with pytest.raises(ReportError) as info:
+        find_run_dir("empty", roots=[tmp_path, tmp_path / "other"])
+    message = str(info.value)
+    assert "'empty'" in message
+    assert str(tmp_path / "empty") in message and str(tmp_path / "other" / "empty") in message
+    assert RUN_DIR_ENV in message

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports.errors import ReportError
 from reports.load import load_meta, load_outcomes, load_results, load_sanity
 from reports.tables import (
     aggregate_accuracy,
@@ -17,6 +18,9 @@ from reports.tables import (
     grid_deltas,
     metadata_table,
     model_deltas,
+    paired_outcomes,
+    paired_table,
+    paired_test,
     robust_vs_clean,
     sanity_table,
 )
@@ -130,3 +134,79 @@ def test_metadata_table_names_seeds_versions_and_examples(frames: dict) -> None:
     assert "torch 2.14.1" in items["versions"]
     assert items["models"] == "10 (2 dense, 8 sparse)"
     assert "PGD: 2/255, 4/255, 8/255" in items["attacks (eps)"]
+
+
+# ---------------------------------------------------------------- two models side by side
+
+
+# model a and b under "pgd": a alone is right on examples 0-4, both on 5, neither on 6-7;
+# b also has example 8 (a does not), and "clean" and model c are noise the pairing must ignore
+PAIRED_A = [1, 1, 1, 1, 1, 1, 0, 0]
+PAIRED_B = [0, 0, 0, 0, 0, 1, 0, 0]
+
+
+@pytest.fixture
+def paired() -> pd.DataFrame:
+    def rows(model: str, key: str, correct: list[int]) -> pd.DataFrame:
+        return pd.DataFrame({"model_id": model, "key": key, "example": range(len(correct)), "correct": correct})
+
+    return pd.concat(
+        [
+            rows("a", "pgd", PAIRED_A),
+            rows("b", "pgd", [*PAIRED_B, 1]),
+            rows("a", "clean", [1] * 8),
+            rows("b", "clean", [0] * 8),
+            rows("c", "pgd", [1] * 8),
+            rows("c", "fgsm", [1] * 8),
+        ],
+        ignore_index=True,
+    ).sample(frac=1.0, random_state=0)  # the order of the rows must not matter
+
+
+def test_paired_outcomes_lines_up_the_shared_examples(paired: pd.DataFrame) -> None:
+    pair = paired_outcomes(paired, "a", "b", "pgd")
+    assert list(pair.columns) == ["a", "b"]
+    assert list(pair.index) == list(range(8))  # example 8 only b has: left out
+    assert pair["a"].tolist() == PAIRED_A and pair["b"].tolist() == PAIRED_B
+
+
+def test_paired_table_counts_by_hand(paired: pd.DataFrame) -> None:
+    table = paired_table(paired, "a", "b", "pgd")
+    assert table.index.name == "a (A)" and table.columns.name == "b (B)"
+    assert table.loc["right"].tolist() == [1, 5]  # both right; only a right
+    assert table.loc["wrong"].tolist() == [0, 2]  # only b right; both wrong
+    # swapping the models transposes the table
+    swapped = paired_table(paired, "b", "a", "pgd")
+    assert (swapped.to_numpy() == table.to_numpy().T).all()
+    # a row or column with no example is still there, with zeros
+    clean = paired_table(paired, "a", "b", "clean")
+    assert clean.loc["right"].tolist() == [0, 8] and clean.loc["wrong"].tolist() == [0, 0]
+
+
+def test_paired_test_by_hand(paired: pd.DataFrame) -> None:
+    test = paired_test(paired_table(paired, "a", "b", "pgd"))
+    assert (test["n_examples"], test["only_a"], test["only_b"]) == (8, 5, 0)
+    assert test["accuracy_a"] == pytest.approx(6 / 8) and test["accuracy_b"] == pytest.approx(1 / 8)
+    assert test["p_value"] == pytest.approx(2 * 0.5**5)  # 5 of 5 discordant examples go to a, two-sided
+    assert paired_test(paired_table(paired, "b", "a", "pgd"))["p_value"] == pytest.approx(test["p_value"])
+
+
+def test_paired_test_agrees_with_model_deltas(frames: dict) -> None:
+    deltas = model_deltas(frames["results"], frames["outcomes"], frames["meta"])
+    row = deltas[(deltas["model_id"] == "filter-70-s1") & deltas["key"].str.startswith("pgd:eps=8/255")].iloc[0]
+    test = paired_test(paired_table(frames["outcomes"], row["model_id"], row["dense_model_id"], row["key"]))
+    assert (test["only_a"], test["only_b"], test["n_examples"]) == (row["sparse_only"], row["dense_only"], row["n_paired"])
+    assert test["p_value"] == pytest.approx(row["p_value"])
+    assert (test["accuracy_a"] - test["accuracy_b"]) * 100 == pytest.approx(row["delta_pp"])
+
+
+def test_pairing_refuses_what_cannot_be_paired(paired: pd.DataFrame) -> None:
+    with pytest.raises(ReportError, match="itself"):
+        paired_table(paired, "a", "a", "pgd")
+    with pytest.raises(ReportError) as info:
+        paired_table(paired, "a", "c", "clean")  # c was never evaluated clean
+    assert "['c']" in str(info.value) and "['pgd']" in str(info.value)  # names the key both share
+    with pytest.raises(ReportError, match="repeat"):
+        paired_outcomes(pd.concat([paired, paired]), "a", "b", "pgd")
+    with pytest.raises(ReportError, match="2x2"):
+        paired_test(pd.DataFrame([[1, 2]], index=["right"], columns=["right", "wrong"]))
