@@ -3,7 +3,8 @@
 Figures are built on `matplotlib.figure.Figure` directly (not pyplot), so nothing is left open in
 pyplot's global registry and no display backend is needed; they show in notebooks as usual.
 Each function draws one setting (dataset / arch); `build_report` calls it once per setting.
-When the data hold nothing to draw, a function raises `NothingToPlot` with the reason.
+When the data hold nothing to draw, a function raises `NothingToPlot` with the reason;
+`try_figure` (for notebooks) turns that into a logged reason and None.
 """
 
 from __future__ import annotations
@@ -111,6 +112,28 @@ def _palette(labels: Sequence[str]) -> dict[str, tuple[float, float, float]]:
     return out
 
 
+def _family_styles(
+    df: pd.DataFrame,
+) -> tuple[list[str], list[str], dict[str, tuple[float, float, float]], dict[str, str]]:
+    """Sparse labels, sparsity levels, a colour per label and a marker per sparsity level."""
+    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
+    markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(sparsities)}
+    return labels, sparsities, _palette(labels), markers
+
+
+def _eps_curves(table: pd.DataFrame, empty_reason: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Split a per-eps table (with `eps`) into its eps-budget rows, its clean rows moved to eps 0, and the panels.
+
+    Raises:
+        NothingToPlot: With `empty_reason` when no row has an eps budget.
+    """
+    bounded = table[table["bounded"]]
+    if bounded.empty:
+        raise NothingToPlot(empty_reason)
+    clean = table[table["is_clean"]].assign(eps=0.0, eps_label="0")
+    return bounded, clean, list(dict.fromkeys(bounded.sort_values("eps")["series"]))
+
+
 def _legend_handles(
     labels: Sequence[str], palette: dict, sparsities: Sequence[str], markers: dict, dense: bool
 ) -> list[Line2D]:
@@ -148,14 +171,10 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
     """
     df = _one_setting(annotated(results), "fig_accuracy_vs_eps")
     agg = aggregate_accuracy(df)
-    bounded = agg[agg["bounded"]]
-    if bounded.empty:
-        raise NothingToPlot("no attack with an eps budget was run, so there is no accuracy-vs-eps curve")
-    clean = agg[agg["is_clean"]].assign(eps=0.0, eps_label="0")
-    series_list = list(dict.fromkeys(bounded.sort_values("eps")["series"]))
-    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
-    palette = _palette(labels)
-    markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(sparsities)}
+    bounded, clean, series_list = _eps_curves(
+        agg, "no attack with an eps budget was run, so there is no accuracy-vs-eps curve"
+    )
+    labels, sparsities, palette, markers = _family_styles(df)
     with _style():
         fig, axes = _new_figure(len(series_list))
         for ax, series in zip(axes, series_list):
@@ -286,14 +305,8 @@ def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None)
     df = _sparse_and_dense(results, "fig_delta_vs_eps")
     grid = grid_deltas(model_deltas(df, None, meta))
     grid = grid[grid["delta_pp"].notna()].assign(eps=grid["eps_key"])
-    bounded = grid[grid["bounded"]]
-    if bounded.empty:
-        raise NothingToPlot("no attack with an eps budget has a change vs dense")
-    clean = grid[grid["is_clean"]].assign(eps=0.0, eps_label="0")
-    series_list = list(dict.fromkeys(bounded.sort_values("eps")["series"]))
-    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
-    palette = _palette(labels)
-    markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(sparsities)}
+    bounded, clean, series_list = _eps_curves(grid, "no attack with an eps budget has a change vs dense")
+    labels, sparsities, palette, markers = _family_styles(df)
     family = ["label", "sparsity_pct"]
     with _style():
         fig, axes = _new_figure(len(series_list), width=4.4, height=3.6)
@@ -307,7 +320,7 @@ def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None)
                 style_order=sparsities, palette=palette, markers=markers, dashes=False, errorbar=None, legend=False,
                 ax=ax,
             )
-            ax.axhline(0.0, ls="--", color=_DENSE_COLOR, lw=1.8)
+            ax.axhline(0.0, ls="--", color=_DENSE_COLOR, lw=1.8, zorder=1.5)  # under lines lying on it
             _eps_ticks(ax, data)
             ax.set(title=series, xlabel="eps (pixel scale; 0: clean)", ylabel="accuracy vs dense (points)")
         fig.legend(handles=_legend_handles(labels, palette, sparsities, markers, dense=True),
@@ -347,9 +360,7 @@ def fig_clean_vs_robust(
     if data.empty:
         raise NothingToPlot(f"no model has both clean accuracy and an attack at eps {eps_text(e)}")
     data = data.assign(clean_pct=data["clean_accuracy"] * 100, robust_pct=data["robust_accuracy"] * 100)
-    labels, sparsities = _sparse_labels(df), _sparsity_order(df)
-    palette = _palette(labels)
-    markers = {s: _MARKERS[i % len(_MARKERS)] for i, s in enumerate(sparsities)}
+    labels, sparsities, palette, markers = _family_styles(df)
     label_eps = eps_label_of(df, e)
     sparse, dense = data[~data["is_dense"]], data[data["is_dense"]]
     with _style():

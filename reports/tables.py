@@ -1,7 +1,8 @@
-"""Tables computed from the results, outcomes and metadata: accuracies, deltas vs dense, sanity, run metadata.
+"""Tables computed from the results, outcomes and metadata: accuracies, deltas vs dense, sanity, run metadata,
+and the paired 2x2 table of two models on one attack.
 
-Every function returns a DataFrame with raw numbers (fractions in [0, 1], deltas in percentage
-points); `build` writes them as CSV and `render` formats them for reading.
+Every function returns raw numbers (fractions in [0, 1], deltas in percentage points), as a
+DataFrame except `paired_test`'s dict; `build` writes them as CSV and `render` formats them for reading.
 """
 
 from __future__ import annotations

@@ -153,8 +153,8 @@ def train_job(
             pruner.apply_(optimizer)  # a pruned weight (and its momentum) is exactly zero after every step
 
     started = time.perf_counter()
-    epochs = range(start_epoch, job.train.epochs)
-    for epoch in epochs:
+    test: dict[str, float] | None = None
+    for epoch in range(start_epoch, job.train.epochs):
         tic = time.perf_counter()
         torch.manual_seed(_epoch_seed(job.seed, epoch))
         if getattr(train_loader, "generator", None) is not None:
@@ -184,7 +184,10 @@ def train_job(
         write_csv_atomic(model_dir / LOG_NAME, pd.DataFrame(rows))
         _save_state(state_file, job, epoch + 1, rows, best_acc, model, optimizer, scheduler, pruner)
 
-    final = evaluate(model, test_loader, device=device)
+    # The metadata's accuracy must be what load_checkpoint reproduces in float32: reuse the last
+    # epoch's evaluation when it was a plain float32 pass, else evaluate once more.
+    mixed_precision = job.train.amp and device.type == "cuda"
+    final = test if test is not None and not mixed_precision else evaluate(model, test_loader, device=device)
     meta = _metadata(job, bundle, model, spec, pruner, final, rows, parent_meta, time.perf_counter() - started, device)
     masks = pruner.masks if pruner is not None else None
     model_cpu = model.to("cpu")

@@ -129,3 +129,15 @@ def test_python_dash_m_help_lists_every_command():
     assert done.returncode == 0
     for command in ("train", "run", "attack", "report", "inspect", "export", "list"):
         assert command in done.stdout
+
+
+def test_attack_command_takes_the_sweep_from_a_config_file(trained, tmp_path):
+    config = write_config(tmp_path, attack={"n_examples": 40, "specs": [
+        {"name": "fgsm", "eps": ["1/255", "4/255", "16/255"]}, {"name": "bim", "eps": ["4/255"], "steps": 2}]})
+    out = tmp_path / "from-config"
+    assert main(["attack", str(trained / "models" / "dense-s0"), "--config", str(config), "--out", str(out),
+                 "--no-progress", "--no-sanity"]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results["attack"]) == ["bim", "clean", "fgsm", "fgsm", "fgsm"]
+    assert set(results["n_examples"]) == {40}
+    assert not (out / "sanity.csv").exists() or pd.read_csv(out / "sanity.csv").empty

@@ -199,6 +199,10 @@ def test_granularity_notebook_ranks_the_granularities_as_the_files_say(tiny_run:
     nb = _execute(GRANULARITIES, "runs/tiny", repo / "notebooks", monkeypatch, probe=PROBE_GRANULARITIES)
     results = pd.read_csv(tiny_run / "results.csv")
 
+    everything = "".join(_texts(cell) for cell in nb.cells)
+    assert "nothing to draw" not in everything
+    assert _n_images(nb) >= 4  # accuracy vs eps, change vs dense against eps, heatmap, clean vs robust
+
     probe = _probe(nb)
     assert Path(probe["run_dir"]) == (repo / "runs" / "tiny").resolve()
     sparse = results[results["method"] != "dense"]
@@ -228,7 +232,10 @@ def test_notebooks_run_on_a_run_with_only_results_and_one_eps(stripped_run: Path
     assert found["eps"] == pytest.approx(results["eps"].max())
     if path == EXPLORE:
         assert found["comparison"] is None  # no outcomes.csv.gz: no paired comparison, and it says why
-        assert "no outcomes.csv.gz" in "".join(_texts(cell) for cell in nb.cells)
+        everything = "".join(_texts(cell) for cell in nb.cells)
+        assert "no outcomes.csv.gz" in everything
+        # no model folders: reports.try_figure's logged reason reaches the notebook's output
+        assert "fig_layer_sparsity: nothing to draw (no sparse model has a layer_sparsity.csv" in everything
         summary = _last_code_output(nb)
         assert all(model_id in summary for model_id in results["model_id"].unique()), summary
     else:

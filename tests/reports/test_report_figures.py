@@ -156,9 +156,9 @@ def _expected_deltas(raw: pd.DataFrame) -> dict[tuple[str, float, str], list[flo
     """Per (granularity, target, attack): [clean delta, delta at each eps ascending], mean over seeds, by hand."""
     acc = raw.set_index(["model_id", "key"])["accuracy"]
     sparse = raw[raw["method"] != "dense"].copy()
-    sparse["delta"] = [  # the synthetic run's parent of every sparse model is the dense model of its seed
-        (a - acc[(f"dense-s{seed}", key)]) * 100 for a, seed, key in zip(sparse["accuracy"], sparse["seed"], sparse["key"])
-    ]
+    # the synthetic run's parent of every sparse model is the dense model of its seed
+    dense = [acc[(f"dense-s{seed}", key)] for seed, key in zip(sparse["seed"], sparse["key"])]
+    sparse["delta"] = (sparse["accuracy"] - dense) * 100
     mean = sparse.groupby(["granularity", "target_sparsity", "attack", "eps"])["delta"].mean()
     out = {}
     for (g, t, attack), sub in mean.drop("clean", level="attack").groupby(level=[0, 1, 2]):

@@ -1,4 +1,4 @@
-"""Tables: deltas vs dense (matching, McNemar counts), seed aggregation, worst-case robust accuracy, metadata."""
+"""Tables: deltas vs dense (matching, McNemar counts), seed aggregation, robust accuracy, metadata, paired 2x2."""
 
 from __future__ import annotations
 
@@ -195,7 +195,8 @@ def test_paired_test_agrees_with_model_deltas(frames: dict) -> None:
     deltas = model_deltas(frames["results"], frames["outcomes"], frames["meta"])
     row = deltas[(deltas["model_id"] == "filter-70-s1") & deltas["key"].str.startswith("pgd:eps=8/255")].iloc[0]
     test = paired_test(paired_table(frames["outcomes"], row["model_id"], row["dense_model_id"], row["key"]))
-    assert (test["only_a"], test["only_b"], test["n_examples"]) == (row["sparse_only"], row["dense_only"], row["n_paired"])
+    counts = (test["only_a"], test["only_b"], test["n_examples"])
+    assert counts == (row["sparse_only"], row["dense_only"], row["n_paired"])
     assert test["p_value"] == pytest.approx(row["p_value"])
     assert (test["accuracy_a"] - test["accuracy_b"]) * 100 == pytest.approx(row["delta_pp"])
 
