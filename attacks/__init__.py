@@ -25,7 +25,7 @@ from attacks.metrics import (
     wilson_interval,
 )
 from attacks.registry import AttackInfo, attack_info, list_attacks
-from attacks.result import AttackOutcome, EvaluationResult, FRAME_COLUMNS, OUTCOME_COLUMNS, paired_comparison
+from attacks.result import FRAME_COLUMNS, OUTCOME_COLUMNS, AttackOutcome, EvaluationResult, paired_comparison
 from attacks.sanity import SanityFlag, flags_frame, sanity_checks, zero_gradient_fraction
 from attacks.spec import AttackSpec, expand_eps, format_eps, parse_eps, parse_specs
 from attacks.transfer import TransferResult, transfer

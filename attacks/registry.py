@@ -188,7 +188,7 @@ def _autoattack(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -
     ])
 
 
-_BUILDERS: dict[str, Callable[[nn.Module, "AttackSpec", int, int], torchattacks.Attack]] = {
+_BUILDERS: dict[str, Callable[[nn.Module, AttackSpec, int, int], torchattacks.Attack]] = {
     "fgsm": _fgsm,
     "bim": _bim,
     "pgd": _pgd,

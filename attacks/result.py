@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from attacks.metrics import attack_success_rate, ensemble_correct, mcnemar_test, wilson_interval
 from attacks.errors import AttackSpecError
+from attacks.metrics import attack_success_rate, ensemble_correct, mcnemar_test, wilson_interval
 from attacks.spec import AttackSpec
 
 __all__ = ["AttackOutcome", "EvaluationResult", "FRAME_COLUMNS", "OUTCOME_COLUMNS", "ENSEMBLE_COLUMNS",

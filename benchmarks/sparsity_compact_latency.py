@@ -13,7 +13,6 @@ import argparse
 import copy
 
 import torch
-
 from sparsity_common import IMAGE_SIZE, build, machine_line, one_shot, time_interleaved
 
 from robustsparse.sparsity import compact_model, model_cost

@@ -15,10 +15,15 @@ import json
 from collections import Counter
 
 import torch
-
 from sparsity_common import build, machine_line, one_shot
 
-from robustsparse.sparsity import GRANULARITIES, compressed_size_bytes, dense_size_bytes, export_compressed, load_compressed
+from robustsparse.sparsity import (
+    GRANULARITIES,
+    compressed_size_bytes,
+    dense_size_bytes,
+    export_compressed,
+    load_compressed,
+)
 
 
 def file_bytes(obj: object) -> int:

@@ -11,7 +11,6 @@ import statistics
 import time
 
 import torch
-
 from sparsity_common import build, machine_line
 
 from robustsparse.sparsity import GRANULARITIES, CampfirePruner, SparsityConfig

@@ -18,7 +18,6 @@ import itertools
 
 import torch
 import torch.nn.functional as F
-
 from sparsity_common import IMAGE_SIZE, build, machine_line, one_shot, time_interleaved
 
 CASES = [("small_cnn", 64), ("resnet20", 128)]

@@ -31,21 +31,48 @@ def main() -> int:
     args = parser.parse_args()
     config = Path(__file__).resolve().parents[1] / "configs" / "cifar10-resnet20.yaml"
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "robustsparse", "train", str(config), "--out", out, "--no-progress",
-                   "--device", args.device, "--set", "data.dataset=imagefolder", "--set", f"data.root={args.root}",
-                   "--set", f"data.num_workers={args.workers}", "--set", "train.epochs=1",
-                   "--set", f"train.batch_size={args.batch_size}", "--set", "sparsity.method=none",
-                   "--set", "sparsity.granularity=element", "--set", "sparsity.target_sparsity=0.0"]
+        command = [
+            sys.executable,
+            "-m",
+            "robustsparse",
+            "train",
+            str(config),
+            "--out",
+            out,
+            "--no-progress",
+            "--device",
+            args.device,
+            "--set",
+            "data.dataset=imagefolder",
+            "--set",
+            f"data.root={args.root}",
+            "--set",
+            f"data.num_workers={args.workers}",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            f"train.batch_size={args.batch_size}",
+            "--set",
+            "sparsity.method=none",
+            "--set",
+            "sparsity.granularity=element",
+            "--set",
+            "sparsity.target_sparsity=0.0",
+        ]
         tic = time.perf_counter()
         subprocess.run(command, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         wall = time.perf_counter() - tic
         log = pd.read_csv(Path(out) / "models" / "dense-s0" / "train_log.csv")
     epoch = float(log["epoch_seconds"].iloc[0])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"resnet20 / CIFAR-10 (JPEG) / batch {args.batch_size} / {args.workers} workers / {args.device}: "
-          f"epoch {epoch:.1f} s (train + test pass), whole command {wall:.1f} s, "
-          f"test accuracy after 1 epoch {log['test_acc'].iloc[0]:.3f}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"resnet20 / CIFAR-10 (JPEG) / batch {args.batch_size} / {args.workers} workers / {args.device}: "
+        f"epoch {epoch:.1f} s (train + test pass), whole command {wall:.1f} s, "
+        f"test accuracy after 1 epoch {log['test_acc'].iloc[0]:.3f}"
+    )
     return 0
 
 

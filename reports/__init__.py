@@ -19,8 +19,15 @@ from reports.figures import (
     fig_layer_sparsity,
     try_figure,
 )
-from reports.load import find_run_dir
-from reports.load import load_config, load_layer_sparsity, load_meta, load_outcomes, load_results, load_sanity
+from reports.load import (
+    find_run_dir,
+    load_config,
+    load_layer_sparsity,
+    load_meta,
+    load_outcomes,
+    load_results,
+    load_sanity,
+)
 from reports.schema import RESULT_COLUMNS, validate_results
 from reports.summary import Finding, summarize
 from reports.tables import paired_outcomes, paired_table, paired_test

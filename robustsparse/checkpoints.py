@@ -18,9 +18,10 @@ import json
 import logging
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -77,7 +78,7 @@ class ModelSpec:
         )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         return cls(
             arch=str(data["arch"]),
             num_classes=int(data["num_classes"]),
@@ -171,7 +172,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     for key in ("model_spec", "state_dict", "masks", "meta"):
         if not isinstance(payload.get(key), dict):
-            raise CheckpointError(f"{path} is damaged: its '{key}' entry is missing or not a mapping; re-create the checkpoint")
+            raise CheckpointError(
+                f"{path} is damaged: its '{key}' entry is missing or not a mapping; re-create the checkpoint"
+            )
     return payload
 
 
@@ -184,11 +187,15 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         try:
             return json.loads(meta_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{meta_file} is not valid JSON ({exc.msg} at line {exc.lineno}); delete the model folder and re-train") from None
+            raise CheckpointError(
+                f"{meta_file} is not valid JSON ({exc.msg} at line {exc.lineno}); delete the model folder and re-train"
+            ) from None
     return dict(read_checkpoint(path)["meta"])
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device | None = "cpu") -> tuple[NormalizedModel, dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, device: str | torch.device | None = "cpu"
+) -> tuple[NormalizedModel, dict[str, Any]]:
     """Load a model for evaluation: rebuilt, weights and masks checked, in eval mode.
 
     Args:
@@ -229,7 +236,9 @@ def load_checkpoint_with_masks(
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{file}: weights do not fit architecture {spec.arch!r} ({first}); the file is foreign or damaged") from None
+        raise CheckpointError(
+            f"{file}: weights do not fit architecture {spec.arch!r} ({first}); the file is foreign or damaged"
+        ) from None
     masks = payload["masks"]
     _verify_masks(file, model, masks, meta)
     meta_file = file.parent / META_NAME
@@ -251,12 +260,18 @@ def _verify_masks(file: Path, model: nn.Module, masks: Mapping[str, torch.Tensor
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         if name not in params:
-            raise CheckpointError(f"{file}: mask for {name!r} names no parameter of the model; the file is foreign or damaged")
+            raise CheckpointError(
+                f"{file}: mask for {name!r} names no parameter of the model; the file is foreign or damaged"
+            )
         if mask.shape != params[name].shape or mask.dtype != torch.bool:
-            raise CheckpointError(f"{file}: mask for {name!r} has shape {tuple(mask.shape)} / {mask.dtype}, expected {tuple(params[name].shape)} / bool")
+            raise CheckpointError(
+                f"{file}: mask for {name!r} has shape {tuple(mask.shape)} / {mask.dtype}, expected {tuple(params[name].shape)} / bool"
+            )
         leaked = int((params[name].detach()[~mask] != 0).sum())
         if leaked:
-            raise CheckpointError(f"{file}: {leaked} masked weights of {name!r} are non-zero; the checkpoint was modified or saved before masking")
+            raise CheckpointError(
+                f"{file}: {leaked} masked weights of {name!r} are non-zero; the checkpoint was modified or saved before masking"
+            )
     recorded = meta.get("achieved_sparsity")
     if recorded is None:
         return

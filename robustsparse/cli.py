@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from robustsparse.errors import RobustSparseError
 
@@ -24,10 +24,18 @@ EXIT_USAGE = 2
 def _add_common_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="experiment file (YAML), e.g. configs/digits-quick.yaml")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<name>)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set train.epochs=5 --set sparsity.target_sparsity=[0.5,0.7]; repeatable")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set train.epochs=5 --set sparsity.target_sparsity=[0.5,0.7]; repeatable",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: CUDA when available)")
-    parser.add_argument("--restart", action="store_true", help="delete an existing run folder of a different config and start over")
+    parser.add_argument(
+        "--restart", action="store_true", help="delete an existing run folder of a different config and start over"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -40,61 +48,91 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train the dense and sparse models of an experiment",
-                       description="Train the dense model of every seed and every sparse model of the grid; finished models are skipped.")
+    p = sub.add_parser(
+        "train",
+        help="train the dense and sparse models of an experiment",
+        description="Train the dense model of every seed and every sparse model of the grid; finished models are skipped.",
+    )
     _add_common_run_args(p)
     p.set_defaults(handler=_cmd_train)
 
-    p = sub.add_parser("run", help="train, attack and report a whole experiment (the main job)",
-                       description="From one experiment file: the dense model(s), the sparse grid, the attack sweep "
-                                   "over every model, then the report. Started again on the same folder, it skips "
-                                   "everything finished.")
+    p = sub.add_parser(
+        "run",
+        help="train, attack and report a whole experiment (the main job)",
+        description="From one experiment file: the dense model(s), the sparse grid, the attack sweep "
+        "over every model, then the report. Started again on the same folder, it skips "
+        "everything finished.",
+    )
     _add_common_run_args(p)
     p.add_argument("--no-report", action="store_true", help="stop after the attack sweep")
     p.set_defaults(handler=_cmd_run)
 
-    p = sub.add_parser("attack", help="attack checkpoints over an eps sweep and write a tidy results table",
-                       description="Evaluate checkpoints on the first N test examples of their dataset. Attacks come "
-                                   "from --attack/--eps or from the attack section of a config file (--config).")
+    p = sub.add_parser(
+        "attack",
+        help="attack checkpoints over an eps sweep and write a tidy results table",
+        description="Evaluate checkpoints on the first N test examples of their dataset. Attacks come "
+        "from --attack/--eps or from the attack section of a config file (--config).",
+    )
     p.add_argument("checkpoints", type=Path, nargs="+", help="model folders or their model.pt files")
-    p.add_argument("--attack", action="append", default=[], metavar="NAME[:k=v,...]",
-                   help="attack name or spec (e.g. pgd, 'pgd:steps=20', fgsm); repeatable; see attacks.list_attacks()")
+    p.add_argument(
+        "--attack",
+        action="append",
+        default=[],
+        metavar="NAME[:k=v,...]",
+        help="attack name or spec (e.g. pgd, 'pgd:steps=20', fgsm); repeatable; see attacks.list_attacks()",
+    )
     p.add_argument("--eps", default=None, help="comma-separated eps in pixel units, e.g. 1/255,2/255,4/255,8/255")
     p.add_argument("--steps", type=int, default=None, help="iterations of iterative attacks (queries for square)")
-    p.add_argument("--config", type=Path, default=None, help="take the attacks, n_examples and seed from this experiment file")
+    p.add_argument(
+        "--config", type=Path, default=None, help="take the attacks, n_examples and seed from this experiment file"
+    )
     p.add_argument("--n-examples", type=int, default=1000, help="first N test examples (default 1000; 0 = all)")
     p.add_argument("--batch-size", type=int, default=256, help="attack batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of randomised attacks")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--data-root", type=Path, default=None, help="folder holding the dataset, if not where it was at training time")
+    p.add_argument(
+        "--data-root", type=Path, default=None, help="folder holding the dataset, if not where it was at training time"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/attacks"), help="output folder (default runs/attacks)")
     p.add_argument("--no-sanity", action="store_true", help="skip the gradient-masking sanity checks")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(handler=_cmd_attack)
 
-    p = sub.add_parser("report", help="(re)build the report of a finished run folder",
-                       description="Write report/index.html, report/report.md, figures and tables from the run's results "
-                                   "table and metadata (models are not loaded).")
+    p = sub.add_parser(
+        "report",
+        help="(re)build the report of a finished run folder",
+        description="Write report/index.html, report/report.md, figures and tables from the run's results "
+        "table and metadata (models are not loaded).",
+    )
     p.add_argument("run_dir", type=Path, help="the run folder (runs/<name>)")
     p.add_argument("--eps", default=None, help="eps of the heatmap and findings (default: chosen from the results)")
     p.set_defaults(handler=_cmd_report)
 
-    p = sub.add_parser("export", help="export a sparse checkpoint compressed, or compacted to a smaller dense model",
-                       description="compressed: only kept values plus the cheapest index for the granularity (loads back "
-                                   "bit-identical). compact: filter/channel models rebuilt with fewer channels.")
+    p = sub.add_parser(
+        "export",
+        help="export a sparse checkpoint compressed, or compacted to a smaller dense model",
+        description="compressed: only kept values plus the cheapest index for the granularity (loads back "
+        "bit-identical). compact: filter/channel models rebuilt with fewer channels.",
+    )
     p.add_argument("checkpoint", type=Path, help="a model folder or its model.pt")
     p.add_argument("--format", choices=["compressed", "compact"], required=True, help="what to write")
     p.add_argument("--out", type=Path, default=None, help="output file (default beside the checkpoint)")
     p.set_defaults(handler=_cmd_export)
 
-    p = sub.add_parser("list", help="list the registered models or datasets",
-                       description="List the architectures or datasets an experiment file can name.")
+    p = sub.add_parser(
+        "list",
+        help="list the registered models or datasets",
+        description="List the architectures or datasets an experiment file can name.",
+    )
     p.add_argument("what", choices=["models", "datasets"], help="what to list")
     p.set_defaults(handler=_cmd_list)
 
-    p = sub.add_parser("inspect", help="show a checkpoint's architecture, data, parameters, accuracy and per-layer sparsity",
-                       description="Load a checkpoint safely, verify its masks and structure against its metadata "
-                                   "(non-zero exit when they disagree), and print what it is.")
+    p = sub.add_parser(
+        "inspect",
+        help="show a checkpoint's architecture, data, parameters, accuracy and per-layer sparsity",
+        description="Load a checkpoint safely, verify its masks and structure against its metadata "
+        "(non-zero exit when they disagree), and print what it is.",
+    )
     p.add_argument("checkpoint", type=Path, help="a model folder (runs/<name>/models/<model_id>) or its model.pt")
     p.add_argument("--layers", action="store_true", help="print the per-layer sparsity table")
     p.set_defaults(handler=_cmd_inspect)
@@ -136,11 +174,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_cfg(args)
     device = resolve_device(args.device)
-    summary = run_experiment(cfg, args.out or default_run_dir(cfg), device=device, restart=args.restart,
-                             progress=not args.no_progress, report=not args.no_report)
+    summary = run_experiment(
+        cfg,
+        args.out or default_run_dir(cfg),
+        device=device,
+        restart=args.restart,
+        progress=not args.no_progress,
+        report=not args.no_report,
+    )
     print(summary.headline().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"\n{len(summary.models)} models ({summary.n_trained} trained now), "
-          f"{summary.n_evaluated} attack evaluations computed now, {summary.seconds:.1f} s")
+    print(
+        f"\n{len(summary.models)} models ({summary.n_trained} trained now), "
+        f"{summary.n_evaluated} attack evaluations computed now, {summary.seconds:.1f} s"
+    )
     print(f"results: {summary.run_dir / 'results.csv'}")
     if summary.report_path is not None:
         print(f"report:  {summary.report_path}")
@@ -152,10 +198,19 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from robustsparse.utils.runtime import resolve_device
 
     table, out = attack_command(
-        args.checkpoints, attacks=args.attack, eps=args.eps, steps=args.steps, config=args.config,
-        n_examples=args.n_examples or None, batch_size=args.batch_size, seed=args.seed,
-        device=resolve_device(args.device), data_root=args.data_root, out_dir=args.out,
-        sanity=not args.no_sanity, progress=not args.no_progress,
+        args.checkpoints,
+        attacks=args.attack,
+        eps=args.eps,
+        steps=args.steps,
+        config=args.config,
+        n_examples=args.n_examples or None,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        data_root=args.data_root,
+        out_dir=args.out,
+        sanity=not args.no_sanity,
+        progress=not args.no_progress,
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nresults: {out / 'results.csv'}")
@@ -218,7 +273,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("interrupted: finished models and evaluations are kept; run the same command again to continue", file=sys.stderr)
+        print(
+            "interrupted: finished models and evaluations are kept; run the same command again to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

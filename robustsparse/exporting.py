@@ -52,8 +52,10 @@ class ExportSummary:
 
     def __str__(self) -> str:
         ratio = self.dense_bytes / self.exported_bytes if self.exported_bytes else float("inf")
-        lines = [f"wrote {self.path} ({self.fmt})",
-                 f"size: {self.exported_bytes:,} bytes vs {self.dense_bytes:,} dense ({ratio:.2f}x smaller)"]
+        lines = [
+            f"wrote {self.path} ({self.fmt})",
+            f"size: {self.exported_bytes:,} bytes vs {self.dense_bytes:,} dense ({ratio:.2f}x smaller)",
+        ]
         lines += [f"{key}: {value}" for key, value in self.details.items()]
         return "\n".join(lines)
 
@@ -78,34 +80,56 @@ def export_checkpoint(path: str | Path, *, fmt: str, out: str | Path | None = No
         blob = export_compressed(state, masks, meta.get("sparsity"))
         restored = load_compressed(blob)
         if set(restored) != set(state) or not all(_bit_equal(restored[k], state[k]) for k in state):
-            raise CheckpointError(f"{file}: the compressed export does not restore the weights bit for bit; not written")
+            raise CheckpointError(
+                f"{file}: the compressed export does not restore the weights bit for bit; not written"
+            )
         target = Path(out) if out is not None else file.with_name("model.compressed.pt")
         torch_save_atomic(target, {"format": COMPRESSED_KIND, "model_spec": spec, "meta": meta, "blob": blob})
-        return ExportSummary(target, fmt, dense_bytes, compressed_size_bytes(blob),
-                             {"granularity": meta.get("granularity"), "bit_identical": True})
+        return ExportSummary(
+            target,
+            fmt,
+            dense_bytes,
+            compressed_size_bytes(blob),
+            {"granularity": meta.get("granularity"), "bit_identical": True},
+        )
     if fmt != "compact":
         raise CheckpointError(f"unknown export format {fmt!r}; allowed: compressed, compact")
     if meta.get("granularity") not in COMPACT_GRANULARITIES:
-        raise CheckpointError(f"{file}: compact export needs filter or channel pruning, this model is "
-                              f"{meta.get('granularity')!r}; use --format compressed")
+        raise CheckpointError(
+            f"{file}: compact export needs filter or channel pruning, this model is "
+            f"{meta.get('granularity')!r}; use --format compressed"
+        )
     small = compact_model(model, masks).eval()
     info = meta.get("data", {}).get("info", {})
-    example = torch.rand(4, int(info.get("in_channels", 3)), int(info.get("image_size", 32)), int(info.get("image_size", 32)),
-                         generator=torch.Generator().manual_seed(0))
+    example = torch.rand(
+        4,
+        int(info.get("in_channels", 3)),
+        int(info.get("image_size", 32)),
+        int(info.get("image_size", 32)),
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         gap = float((small(example) - model(example)).abs().max())
     if gap > OUTPUT_TOLERANCE:
-        raise CheckpointError(f"{file}: the compacted model's outputs differ by {gap:.2e} (> {OUTPUT_TOLERANCE}); not written")
+        raise CheckpointError(
+            f"{file}: the compacted model's outputs differ by {gap:.2e} (> {OUTPUT_TOLERANCE}); not written"
+        )
     small_state = {k: v.detach().clone() for k, v in small.state_dict().items()}
     target = Path(out) if out is not None else file.with_name("model.compact.pt")
     torch_save_atomic(target, {"format": COMPACT_KIND, "model_spec": spec, "meta": meta, "state_dict": small_state})
     shape = example.shape[1:]
     before, after = model_cost(model, shape), model_cost(small, shape)
-    return ExportSummary(target, fmt, dense_bytes, dense_size_bytes(small_state), {
-        "params": f"{before['params']:,} -> {after['params']:,}",
-        "MACs": f"{before['dense_macs']:,} -> {after['dense_macs']:,}",
-        "max output difference": f"{gap:.2e}",
-    })
+    return ExportSummary(
+        target,
+        fmt,
+        dense_bytes,
+        dense_size_bytes(small_state),
+        {
+            "params": f"{before['params']:,} -> {after['params']:,}",
+            "MACs": f"{before['dense_macs']:,} -> {after['dense_macs']:,}",
+            "max output difference": f"{gap:.2e}",
+        },
+    )
 
 
 def _bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -144,7 +168,9 @@ def load_exported(path: str | Path) -> tuple[NormalizedModel, dict[str, Any]]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unsafe or corrupt: never executed, always refused
-        raise CheckpointError(f"cannot load export {path}: {type(exc).__name__}; only files written by robustsparse export load") from None
+        raise CheckpointError(
+            f"cannot load export {path}: {type(exc).__name__}; only files written by robustsparse export load"
+        ) from None
     kind = payload.get("format") if isinstance(payload, dict) else None
     if kind not in (COMPRESSED_KIND, COMPACT_KIND):
         raise CheckpointError(f"{path} is not a robustsparse export (format {kind!r})")
@@ -157,4 +183,3 @@ def load_exported(path: str | Path) -> tuple[NormalizedModel, dict[str, Any]]:
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit the architecture ({str(exc).splitlines()[0]})") from None
     return model.eval(), dict(payload["meta"])
-

@@ -20,6 +20,10 @@ from robustsparse.sparsity import layer_sparsity_table, model_cost, verify_struc
 __all__ = ["Inspection", "inspect_checkpoint"]
 
 
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.2f}%"
+
+
 @dataclass(frozen=True)
 class Inspection:
     """The facts about one checkpoint and the problems found in it."""
@@ -33,17 +37,16 @@ class Inspection:
     def render(self, *, layers: bool = False) -> str:
         """Human-readable summary (and the per-layer table when `layers`)."""
         m = self.meta
-        pct = (lambda v: "n/a" if v is None else f"{100 * float(v):.2f}%")
         lines = [
             f"checkpoint   {self.path}",
             f"model_id     {m.get('model_id')}",
             f"arch         {m.get('arch')}    dataset {m.get('dataset')}    seed {m.get('seed')}",
             f"method       {m.get('method')}    granularity {m.get('granularity')}",
-            f"sparsity     target {pct(m.get('target_sparsity'))}    achieved (prunable) {pct(m.get('achieved_sparsity'))}"
-            f"    (all weights) {pct(m.get('achieved_sparsity_all'))}",
+            f"sparsity     target {_pct(m.get('target_sparsity'))}    achieved (prunable) {_pct(m.get('achieved_sparsity'))}"
+            f"    (all weights) {_pct(m.get('achieved_sparsity_all'))}",
             f"parameters   {self.cost['params']:,} ({self.cost['nonzero_params']:,} non-zero)",
             f"MACs         {self.cost['dense_macs']:,} dense, {self.cost['effective_macs']:,} effective",
-            f"accuracy     clean test {pct(m.get('clean_acc'))} on {m.get('n_test')} examples    epochs {m.get('epochs')}",
+            f"accuracy     clean test {_pct(m.get('clean_acc'))} on {m.get('n_test')} examples    epochs {m.get('epochs')}",
             f"parent       {m.get('parent')}",
             f"structure    {'ok' if not self.problems else f'{len(self.problems)} problem(s)'}",
         ]

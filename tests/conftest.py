@@ -13,10 +13,18 @@ TINY_RUN = {
     "data": {"dataset": "digits"},
     "model": {"arch": "small_cnn"},
     "train": {"epochs": 2, "batch_size": 128, "lr": 0.05},
-    "sparsity": {"method": "campfire", "granularity": ["element", "filter"], "target_sparsity": 0.5,
-                 "start_epoch": 0, "end_epoch": 1},
-    "attack": {"n_examples": 80, "batch_size": 128,
-               "specs": [{"name": "fgsm", "eps": ["4/255", "16/255"]}, {"name": "pgd", "eps": ["16/255"], "steps": 3}]},
+    "sparsity": {
+        "method": "campfire",
+        "granularity": ["element", "filter"],
+        "target_sparsity": 0.5,
+        "start_epoch": 0,
+        "end_epoch": 1,
+    },
+    "attack": {
+        "n_examples": 80,
+        "batch_size": 128,
+        "specs": [{"name": "fgsm", "eps": ["4/255", "16/255"]}, {"name": "pgd", "eps": ["16/255"], "steps": 3}],
+    },
 }
 
 

@@ -6,7 +6,8 @@ only adds the run's seed where an entry sets none and puts the key path into the
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from attacks.errors import AttackSpecError
 from attacks.spec import AttackSpec, parse_eps, parse_specs
@@ -24,7 +25,9 @@ def specs_from_entries(entries: Iterable[Mapping[str, Any]], *, seed: int) -> li
     items: list[Any] = ["clean"]
     for i, entry in enumerate(entries):
         if not isinstance(entry, Mapping):
-            raise ConfigError(f"config error: attack.specs[{i}] = {entry!r} is not allowed; expected a mapping such as {{name: pgd, eps: [8/255], steps: 10}}")
+            raise ConfigError(
+                f"config error: attack.specs[{i}] = {entry!r} is not allowed; expected a mapping such as {{name: pgd, eps: [8/255], steps: 10}}"
+            )
         items.append({"seed": seed, **entry} if "name" in entry and entry["name"] != "clean" else dict(entry))
     try:
         return parse_specs(items)
@@ -39,5 +42,7 @@ def pixel_eps(value: Any, key: str) -> float:
     except AttackSpecError:
         eps = -1.0
     if not 0.0 <= eps <= 1.0:
-        raise ConfigError(f"config error: {key} = {value!r} is not allowed; expected a pixel-space budget such as 8/255 or 0.03")
+        raise ConfigError(
+            f"config error: {key} = {value!r} is not allowed; expected a pixel-space budget such as 8/255 or 0.03"
+        )
     return eps

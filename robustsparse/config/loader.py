@@ -14,8 +14,9 @@ import itertools
 import json
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -52,7 +53,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config error: experiment file {str(path)!r} does not exist; pass the path of a YAML file such as configs/digits-quick.yaml")
+        raise ConfigError(
+            f"config error: experiment file {str(path)!r} does not exist; pass the path of a YAML file such as configs/digits-quick.yaml"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -62,7 +65,9 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config error: {path} must hold a mapping of sections (name, seeds, data, model, train, sparsity, attack), not a {type(raw).__name__}")
+        raise ConfigError(
+            f"config error: {path} must hold a mapping of sections (name, seeds, data, model, train, sparsity, attack), not a {type(raw).__name__}"
+        )
     return config_from_dict(apply_overrides(raw, overrides))
 
 
@@ -73,7 +78,9 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"config error: override {item!r} is not of the form section.key=value (e.g. train.epochs=5)")
+            raise ConfigError(
+                f"config error: override {item!r} is not of the form section.key=value (e.g. train.epochs=5)"
+            )
         try:
             value = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError:
@@ -123,7 +130,7 @@ def _expand_sparsity(raw: Any) -> tuple[SparsityConfig, ...]:
             fixed[key] = value
     entries = []
     for combo in itertools.product(*axes.values()):
-        entry = _build(SparsityConfig, {**fixed, **dict(zip(axes, combo))}, "sparsity")
+        entry = _build(SparsityConfig, {**fixed, **dict(zip(axes, combo, strict=True))}, "sparsity")
         if entry.method != "none":
             entries.append(entry)
     unique = list(dict.fromkeys(entries))
@@ -166,7 +173,9 @@ def _type_name(tp: Any) -> str:
         return "null"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(tp, str(tp))
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping"}.get(
+        tp, str(tp)
+    )
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:
@@ -176,7 +185,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-            raise ConfigError(f"config error: {name} = {value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}")
+            raise ConfigError(
+                f"config error: {name} = {value!r} is not allowed; allowed values: {', '.join(map(str, allowed))}"
+            )
         return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(tp)

@@ -60,8 +60,18 @@ class DataConfig:
         allowed = list_datasets()
         _require(self.dataset in allowed, "data.dataset", self.dataset, "one of " + ", ".join(allowed))
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
-        _require(self.image_size is None or self.image_size > 0, "data.image_size", self.image_size, "a positive integer or null")
-        _require(self.train_examples is None or self.train_examples > 0, "data.train_examples", self.train_examples, "a positive integer or null")
+        _require(
+            self.image_size is None or self.image_size > 0,
+            "data.image_size",
+            self.image_size,
+            "a positive integer or null",
+        )
+        _require(
+            self.train_examples is None or self.train_examples > 0,
+            "data.train_examples",
+            self.train_examples,
+            "a positive integer or null",
+        )
 
 
 @dataclass(frozen=True)
@@ -139,9 +149,18 @@ class TrainConfig:
         _require(0.0 <= self.momentum < 1.0, "train.momentum", self.momentum, "a number in [0, 1)")
         _require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
         _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "a number in [0, 1)")
-        _require(0 <= self.warmup_epochs < self.epochs, "train.warmup_epochs", self.warmup_epochs, f"an integer in [0, {self.epochs})")
-        _require(list(self.milestones) == sorted(self.milestones) and all(0 < m < self.epochs for m in self.milestones),
-                 "train.milestones", list(self.milestones), f"increasing epochs inside (0, {self.epochs})")
+        _require(
+            0 <= self.warmup_epochs < self.epochs,
+            "train.warmup_epochs",
+            self.warmup_epochs,
+            f"an integer in [0, {self.epochs})",
+        )
+        _require(
+            list(self.milestones) == sorted(self.milestones) and all(0 < m < self.epochs for m in self.milestones),
+            "train.milestones",
+            list(self.milestones),
+            f"increasing epochs inside (0, {self.epochs})",
+        )
         _require(0.0 < self.gamma <= 1.0, "train.gamma", self.gamma, "a number in (0, 1]")
 
 
@@ -158,16 +177,19 @@ class AttackConfig:
         sanity_checks: compute the gradient-masking sanity checks for every model.
     """
 
-    specs: tuple[dict, ...] = (
-        {"name": "fgsm", "eps": ["1/255", "2/255", "4/255", "8/255"]},
-    )
+    specs: tuple[dict, ...] = ({"name": "fgsm", "eps": ["1/255", "2/255", "4/255", "8/255"]},)
     n_examples: int | None = 1000
     batch_size: int = 256
     seed: int = 0
     sanity_checks: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.n_examples is None or self.n_examples > 0, "attack.n_examples", self.n_examples, "a positive integer or null")
+        _require(
+            self.n_examples is None or self.n_examples > 0,
+            "attack.n_examples",
+            self.n_examples,
+            "a positive integer or null",
+        )
         _require(self.batch_size >= 1, "attack.batch_size", self.batch_size, "an integer >= 1")
         self.attack_specs()  # validates every entry now, so a bad spec fails before any training
 
@@ -196,8 +218,20 @@ class ExperimentConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
 
     def __post_init__(self) -> None:
-        _require(bool(self.name) and "/" not in self.name and self.name not in (".", ".."), "name", self.name, "a non-empty name without '/'")
-        _require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", list(self.seeds), "a non-empty list of distinct integers")
+        _require(
+            bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+            "name",
+            self.name,
+            "a non-empty name without '/'",
+        )
+        _require(
+            len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+            "seeds",
+            list(self.seeds),
+            "a non-empty list of distinct integers",
+        )
         for entry in self.sparsity:
             end = getattr(entry, "end_epoch", 0)
-            _require(end <= self.train.epochs, "sparsity.end_epoch", end, f"an epoch <= train.epochs ({self.train.epochs})")
+            _require(
+                end <= self.train.epochs, "sparsity.end_epoch", end, f"an epoch <= train.epochs ({self.train.epochs})"
+            )

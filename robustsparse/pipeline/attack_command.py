@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -18,7 +18,17 @@ from robustsparse.utils.atomic import write_csv_atomic
 
 __all__ = ["attack_specs_from_args", "attack_command"]
 
-SHORT_COLUMNS = ["model_id", "granularity", "achieved_sparsity", "attack", "eps_label", "steps", "accuracy", "ci_low", "ci_high"]
+SHORT_COLUMNS = [
+    "model_id",
+    "granularity",
+    "achieved_sparsity",
+    "attack",
+    "eps_label",
+    "steps",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+]
 
 
 def attack_specs_from_args(attacks: Sequence[str], eps: str | None, steps: int | None, seed: int) -> list[AttackSpec]:
@@ -77,8 +87,9 @@ def attack_command(
         specs = attack_specs_from_args(attacks, eps, steps, seed)
     model_dirs = [resolve_checkpoint_path(path).parent for path in checkpoints]
     settings = EvalSettings(n_examples, batch_size, seed, sanity)
-    results, outcomes, flags, _ = collect_results(model_dirs, specs, settings, device=device, data_root=data_root,
-                                                  progress=progress)
+    results, outcomes, flags, _ = collect_results(
+        model_dirs, specs, settings, device=device, data_root=data_root, progress=progress
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out_dir / OUTCOMES_NAME, outcomes)
     write_csv_atomic(out_dir / SANITY_NAME, flags)

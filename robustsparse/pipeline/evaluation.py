@@ -11,8 +11,9 @@ metadata into the run's tidy `results.csv` (one row per model x attack spec), th
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -44,8 +45,14 @@ class EvalSettings:
 
     def digest(self, meta: dict[str, Any]) -> str:
         """Digest of the model (its config digest) and the examples/seed it is attacked on."""
-        return config_digest({"model": meta.get("config_digest"), "dataset": meta.get("dataset"),
-                              "n_examples": self.n_examples, "seed": self.seed})
+        return config_digest(
+            {
+                "model": meta.get("config_digest"),
+                "dataset": meta.get("dataset"),
+                "n_examples": self.n_examples,
+                "seed": self.seed,
+            }
+        )
 
 
 def _read_cached(path: Path, digest: str) -> pd.DataFrame | None:
@@ -105,8 +112,23 @@ def evaluate_model(
     if missing:
         model, _ = load_checkpoint(model_dir, device=device)
         images, labels = load_tensors(bundle.test, settings.n_examples)
-        result = evaluate(model, images, labels, missing, batch_size=settings.batch_size, seed=settings.seed,
-                          device=device, progress=progress)
+        result = evaluate(
+            model,
+            images,
+            labels,
+            missing,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            device=device,
+            progress=progress,
+        )
+        log.info(
+            "%s: %d attack specs evaluated on %d examples in %.1f s",
+            meta["model_id"],
+            len(missing),
+            len(labels),
+            sum(o.elapsed_s for o in result),
+        )
         new_rows = result.to_frame().assign(eval_digest=digest)
         new_outcomes = result.outcomes_frame()[["key", "example", "correct"]].assign(eval_digest=digest)
         new_rows = new_rows[new_rows["key"].isin([s.key for s in missing])]
@@ -121,8 +143,9 @@ def evaluate_model(
     return rows, outcomes, len(missing)
 
 
-def _model_sanity(model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, bundle: DatasetBundle,
-                  device: torch.device) -> pd.DataFrame:
+def _model_sanity(
+    model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, bundle: DatasetBundle, device: torch.device
+) -> pd.DataFrame:
     """Sanity flags of one model (cached in eval/sanity.csv)."""
     meta = read_meta(model_dir)
     digest = settings.digest(meta) + ":" + config_digest(sorted(rows["key"]))
@@ -135,9 +158,18 @@ def _model_sanity(model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, b
     zero_fraction = zero_gradient_fraction(model, images, labels, batch_size=settings.batch_size)
     flags = sanity_checks(rows, zero_grad_fraction=zero_fraction)
     # A check with nothing to compare ("n/a") did not fail; its evidence says it was not checked.
-    frame = pd.DataFrame([{"model_id": meta["model_id"], "check": f.name, "passed": f.status != "flag",
-                           "evidence": f.evidence if f.status != "n/a" else f"not checked: {f.evidence}"} for f in flags],
-                         columns=SANITY_COLUMNS)
+    frame = pd.DataFrame(
+        [
+            {
+                "model_id": meta["model_id"],
+                "check": f.name,
+                "passed": f.status != "flag",
+                "evidence": f.evidence if f.status != "n/a" else f"not checked: {f.evidence}",
+            }
+            for f in flags
+        ],
+        columns=SANITY_COLUMNS,
+    )
     write_csv_atomic(path, frame.assign(eval_digest=digest))
     return frame
 
@@ -150,10 +182,14 @@ def dataset_of(meta: dict[str, Any], *, data_root: str | Path | None = None) -> 
         data_root: a different folder holding the data (e.g. on another machine).
     """
     data = meta.get("data") or {}
-    return load_dataset(data.get("dataset", meta.get("dataset")),
-                        root=data_root if data_root is not None else data.get("root", "data"),
-                        download=False, augment=False, split_seed=int(data.get("split_seed", 0)),
-                        image_size=data.get("image_size"))
+    return load_dataset(
+        data.get("dataset", meta.get("dataset")),
+        root=data_root if data_root is not None else data.get("root", "data"),
+        download=False,
+        augment=False,
+        split_seed=int(data.get("split_seed", 0)),
+        image_size=data.get("image_size"),
+    )
 
 
 INTEGER_COLUMNS = ("seed", "steps", "restarts", "n_examples", "n_correct", "n_clean_correct")
@@ -194,7 +230,8 @@ def collect_results(
     """
     all_rows, all_outcomes, all_flags, computed = [], [], [], 0
     bundles: dict[str, DatasetBundle] = {}
-    bar = tqdm(model_dirs, desc="attacks", unit="model", disable=not progress, dynamic_ncols=True)
+    # disable=None: bars on terminals only, not in logs or CI output
+    bar = tqdm(model_dirs, desc="attacks", unit="model", disable=None if progress else True, dynamic_ncols=True)
     for model_dir in bar:
         meta = read_meta(model_dir)
         bar.set_postfix_str(meta["model_id"])
@@ -202,7 +239,9 @@ def collect_results(
         if bundle is None and data_key not in bundles:
             bundles[data_key] = dataset_of(meta, data_root=data_root)
         model_bundle = bundle if bundle is not None else bundles[data_key]
-        rows, outcomes, n_new = evaluate_model(model_dir, specs, settings, bundle=model_bundle, device=device, progress=False)
+        rows, outcomes, n_new = evaluate_model(
+            model_dir, specs, settings, bundle=model_bundle, device=device, progress=False
+        )
         computed += n_new
         for column in META_COLUMNS:
             rows[column] = meta.get(column)
@@ -213,7 +252,11 @@ def collect_results(
         if settings.sanity:
             all_flags.append(_model_sanity(Path(model_dir), rows, settings, model_bundle, device))
     bar.close()
-    results = _typed(pd.concat(all_rows, ignore_index=True)) if all_rows else pd.DataFrame(columns=RESULT_COLUMNS + ["variant"])
+    results = (
+        _typed(pd.concat(all_rows, ignore_index=True))
+        if all_rows
+        else pd.DataFrame(columns=RESULT_COLUMNS + ["variant"])
+    )
     outcomes = pd.concat(all_outcomes, ignore_index=True) if all_outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
     sanity = pd.concat(all_flags, ignore_index=True) if all_flags else pd.DataFrame(columns=SANITY_COLUMNS)
     return results, outcomes, sanity, computed

@@ -56,13 +56,24 @@ class RunSummary:
         if attacked.empty:
             return clean.reset_index()
         top_eps = attacked["eps"].max()
-        worst = attacked[attacked["eps"] == top_eps].groupby("model_id")["accuracy"].min().rename(f"robust_acc@eps={top_eps:.4g}")
+        worst = (
+            attacked[attacked["eps"] == top_eps]
+            .groupby("model_id")["accuracy"]
+            .min()
+            .rename(f"robust_acc@eps={top_eps:.4g}")
+        )
         table = self.models.set_index("model_id")[["granularity", "target_sparsity", "achieved_sparsity"]]
         return table.join(clean).join(worst).reset_index()
 
 
-def attack_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torch.device,
-                      bundle: DatasetBundle | None = None, progress: bool = True) -> tuple[pd.DataFrame, int]:
+def attack_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    device: torch.device,
+    bundle: DatasetBundle | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, int]:
     """Attack every finished model of `cfg` and write `results.csv`, `outcomes.csv.gz`, `sanity.csv`.
 
     Returns:
@@ -74,15 +85,23 @@ def attack_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: tor
     model_dirs = [run_dir / MODELS_DIR / job.model_id for job in experiment_jobs(cfg)]
     settings = EvalSettings(cfg.attack.n_examples, cfg.attack.batch_size, cfg.attack.seed, cfg.attack.sanity_checks)
     results, outcomes, sanity, computed = collect_results(
-        model_dirs, cfg.attack.attack_specs(), settings, bundle=bundle, device=device, progress=progress)
+        model_dirs, cfg.attack.attack_specs(), settings, bundle=bundle, device=device, progress=progress
+    )
     write_csv_atomic(run_dir / OUTCOMES_NAME, outcomes)
     write_csv_atomic(run_dir / SANITY_NAME, sanity)
     write_csv_atomic(run_dir / RESULTS_NAME, results)
     return results, computed
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torch.device, restart: bool = False,
-                   progress: bool = True, report: bool = True) -> RunSummary:
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    device: torch.device,
+    restart: bool = False,
+    progress: bool = True,
+    report: bool = True,
+) -> RunSummary:
     """Train, attack and report one experiment into `run_dir` (resuming whatever is on disk)."""
     started = time.perf_counter()
     bundle = load_experiment_data(cfg)  # before anything is written: a missing dataset leaves no trace
@@ -94,5 +113,12 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torch.
         from reports import build_report
 
         report_path = build_report(run_dir)
-    return RunSummary(run_dir, models, results, report_path, int((models["status"] == "trained").sum()), computed,
-                      time.perf_counter() - started)
+    return RunSummary(
+        run_dir,
+        models,
+        results,
+        report_path,
+        int((models["status"] == "trained").sum()),
+        computed,
+        time.perf_counter() - started,
+    )

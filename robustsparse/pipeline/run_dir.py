@@ -33,7 +33,9 @@ def read_run_config(run_dir: str | Path) -> ExperimentConfig:
     """The resolved configuration stored in a run folder."""
     path = Path(run_dir) / CONFIG_NAME
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run folder: {CONFIG_NAME} is missing; run `robustsparse run CONFIG --out {run_dir}` first")
+        raise ConfigError(
+            f"{run_dir} is not a run folder: {CONFIG_NAME} is missing; run `robustsparse run CONFIG --out {run_dir}` first"
+        )
     return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 

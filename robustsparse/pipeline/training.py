@@ -24,7 +24,16 @@ __all__ = ["load_experiment_data", "train_experiment", "MODELS_DIR", "SUMMARY_CO
 log = logging.getLogger(__name__)
 
 MODELS_DIR = "models"
-SUMMARY_COLUMNS = ["model_id", "method", "granularity", "target_sparsity", "achieved_sparsity", "seed", "clean_acc", "status"]
+SUMMARY_COLUMNS = [
+    "model_id",
+    "method",
+    "granularity",
+    "target_sparsity",
+    "achieved_sparsity",
+    "seed",
+    "clean_acc",
+    "status",
+]
 
 
 def load_experiment_data(cfg: ExperimentConfig) -> DatasetBundle:
@@ -35,8 +44,14 @@ def load_experiment_data(cfg: ExperimentConfig) -> DatasetBundle:
     return load_job_data(cfg.data)
 
 
-def train_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torch.device,
-                     bundle: DatasetBundle | None = None, progress: bool = True) -> pd.DataFrame:
+def train_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    device: torch.device,
+    bundle: DatasetBundle | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Train (or find finished) every model of `cfg`; return one summary row per model.
 
     Args:
@@ -52,7 +67,8 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torc
     models_root = Path(run_dir) / MODELS_DIR
     jobs = experiment_jobs(cfg)
     rows = []
-    bar = tqdm(jobs, desc="models", unit="model", disable=not progress, dynamic_ncols=True)
+    # disable=None: bars on terminals only, not in logs or CI output
+    bar = tqdm(jobs, desc="models", unit="model", disable=None if progress else True, dynamic_ncols=True)
     for job in bar:
         bar.set_postfix_str(job.model_id)
         model_dir = models_root / job.model_id
@@ -62,7 +78,10 @@ def train_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, device: torc
         else:
             if bundle is None:  # load the data only when something needs training
                 bundle = load_experiment_data(cfg)
-            meta, status = train_job(job, model_dir, device=device, bundle=bundle, models_root=models_root, progress=progress), "trained"
+            meta, status = (
+                train_job(job, model_dir, device=device, bundle=bundle, models_root=models_root, progress=progress),
+                "trained",
+            )
         rows.append({**{k: meta.get(k) for k in SUMMARY_COLUMNS if k != "status"}, "status": status})
     bar.close()
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -17,7 +17,13 @@ from robustsparse.sparsity.export import compressed_size_bytes, dense_size_bytes
 from robustsparse.sparsity.layers import prunable_layers
 from robustsparse.sparsity.masks import achieved_sparsity, apply_masks_, mask_grads_, zero_masked_state_
 from robustsparse.sparsity.pruner import CampfirePruner, compute_masks
-from robustsparse.sparsity.schedule import cubic_sparsity, linear_sparsity, one_shot_sparsity, schedule_sparsity, target_at_step
+from robustsparse.sparsity.schedule import (
+    cubic_sparsity,
+    linear_sparsity,
+    one_shot_sparsity,
+    schedule_sparsity,
+    target_at_step,
+)
 from robustsparse.sparsity.settings import GRANULARITIES, SparsityConfig
 
 __all__ = [

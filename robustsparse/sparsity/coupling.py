@@ -66,7 +66,7 @@ class ChannelGroup:
                 "consumers": [[name, block] for name, block in self.consumers]}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ChannelGroup":
+    def from_dict(cls, data: dict[str, Any]) -> ChannelGroup:
         return cls(str(data["producer"]), int(data["channels"]), tuple(str(n) for n in data["norms"]),
                    tuple((str(n), int(b)) for n, b in data["consumers"]))
 

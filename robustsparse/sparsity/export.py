@@ -246,7 +246,7 @@ def export_compressed(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str
     return blob
 
 
-def load_compressed(blob: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+def load_compressed(blob: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.Tensor]:
     """The state dict stored by `export_compressed`, bit-identical to the one exported.
 
     Raises:

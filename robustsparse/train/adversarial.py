@@ -7,7 +7,7 @@ eval mode (torchattacks' default), and the training loop puts it back in train m
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

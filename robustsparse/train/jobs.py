@@ -102,7 +102,9 @@ def sparse_job(cfg: ExperimentConfig, sparsity: SparsityConfig, seed: int, varyi
     """One sparse model: `sparsity` at `seed`, from its dense parent when `from_dense`."""
     parent = f"dense-s{seed}" if sparsity.from_dense else None
     variant = ",".join(f"{key}={text}" for key, text in _variant_items(sparsity, varying))
-    return TrainJob(sparse_model_id(sparsity, seed, varying), seed, cfg.data, cfg.model, cfg.train, sparsity, parent, variant)
+    return TrainJob(
+        sparse_model_id(sparsity, seed, varying), seed, cfg.data, cfg.model, cfg.train, sparsity, parent, variant
+    )
 
 
 def _varying_keys(entries: tuple[SparsityConfig, ...]) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ exactly zero at every step.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +71,8 @@ def train_one_epoch(
     """
     model.train()
     total_loss, correct, seen, step = 0.0, 0, 0, start_step
-    bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    # disable=None: bars on terminals only, not in logs or CI output
+    bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, dynamic_ncols=True)
     for images, labels in bar:
         images, labels = _to_device(images, labels, device, channels_last)
         if adversary is not None:

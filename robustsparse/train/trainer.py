@@ -59,8 +59,14 @@ STATE_FORMAT = "robustsparse.train_state"
 
 def load_job_data(data: DataConfig) -> DatasetBundle:
     """The dataset described by `data`, with the training subset applied when one is set."""
-    bundle = load_dataset(data.dataset, root=data.root, download=data.download, augment=data.augment,
-                          split_seed=data.split_seed, image_size=data.image_size)
+    bundle = load_dataset(
+        data.dataset,
+        root=data.root,
+        download=data.download,
+        augment=data.augment,
+        split_seed=data.split_seed,
+        image_size=data.image_size,
+    )
     if data.train_examples is not None:
         bundle = replace(bundle, train=eval_subset(bundle.train, data.train_examples))
     return bundle
@@ -82,7 +88,9 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _model_spec(job: TrainJob, bundle: DatasetBundle) -> ModelSpec:
     info = bundle.info
-    return ModelSpec(job.model.arch, info.num_classes, info.in_channels, info.image_size, tuple(info.mean), tuple(info.std))
+    return ModelSpec(
+        job.model.arch, info.num_classes, info.in_channels, info.image_size, tuple(info.mean), tuple(info.std)
+    )
 
 
 def train_job(
@@ -113,8 +121,12 @@ def train_job(
         bundle = load_job_data(job.data)
     set_seed(job.seed)
     train_loader, test_loader = make_loaders(
-        bundle, batch_size=job.train.batch_size, eval_batch_size=job.train.eval_batch_size,
-        num_workers=job.data.num_workers, seed=job.seed, pin_memory=device.type == "cuda",
+        bundle,
+        batch_size=job.train.batch_size,
+        eval_batch_size=job.train.eval_batch_size,
+        num_workers=job.data.num_workers,
+        seed=job.seed,
+        pin_memory=device.type == "cuda",
     )
     steps_per_epoch = len(train_loader)
     spec = _model_spec(job, bundle)
@@ -132,7 +144,9 @@ def train_job(
     pruner = CampfirePruner(model, sparsity, steps_per_epoch) if sparsity is not None else None
     optimizer = build_optimizer(model, job.train)
     scheduler = build_scheduler(
-        optimizer, job.train, steps_per_epoch,
+        optimizer,
+        job.train,
+        steps_per_epoch,
         lr_mode=sparsity.lr_mode if sparsity is not None else "standard",
         prune_start_epoch=sparsity.start_epoch if sparsity is not None else 0,
         prune_end_epoch=sparsity.end_epoch if sparsity is not None else 0,
@@ -161,26 +175,50 @@ def train_job(
             train_loader.generator.manual_seed(_epoch_seed(job.seed, epoch))
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(
-            model, train_loader, optimizer, scheduler, device=device, start_step=epoch * steps_per_epoch,
-            label_smoothing=job.train.label_smoothing, amp=job.train.amp, channels_last=job.train.channels_last,
-            on_step_end=on_step_end, adversary=adversary, adversarial_ratio=job.train.adversarial.ratio,
-            progress=progress, desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
+            model,
+            train_loader,
+            optimizer,
+            scheduler,
+            device=device,
+            start_step=epoch * steps_per_epoch,
+            label_smoothing=job.train.label_smoothing,
+            amp=job.train.amp,
+            channels_last=job.train.channels_last,
+            on_step_end=on_step_end,
+            adversary=adversary,
+            adversarial_ratio=job.train.adversarial.ratio,
+            progress=progress,
+            desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
         )
         test = evaluate(model, test_loader, device=device, amp=job.train.amp, channels_last=job.train.channels_last)
         row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": stats["loss"], "train_acc": stats["acc"],
-            "test_loss": test["loss"], "test_acc": test["acc"],
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": stats["loss"],
+            "train_acc": stats["acc"],
+            "test_loss": test["loss"],
+            "test_acc": test["acc"],
             "target_sparsity": pruner.current_target if pruner is not None else 0.0,
             "achieved_sparsity": pruner.achieved()["prunable"] if pruner is not None else 0.0,
             "masks_frozen": bool(pruner.frozen) if pruner is not None else True,
             "epoch_seconds": time.perf_counter() - tic,
         }
         rows.append(row)
-        log.debug("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | sparsity %.3f",
-                 job.model_id, epoch + 1, job.train.epochs, stats["loss"], stats["acc"], test["acc"], row["achieved_sparsity"])
+        log.debug(
+            "%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | sparsity %.3f",
+            job.model_id,
+            epoch + 1,
+            job.train.epochs,
+            stats["loss"],
+            stats["acc"],
+            test["acc"],
+            row["achieved_sparsity"],
+        )
         if row["masks_frozen"] and test["acc"] > best_acc:
             best_acc = test["acc"]
-            torch_save_atomic(model_dir / BEST_NAME, {"state_dict": _cpu_state(model), "epoch": epoch + 1, "test_acc": best_acc})
+            torch_save_atomic(
+                model_dir / BEST_NAME, {"state_dict": _cpu_state(model), "epoch": epoch + 1, "test_acc": best_acc}
+            )
         write_csv_atomic(model_dir / LOG_NAME, pd.DataFrame(rows))
         _save_state(state_file, job, epoch + 1, rows, best_acc, model, optimizer, scheduler, pruner)
 
@@ -193,10 +231,18 @@ def train_job(
     model_cpu = model.to("cpu")
     layer_table = layer_sparsity_table(model_cpu, masks, pruner.granularity_info() if pruner is not None else None)
     write_csv_atomic(model_dir / LAYERS_NAME, layer_table)
-    save_checkpoint(model_dir / CHECKPOINT_NAME, model_cpu, spec, meta, masks=masks,
-                    pruner_state=pruner.state_dict() if pruner is not None else None)
+    save_checkpoint(
+        model_dir / CHECKPOINT_NAME,
+        model_cpu,
+        spec,
+        meta,
+        masks=masks,
+        pruner_state=pruner.state_dict() if pruner is not None else None,
+    )
     state_file.unlink(missing_ok=True)
-    log.info("%s: finished, test accuracy %.4f, sparsity %.4f", job.model_id, meta["clean_acc"], meta["achieved_sparsity"])
+    log.info(
+        "%s: finished, test accuracy %.4f, sparsity %.4f", job.model_id, meta["clean_acc"], meta["achieved_sparsity"]
+    )
     return meta
 
 
@@ -204,27 +250,47 @@ def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _save_state(path: Path, job: TrainJob, epoch: int, rows: list[dict], best_acc: float, model: nn.Module,
-                optimizer: torch.optim.Optimizer, scheduler: Any, pruner: CampfirePruner | None) -> None:
-    torch_save_atomic(path, {
-        "format": STATE_FORMAT,
-        "config_digest": job.digest,
-        "epoch": epoch,
-        "rows": rows,
-        "best_acc": best_acc,
-        "state_dict": _cpu_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "pruner": pruner.state_dict() if pruner is not None else {},
-    })
+def _save_state(
+    path: Path,
+    job: TrainJob,
+    epoch: int,
+    rows: list[dict],
+    best_acc: float,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    pruner: CampfirePruner | None,
+) -> None:
+    torch_save_atomic(
+        path,
+        {
+            "format": STATE_FORMAT,
+            "config_digest": job.digest,
+            "epoch": epoch,
+            "rows": rows,
+            "best_acc": best_acc,
+            "state_dict": _cpu_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "pruner": pruner.state_dict() if pruner is not None else {},
+        },
+    )
 
 
-def _restore(path: Path, job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             pruner: CampfirePruner | None) -> tuple[int, list[dict], float]:
+def _restore(
+    path: Path,
+    job: TrainJob,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    pruner: CampfirePruner | None,
+) -> tuple[int, list[dict], float]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt state file is a restart from scratch, not a crash
-        log.warning("%s: cannot read %s (%s); training this model from the start", job.model_id, path, type(exc).__name__)
+        log.warning(
+            "%s: cannot read %s (%s); training this model from the start", job.model_id, path, type(exc).__name__
+        )
         path.unlink(missing_ok=True)
         return 0, [], -1.0
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("config_digest") != job.digest:
@@ -240,8 +306,18 @@ def _restore(path: Path, job: TrainJob, model: nn.Module, optimizer: torch.optim
     return int(state["epoch"]), list(state["rows"]), float(state["best_acc"])
 
 
-def _metadata(job: TrainJob, bundle: DatasetBundle, model: NormalizedModel, spec: ModelSpec, pruner: CampfirePruner | None,
-              final: dict[str, float], rows: list[dict], parent_meta: dict | None, seconds: float, device: torch.device) -> dict[str, Any]:
+def _metadata(
+    job: TrainJob,
+    bundle: DatasetBundle,
+    model: NormalizedModel,
+    spec: ModelSpec,
+    pruner: CampfirePruner | None,
+    final: dict[str, float],
+    rows: list[dict],
+    parent_meta: dict | None,
+    seconds: float,
+    device: torch.device,
+) -> dict[str, Any]:
     info = bundle.info
     example = (1, info.in_channels, info.image_size, info.image_size)
     cost = model_cost(model, example, pruner.masks if pruner is not None else None)
@@ -272,7 +348,15 @@ def _metadata(job: TrainJob, bundle: DatasetBundle, model: NormalizedModel, spec
         **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in cost.items()},
         "sparsity": pruner.metadata() if pruner is not None else None,
         "train": config_to_dict(job.train),
-        "data": {**config_to_dict(job.data), "info": {**asdict(info), "mean": list(info.mean), "std": list(info.std), "class_names": list(info.class_names)}},
+        "data": {
+            **config_to_dict(job.data),
+            "info": {
+                **asdict(info),
+                "mean": list(info.mean),
+                "std": list(info.std),
+                "class_names": list(info.class_names),
+            },
+        },
         "train_seconds": round(seconds, 3),
         "device": str(device),
         "versions": library_versions(),

@@ -143,10 +143,9 @@ def test_sparsity_disagreeing_with_metadata_is_refused(tmp_path):
 def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path):
     path = save(tmp_path, make_model(0))
     before = path.read_bytes()
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(b"half a checkpoint")
-            raise KeyboardInterrupt  # killed in the middle of the write
+    with pytest.raises(KeyboardInterrupt), atomic_path(path) as tmp:
+        tmp.write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt  # killed in the middle of the write
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
     load_checkpoint(path)

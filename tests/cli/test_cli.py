@@ -28,8 +28,16 @@ def write_config(tmp_path: Path, **sections) -> Path:
 def trained(tmp_path_factory) -> Path:
     """A dense and an element-sparse digits model trained through `robustsparse train`."""
     tmp = tmp_path_factory.mktemp("cli")
-    config = write_config(tmp, sparsity={"method": "campfire", "granularity": "element", "target_sparsity": 0.5,
-                                         "start_epoch": 0, "end_epoch": 1})
+    config = write_config(
+        tmp,
+        sparsity={
+            "method": "campfire",
+            "granularity": "element",
+            "target_sparsity": 0.5,
+            "start_epoch": 0,
+            "end_epoch": 1,
+        },
+    )
     out = tmp / "run"
     assert main(["train", str(config), "--out", str(out), *FAST]) == 0
     return out
@@ -81,9 +89,26 @@ def test_inspect_fails_on_a_tampered_checkpoint(trained, tmp_path, capsys):
 
 def test_attack_command_writes_tidy_results(trained, tmp_path, capsys):
     out = tmp_path / "attacks"
-    code = main(["attack", str(trained / "models" / "dense-s0"), str(trained / "models" / "campfire-element-50-s0"),
-                 "--attack", "fgsm", "--attack", "pgd", "--eps", "2/255,8/255", "--steps", "3",
-                 "--n-examples", "60", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "attack",
+            str(trained / "models" / "dense-s0"),
+            str(trained / "models" / "campfire-element-50-s0"),
+            "--attack",
+            "fgsm",
+            "--attack",
+            "pgd",
+            "--eps",
+            "2/255,8/255",
+            "--steps",
+            "3",
+            "--n-examples",
+            "60",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 * (1 + 2 + 2)
@@ -100,7 +125,10 @@ def test_attack_command_writes_tidy_results(trained, tmp_path, capsys):
         (["--set", "train.epocs=3"], ["train.epocs", "allowed keys"]),
         (["--set", "model.arch=resnet9"], ["model.arch", "resnet9"]),
         (["--set", "data.dataset=cifar10", "--set", "data.root=MISSING"], ["cifar10", "download"]),
-        (["--set", "sparsity.granularity=diagonal", "--set", "sparsity.method=campfire"], ["sparsity.granularity", "diagonal"]),
+        (
+            ["--set", "sparsity.granularity=diagonal", "--set", "sparsity.method=campfire"],
+            ["sparsity.granularity", "diagonal"],
+        ),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "tpu"], ["device"]),
     ],
 )
@@ -132,11 +160,32 @@ def test_python_dash_m_help_lists_every_command():
 
 
 def test_attack_command_takes_the_sweep_from_a_config_file(trained, tmp_path):
-    config = write_config(tmp_path, attack={"n_examples": 40, "specs": [
-        {"name": "fgsm", "eps": ["1/255", "4/255", "16/255"]}, {"name": "bim", "eps": ["4/255"], "steps": 2}]})
+    config = write_config(
+        tmp_path,
+        attack={
+            "n_examples": 40,
+            "specs": [
+                {"name": "fgsm", "eps": ["1/255", "4/255", "16/255"]},
+                {"name": "bim", "eps": ["4/255"], "steps": 2},
+            ],
+        },
+    )
     out = tmp_path / "from-config"
-    assert main(["attack", str(trained / "models" / "dense-s0"), "--config", str(config), "--out", str(out),
-                 "--no-progress", "--no-sanity"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                str(trained / "models" / "dense-s0"),
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--no-sanity",
+            ]
+        )
+        == 0
+    )
     results = pd.read_csv(out / "results.csv")
     assert sorted(results["attack"]) == ["bim", "clean", "fgsm", "fgsm", "fgsm"]
     assert set(results["n_examples"]) == {40}

@@ -20,11 +20,18 @@ CPU = torch.device("cpu")
 def models(tmp_path_factory):
     """A dense parent and two sparse children (window, filter) trained for two epochs on digits."""
     root = tmp_path_factory.mktemp("export")
-    cfg = config_from_dict({
-        "train": {"epochs": 2, "batch_size": 128},
-        "sparsity": {"method": "campfire", "granularity": ["window", "filter"], "target_sparsity": 0.7,
-                     "start_epoch": 0, "end_epoch": 1},
-    })
+    cfg = config_from_dict(
+        {
+            "train": {"epochs": 2, "batch_size": 128},
+            "sparsity": {
+                "method": "campfire",
+                "granularity": ["window", "filter"],
+                "target_sparsity": 0.7,
+                "start_epoch": 0,
+                "end_epoch": 1,
+            },
+        }
+    )
     bundle = load_dataset("digits")
     train_job(dense_job(cfg, 0), root / "dense-s0", device=CPU, bundle=bundle, progress=False)
     dirs = {}

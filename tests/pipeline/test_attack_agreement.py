@@ -38,7 +38,9 @@ def test_fgsm_exact_and_pgd_within_one_point_on_trainer_checkpoints(tiny_run):
     for model_id in ("dense-s0", "campfire-filter-50-s0"):
         model, _ = load_checkpoint(tiny_run / "models" / model_id)
         eps, alpha, steps = 16 / 255, 4 / 255, 10
-        result = evaluate(model, images, labels, [f"fgsm:eps={eps}", f"pgd:eps={eps},alpha={alpha},steps={steps}"], seed=0)
+        result = evaluate(
+            model, images, labels, [f"fgsm:eps={eps}", f"pgd:eps={eps},alpha={alpha},steps={steps}"], seed=0
+        )
         frame = result.to_frame().set_index("attack")
         clean = accuracy(model, images, labels)
         ours_fgsm = frame.loc["fgsm", "accuracy"]

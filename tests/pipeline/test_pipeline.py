@@ -62,7 +62,7 @@ def test_started_again_recomputes_nothing_and_keeps_identical_results(tiny_run, 
 
 def test_interrupted_attack_sweep_resumes_to_identical_results(tmp_path, tiny_config_file, monkeypatch):
     cfg = load_config(tiny_config_file)
-    straight = run_experiment(cfg, tmp_path / "straight", device=CPU, progress=False, report=False)
+    run_experiment(cfg, tmp_path / "straight", device=CPU, progress=False, report=False)
 
     real = evaluation_module.evaluate
     calls = {"n": 0}
@@ -83,15 +83,19 @@ def test_interrupted_attack_sweep_resumes_to_identical_results(tmp_path, tiny_co
     for name in ("results.csv", "outcomes.csv.gz", "sanity.csv"):
         a = pd.read_csv(tmp_path / "resumed" / name)
         b = pd.read_csv(tmp_path / "straight" / name)
-        pd.testing.assert_frame_equal(a.drop(columns="elapsed_s", errors="ignore"), b.drop(columns="elapsed_s", errors="ignore"))
+        pd.testing.assert_frame_equal(
+            a.drop(columns="elapsed_s", errors="ignore"), b.drop(columns="elapsed_s", errors="ignore")
+        )
 
 
 def test_changed_config_in_the_same_folder_is_refused_unless_restarted(tmp_path, tiny_config_file):
     cfg = load_config(tiny_config_file, ["sparsity.granularity=element", "attack.specs=[{name: fgsm, eps: [4/255]}]"])
     run_dir = tmp_path / "run"
     run_experiment(cfg, run_dir, device=CPU, progress=False, report=False)
-    changed = load_config(tiny_config_file, ["sparsity.granularity=element", "train.epochs=4",
-                                             "attack.specs=[{name: fgsm, eps: [4/255]}]"])
+    changed = load_config(
+        tiny_config_file,
+        ["sparsity.granularity=element", "train.epochs=4", "attack.specs=[{name: fgsm, eps: [4/255]}]"],
+    )
     with pytest.raises(ConfigError, match="different configuration"):
         run_experiment(changed, run_dir, device=CPU, progress=False, report=False)
     summary = run_experiment(changed, run_dir, device=CPU, restart=True, progress=False, report=False)

@@ -18,7 +18,7 @@ def factors(cfg, steps_per_epoch=10, **kw):
 def test_cosine_starts_at_one_and_decreases_to_near_zero():
     f = factors(TrainConfig(epochs=10, lr_schedule="cosine"))
     assert f[0] == 1.0
-    assert all(a >= b for a, b in zip(f, f[1:]))
+    assert all(a >= b for a, b in zip(f, f[1:], strict=False))
     assert f[-1] < 0.01
 
 

@@ -30,12 +30,24 @@ def test_dense_training_writes_a_loadable_model_that_reproduces_its_accuracy(tmp
     job = dense_job(small_cfg(epochs=3), seed=0)
     meta = train_job(job, tmp_path / job.model_id, device=CPU, bundle=digits, progress=False)
     folder = tmp_path / job.model_id
-    assert {"model.pt", "meta.json", "train_log.csv", "layer_sparsity.csv", "best.pt"} <= {p.name for p in folder.iterdir()}
+    assert {"model.pt", "meta.json", "train_log.csv", "layer_sparsity.csv", "best.pt"} <= {
+        p.name for p in folder.iterdir()
+    }
     assert not (folder / "last.pt").exists()
     log = pd.read_csv(folder / "train_log.csv")
     assert list(log["epoch"]) == [1, 2, 3]
     assert meta["method"] == "dense" and meta["granularity"] == "dense" and meta["target_sparsity"] == 0.0
-    for key in ("model_id", "arch", "dataset", "seed", "epochs", "clean_acc", "config_digest", "versions", "created_at"):
+    for key in (
+        "model_id",
+        "arch",
+        "dataset",
+        "seed",
+        "epochs",
+        "clean_acc",
+        "config_digest",
+        "versions",
+        "created_at",
+    ):
         assert key in meta
     model, loaded_meta = load_checkpoint(folder)
     images, labels = load_tensors(digits.test)
@@ -84,10 +96,18 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path, digits, mon
 
 
 def test_experiment_jobs_put_dense_parents_first():
-    cfg = config_from_dict({
-        "seeds": [0, 1], "train": {"epochs": 4},
-        "sparsity": {"method": "campfire", "granularity": ["element", "filter"], "target_sparsity": 0.5, "end_epoch": 2},
-    })
+    cfg = config_from_dict(
+        {
+            "seeds": [0, 1],
+            "train": {"epochs": 4},
+            "sparsity": {
+                "method": "campfire",
+                "granularity": ["element", "filter"],
+                "target_sparsity": 0.5,
+                "end_epoch": 2,
+            },
+        }
+    )
     jobs = experiment_jobs(cfg)
     ids = [j.model_id for j in jobs]
     assert ids[:2] == ["dense-s0", "dense-s1"]
@@ -98,21 +118,37 @@ def test_experiment_jobs_put_dense_parents_first():
 
 
 def test_other_list_settings_become_a_variant_in_id_and_metadata():
-    cfg = config_from_dict({
-        "train": {"epochs": 6},
-        "sparsity": {"method": "campfire", "granularity": "kernel", "target_sparsity": 0.7, "end_epoch": [2, 4],
-                     "lr_mode": ["standard", "hold"]},
-    })
+    cfg = config_from_dict(
+        {
+            "train": {"epochs": 6},
+            "sparsity": {
+                "method": "campfire",
+                "granularity": "kernel",
+                "target_sparsity": 0.7,
+                "end_epoch": [2, 4],
+                "lr_mode": ["standard", "hold"],
+            },
+        }
+    )
     sparse = experiment_jobs(cfg)[1:]
     assert {j.variant for j in sparse} == {f"end_epoch={e},lr_mode={m}" for e in (2, 4) for m in ("standard", "hold")}
     assert "campfire-kernel-70-end_epoch4-lr_modehold-s0" in {j.model_id for j in sparse}
 
 
 def test_interrupted_sparse_training_resumes_to_identical_weights_and_masks(tmp_path, digits, monkeypatch):
-    cfg = config_from_dict({
-        "name": "t", "train": {"epochs": 3, "batch_size": 128},
-        "sparsity": {"method": "campfire", "granularity": "kernel", "target_sparsity": 0.7, "start_epoch": 0, "end_epoch": 2},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "t",
+            "train": {"epochs": 3, "batch_size": 128},
+            "sparsity": {
+                "method": "campfire",
+                "granularity": "kernel",
+                "target_sparsity": 0.7,
+                "start_epoch": 0,
+                "end_epoch": 2,
+            },
+        }
+    )
     train_job(dense_job(cfg, 0), tmp_path / "dense-s0", device=CPU, bundle=digits, progress=False)
     job = sparse_job(cfg, cfg.sparsity[0], 0)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -142,11 +178,20 @@ def test_interrupted_sparse_training_resumes_to_identical_weights_and_masks(tmp_
 
 
 def test_sparse_training_keeps_masked_weights_and_momentum_zero(tmp_path, digits):
-    cfg = config_from_dict({
-        "name": "t", "train": {"epochs": 2, "batch_size": 128},
-        "sparsity": {"method": "campfire", "granularity": "filter", "target_sparsity": 0.5, "start_epoch": 0,
-                     "end_epoch": 1, "from_dense": False},
-    })
+    cfg = config_from_dict(
+        {
+            "name": "t",
+            "train": {"epochs": 2, "batch_size": 128},
+            "sparsity": {
+                "method": "campfire",
+                "granularity": "filter",
+                "target_sparsity": 0.5,
+                "start_epoch": 0,
+                "end_epoch": 1,
+                "from_dense": False,
+            },
+        }
+    )
     job = sparse_job(cfg, cfg.sparsity[0], 0)
     meta = train_job(job, tmp_path / job.model_id, device=CPU, bundle=digits, progress=False)
     model, _, masks = load_checkpoint_with_masks(tmp_path / job.model_id)
