@@ -43,6 +43,8 @@ class DataConfig:
         num_workers: DataLoader worker processes.
         train_examples: train on this many training examples (a fixed subset spread evenly over
             the split; None: all) - for quick runs on a CPU budget.
+        label: the name results and reports use for the data (e.g. "CIFAR-10 (JPEG)" for the
+            ImageFolder copy); None: the dataset's registry name.
     """
 
     dataset: str = "digits"
@@ -53,6 +55,7 @@ class DataConfig:
     image_size: int | None = None
     num_workers: int = 0
     train_examples: int | None = None
+    label: str | None = None
 
     def __post_init__(self) -> None:
         from robustsparse.data import list_datasets

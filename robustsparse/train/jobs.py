@@ -8,7 +8,7 @@ reused only when it was trained the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from robustsparse.config import (
     DataConfig,
@@ -53,7 +53,7 @@ class TrainJob:
         """Digest of what determines the trained weights (the parent included by its own digest)."""
         parts = {
             "seed": self.seed,
-            "data": self.data,
+            "data": replace(self.data, label=None),  # the display label does not change the weights
             "model": self.model,
             "train": self.train,
             "sparsity": self.sparsity,

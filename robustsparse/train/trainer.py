@@ -328,7 +328,7 @@ def _metadata(
     meta = {
         "model_id": job.model_id,
         "arch": spec.arch,
-        "dataset": info.name,
+        "dataset": job.data.label or info.name,
         "method": job.method,
         "granularity": "dense" if pruner is None else job.sparsity.granularity,
         "target_sparsity": 0.0 if pruner is None else float(job.sparsity.target_sparsity),

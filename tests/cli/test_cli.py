@@ -190,3 +190,23 @@ def test_attack_command_takes_the_sweep_from_a_config_file(trained, tmp_path):
     assert sorted(results["attack"]) == ["bim", "clean", "fgsm", "fgsm", "fgsm"]
     assert set(results["n_examples"]) == {40}
     assert not (out / "sanity.csv").exists() or pd.read_csv(out / "sanity.csv").empty
+
+
+def test_report_command_rebuilds_a_report_and_refuses_a_folder_without_results(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    shutil.rmtree(run_dir / "report")
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report" / "index.html").is_file() and (run_dir / "report" / "report.md").is_file()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "results.csv" in capsys.readouterr().err
+
+
+def test_export_command_writes_a_smaller_file(trained, tmp_path, capsys):
+    out = tmp_path / "model.compressed.pt"
+    assert main(["export", str(trained / "models" / "campfire-element-50-s0"), "--format", "compressed", "--out", str(out)]) == 0
+    assert out.is_file() and "smaller" in capsys.readouterr().out
+    assert main(["export", str(trained / "models" / "campfire-element-50-s0"), "--format", "compact"]) == 2
+    assert "filter or channel" in capsys.readouterr().err
