@@ -17,6 +17,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+# Read once at import: os.umask can only be read by setting it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 __all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_csv_atomic", "torch_save_atomic"]
 
 
@@ -28,6 +32,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes files private (0600); outputs get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)
