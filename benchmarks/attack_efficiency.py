@@ -11,6 +11,8 @@ values, on 1,000 examples the model was not trained on, either
   ``configs/cifar10-resnet20.yaml`` and the issue's CLI example use: FGSM at 1, 2, ..., 8 /255 and
   PGD at 1, 2, 4, 8 /255.
 
+The variants timed:
+
 - plain loop: one torchattacks object per eps, every example attacked, predictions of the
   returned examples counted (what most evaluation scripts do);
 - package: ``attacks.evaluate`` (one gradient per example for the whole FGSM sweep, clean-wrong
@@ -22,10 +24,10 @@ values, on 1,000 examples the model was not trained on, either
 Agreement: FGSM per example (must be identical); PGD against the plain loop over several seeds
 (the random start is the only difference besides early stopping, which can only make it stronger).
 
-Run from the repository root (digits: a few minutes on 2 busy CPU cores; a ResNet-20 checkpoint at
-one repeat with 3 PGD seeds: about 10-15 minutes on one thread):
+Run from the repository root (digits: a few minutes on 2 busy CPU cores; a CIFAR-10 ResNet-20
+checkpoint on one idle thread: 14 min as below, 4.5 min with --repeats 1 --pgd-seeds 2 --no-reference):
     .venv/bin/python benchmarks/attack_efficiency.py [--repeats 3] [--threads 1] [--json out.json]
-    .venv/bin/python benchmarks/attack_efficiency.py --checkpoint runs/X/models/dense-s0 --repeats 1 --pgd-seeds 3
+    .venv/bin/python benchmarks/attack_efficiency.py --checkpoint runs/X/models/dense-s0 --repeats 3 --pgd-seeds 3
 """
 
 from __future__ import annotations
@@ -167,6 +169,37 @@ def timed(fn: Callable[[], object]) -> tuple[object, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+class RowCounter:
+    """Counts the examples the model is run on: with autograd (forward + backward) and without.
+
+    A forward pre-hook (a public PyTorch API, removed by ``close``); it adds one Python call per
+    batch, nothing next to a forward pass. The counts explain the timings: time is about
+    ``a * grad_rows + b * no_grad_rows``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.grad_rows = 0
+        self.no_grad_rows = 0
+        self._handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, module: nn.Module, args: tuple[object, ...]) -> None:
+        rows = len(args[0])  # type: ignore[arg-type]
+        if torch.is_grad_enabled():
+            self.grad_rows += rows
+        else:
+            self.no_grad_rows += rows
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last call, then zero."""
+        counts = {"grad_rows": self.grad_rows, "no_grad_rows": self.no_grad_rows}
+        self.grad_rows = self.no_grad_rows = 0
+        return counts
+
+    def close(self) -> None:
+        """Remove the hook."""
+        self._handle.remove()
+
+
 def benchmark(n_eval: int = 1000, epochs: int = 15, batch_size: int = 256, repeats: int = 3, seed: int = 0,
               pgd_seeds: int = 5, fgsm_eps: list[str] | None = None, pgd_eps: list[str] | None = None,
               checkpoint: Path | None = None, reference: bool = True) -> dict:
@@ -200,11 +233,17 @@ def benchmark(n_eval: int = 1000, epochs: int = 15, batch_size: int = 256, repea
     wall: dict[str, list[float]] = {k: [] for k in variants}
     cpu: dict[str, list[float]] = {k: [] for k in variants}
     outputs: dict[str, object] = {}
+    rows: dict[str, dict[str, int]] = {}
+    counter = RowCounter(model)
     for _ in range(repeats):
         for name, fn in variants.items():
+            counter.take()
             outputs[name], w, c = timed(fn)
+            rows[name] = counter.take()  # the same in every repeat
             wall[name].append(w)
             cpu[name].append(c)
+    counter.close()
+    rows["plain_total"] = {k: rows["plain_fgsm"][k] + rows["plain_pgd"][k] for k in rows["plain_fgsm"]}
     for table in (wall, cpu):
         table["plain_total"] = [a + b for a, b in zip(table["plain_fgsm"], table["plain_pgd"])]
     ref, ref_wall, ref_cpu = (timed(lambda: attacks.evaluate(model, x, y, grid, batch_size=batch_size, seed=seed,
@@ -216,7 +255,7 @@ def benchmark(n_eval: int = 1000, epochs: int = 15, batch_size: int = 256, repea
                        for s in range(pgd_seeds)]
 
     clean = ours.clean_correct  # type: ignore[attr-defined]
-    rows = []
+    agreement = []
     for spec in grid:
         name = f"{spec.name}@{spec.eps_label}"
         mine = ours[spec].correct  # type: ignore[index]
@@ -234,7 +273,7 @@ def benchmark(n_eval: int = 1000, epochs: int = 15, batch_size: int = 256, repea
             accs = [float(run[name].mean()) for run in pgd_plain_seeds]
             row.update({"acc_plain_seed_min": min(accs), "acc_plain_seed_max": max(accs),
                         "acc_plain_seed_sd": statistics.pstdev(accs)})
-        rows.append(row)
+        agreement.append(row)
 
     med = statistics.median
     seconds = {f"{k}_wall": med(v) for k, v in wall.items()} | {f"{k}_cpu": med(v) for k, v in cpu.items()}
@@ -251,7 +290,8 @@ def benchmark(n_eval: int = 1000, epochs: int = 15, batch_size: int = 256, repea
         "seconds": seconds,
         "all_wall": wall,
         "speedup": speedup,
-        "agreement": rows,
+        "model_rows": rows,
+        "agreement": agreement,
     }
 
 
@@ -275,6 +315,13 @@ def to_markdown(report: dict) -> str:
             f"| {title} | {s[f'plain_{part}_wall']:.2f} | {s[f'package_{part}_wall']:.2f} | {sp[f'{part}_wall']:.1f}x "
             f"| {s[f'plain_{part}_cpu']:.2f} | {s[f'package_{part}_cpu']:.2f} | {sp[f'{part}_cpu']:.1f}x |"
         )
+    r = report["model_rows"]
+    lines += ["", "examples run through the model (forward+backward / forward only):", "",
+              "| grid | plain loop | package |", "| --- | ---: | ---: |"]
+    for part, title in names.items():
+        plain, ours = r[f"plain_{part}"], r[f"package_{part}"]
+        lines.append(f"| {title} | {plain['grad_rows']:,} / {plain['no_grad_rows']:,} "
+                     f"| {ours['grad_rows']:,} / {ours['no_grad_rows']:,} |")
     if s["reference_path_total_wall"] is not None:
         lines += ["", f"reference path (`efficient=False`: torchattacks objects + checks), whole grid: "
                       f"{s['reference_path_total_wall']:.2f} s wall, {s['reference_path_total_cpu']:.2f} s CPU"]
