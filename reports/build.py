@@ -30,6 +30,7 @@ from reports.figures import (
     fig_attack_success,
     fig_clean_vs_robust,
     fig_delta_heatmap,
+    fig_delta_vs_eps,
     fig_layer_sparsity,
 )
 from reports.labels import choose_eps, eps_label_of, settings_of
@@ -61,6 +62,9 @@ __all__ = ["FigureItem", "TableItem", "ReportContent", "assemble_report", "write
 log = logging.getLogger(__name__)
 
 _DPI = 110
+# the eps axes of the per-eps figures (see figures._eps_axis)
+_EPS_AXIS = ("The eps axis is linear from 0 to the smallest eps of each panel and logarithmic above it, so a "
+             "sweep that doubles eps is evenly spaced.")
 
 
 @dataclass
@@ -142,8 +146,15 @@ def _figures_for(
             "accuracy_vs_eps", "Robust accuracy vs eps",
             "Accuracy under each attack as eps grows (eps 0: clean accuracy). Lines: mean over seeds per granularity "
             "(colour) and target sparsity (marker); dashed black: dense. Bands: 95% interval, the wider of the Wilson "
-            "interval on the test examples and the between-seed t-interval.",
+            f"interval on the test examples and the between-seed t-interval. {_EPS_AXIS}",
             lambda: fig_accuracy_vs_eps(df),
+        ),
+        (
+            "delta_vs_eps", "Change in accuracy vs dense against eps",
+            "Mean over seeds of each sparse model's accuracy minus its dense counterpart's, in percentage points, "
+            "under each attack as eps grows (eps 0: the change in clean accuracy). Lines: granularity (colour) and "
+            f"target sparsity (marker); dashed black at 0: dense (below it: less robust than dense). {_EPS_AXIS}",
+            lambda: fig_delta_vs_eps(df, meta=meta),
         ),
         (
             "delta_heatmap", f"Change in robust accuracy vs dense at eps {label_eps}",

@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullLocator
 
 from reports.errors import NothingToPlot, ReportError
 from reports.labels import choose_eps, eps_label_of, eps_text, settings_of, sparsity_text
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 _DENSE_COLOR = "black"
+_EPS_XLABEL = "eps (pixel scale, log-spaced; 0: clean)"
 
 
 @contextlib.contextmanager
@@ -144,10 +146,26 @@ def _legend_handles(
     return handles
 
 
-def _eps_ticks(ax: Axes, values: pd.DataFrame) -> None:
+def _eps_axis(ax: Axes, values: pd.DataFrame) -> None:
+    """Spread an eps sweep evenly enough to read: symlog x scale, one tick per eps, labelled as run.
+
+    Sweeps usually double (2/255, 4/255, ..., 64/255), which crowds the small budgets at the left of a
+    linear axis. A base-2 symlog scale whose linear part ends at the panel's smallest positive eps
+    (linscale 0.5 makes that part as wide as one doubling) puts 0, eps_min, 2 eps_min, 4 eps_min, ...
+    at equal steps; data stay in eps units, so lines, bands and the clean point at 0 are drawn as is.
+    """
     pairs = values.drop_duplicates("eps").sort_values("eps")
+    positive = pairs.loc[pairs["eps"] > 0, "eps"]
+    if not positive.empty:
+        ax.set_xscale("symlog", base=2, linthresh=float(positive.min()), linscale=0.5)
+        # limits set in scale space: autoscaling may already have padded them linearly before the scale changed
+        to_scale = ax.xaxis.get_transform()
+        low, high = to_scale.transform(np.array([pairs["eps"].min(), pairs["eps"].max()], dtype=float))
+        pad = 0.05 * (high - low)
+        ax.set_xlim(*to_scale.inverted().transform(np.array([low - pad, high + pad])))
     ax.set_xticks(pairs["eps"].to_list())
     ax.set_xticklabels([eps_text(e, lab) if e > 0 else "0" for e, lab in zip(pairs["eps"], pairs["eps_label"])])
+    ax.xaxis.set_minor_locator(NullLocator())  # symlog's default minor ticks would add unlabelled grid clutter
 
 
 def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
@@ -155,7 +173,8 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
 
     Each line is the mean over seeds and starts at eps=0 with the clean accuracy; the band is the
     95% interval (the wider of the Wilson interval and the between-seed interval). Dense models
-    are the dashed black reference line.
+    are the dashed black reference line. The eps axis is symmetric-log (linear from 0 to the
+    panel's smallest eps, base-2 log above), so a doubling sweep is evenly spaced.
 
     Args:
         results: Results table of one setting (raw or annotated).
@@ -198,8 +217,8 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
                 ax.plot(dense["eps"], dense["accuracy_pct"], ls="--", color=_DENSE_COLOR, lw=1.8)
                 ax.fill_between(dense["eps"], dense["band_low"] * 100, dense["band_high"] * 100,
                                 color=_DENSE_COLOR, alpha=0.08, lw=0)
-            _eps_ticks(ax, data)
-            ax.set(title=series, xlabel="eps (pixel scale)", ylabel="accuracy (%)", ylim=(0, 100))
+            _eps_axis(ax, data)
+            ax.set(title=series, xlabel=_EPS_XLABEL, ylabel="accuracy (%)", ylim=(0, 100))
         handles = _legend_handles(labels, palette, sparsities, markers, dense=bool(agg["is_dense"].any()))
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
         fig.suptitle("Robust accuracy vs eps (mean over seeds; bands: 95% intervals)")
@@ -287,6 +306,7 @@ def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None)
     Each point is the mean over seeds of each sparse model's accuracy minus its dense model's
     (percentage points, as in `tables.grid_deltas`); each line starts at eps 0 with the change in
     clean accuracy. The dashed black line at 0 is the dense reference: below it, less robust.
+    The eps axis is spaced as in `fig_accuracy_vs_eps`.
 
     Args:
         results: Results table of one setting (e.g. one target sparsity, to compare granularities).
@@ -321,8 +341,8 @@ def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None)
                 ax=ax,
             )
             ax.axhline(0.0, ls="--", color=_DENSE_COLOR, lw=1.8, zorder=1.5)  # under lines lying on it
-            _eps_ticks(ax, data)
-            ax.set(title=series, xlabel="eps (pixel scale; 0: clean)", ylabel="accuracy vs dense (points)")
+            _eps_axis(ax, data)
+            ax.set(title=series, xlabel=_EPS_XLABEL, ylabel="accuracy vs dense (points)")
         fig.legend(handles=_legend_handles(labels, palette, sparsities, markers, dense=True),
                    loc="outside right upper", frameon=False)
         level = f" at {sparsities[0]} sparsity" if len(sparsities) == 1 else ""

@@ -14,7 +14,7 @@ import reports.build
 from reports import ReportError, build_report, summarize
 from reports.load import load_meta, load_outcomes, load_results, load_sanity
 
-FIGURES = ["accuracy_vs_eps", "delta_heatmap", "clean_vs_robust", "layer_sparsity", "attack_success"]
+FIGURES = ["accuracy_vs_eps", "delta_vs_eps", "delta_heatmap", "clean_vs_robust", "layer_sparsity", "attack_success"]
 TABLES = ["deltas_at_eps", "deltas", "deltas_per_model", "accuracy", "accuracy_mean", "robust_vs_clean",
           "sanity", "models", "layer_sparsity", "metadata"]
 
@@ -124,6 +124,7 @@ def test_a_run_with_only_the_results_table_still_builds(run_factory) -> None:
     assert "No per-example outcomes" in page and "skipped" in page
     drawn = sorted(p.stem for p in (index.parent / "figures").glob("*.png"))
     assert drawn == ["accuracy_vs_eps", "attack_success", "clean_vs_robust"]
+    assert "Figure &#39;delta_vs_eps&#39; skipped: no sparse models" in page
 
 
 def test_several_settings_get_one_figure_set_each(run_factory) -> None:

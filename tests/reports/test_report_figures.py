@@ -26,6 +26,11 @@ from reports.load import load_layer_sparsity, load_meta, load_outcomes, load_res
 from reports.tables import grid_deltas, model_deltas
 
 N_FAMILIES = 4  # window/filter x 50%/70%
+# a doubling sweep wide enough to crowd its small budgets at the left of a linear eps axis
+WIDE_SWEEP = {
+    "fgsm": {2: 0.90, 4: 0.85, 8: 0.70, 16: 0.50, 32: 0.30, 64: 0.15},
+    "pgd": {8: 0.50, 16: 0.30, 32: 0.15},
+}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +60,51 @@ def test_accuracy_vs_eps_one_panel_per_attack_one_line_per_family_plus_dense(run
         assert np.allclose(x, [0.0, *by_eps.index])
         assert np.allclose(y, [clean * 100, *(by_eps.to_numpy() * 100)])
         assert len(ax.collections) == N_FAMILIES + 1  # one 95% band per line
+        labels, positions, _ = _eps_ticks(ax)
+        assert labels == ["0", "2/255", "4/255", "8/255"]
+        assert np.allclose(np.diff(positions), np.diff(positions)[0])  # 0, 2, 4, 8 /255: a doubling sweep
+
+
+def _eps_ticks(ax) -> tuple[list[str], np.ndarray, list[tuple[float, float]]]:
+    """The x tick labels of a drawn axes, their positions and their label spans, in display pixels."""
+    ax.figure.draw_without_rendering()
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    ticks = np.asarray(ax.get_xticks(), dtype=float)
+    positions = ax.transData.transform(np.column_stack([ticks, np.zeros_like(ticks)]))[:, 0]
+    spans = [(t.get_window_extent().x0, t.get_window_extent().x1) for t in ax.get_xticklabels()]
+    return labels, positions, spans
+
+
+def _assert_readable_eps_axis(ax, eps_255: list[int]) -> None:
+    """Tick labels are the panel's eps labels in order, apart, evenly spaced for a doubling sweep, none overlapping."""
+    labels, positions, spans = _eps_ticks(ax)
+    assert labels == ["0", *(f"{e}/255" for e in eps_255)]
+    assert np.all(np.diff(positions) > 20)  # pixels: no two ticks coincide
+    assert np.allclose(np.diff(positions), np.diff(positions)[0], rtol=1e-6)
+    assert all(right < left for (_, right), (left, _) in zip(spans, spans[1:])), spans  # labels do not overlap
+    low, high = ax.get_xlim()
+    assert low < 0.0 and high > eps_255[-1] / 255  # the clean point and the largest eps sit inside the panel
+
+
+def test_accuracy_vs_eps_spreads_a_doubling_sweep_and_keeps_the_data_in_eps_units(run_factory) -> None:
+    raw_path = run_factory(attacks=WIDE_SWEEP, seeds=(0,))
+    fig = fig_accuracy_vs_eps(load_results(raw_path))
+    raw = pd.read_csv(raw_path / "results.csv")
+    dense = raw[raw["method"] == "dense"]
+    for ax, attack in zip(fig.axes, ["fgsm", "pgd"]):
+        levels = sorted(WIDE_SWEEP[attack])
+        _assert_readable_eps_axis(ax, levels)
+        assert ax.get_xscale() == "symlog"
+        eps = np.array([0.0, *(e / 255 for e in levels)])
+        (line,) = [line for line in ax.lines if line.get_linestyle() == "--"]
+        x, y = line.get_data()
+        by_eps = dense[dense["attack"] == attack].sort_values("eps")["accuracy"].to_numpy()
+        assert np.allclose(x, eps) and np.allclose(y, [dense.loc[dense["attack"] == "clean", "accuracy"].item() * 100,
+                                                       *(by_eps * 100)])
+        for band in ax.collections:  # every band spans the eps of its line, in eps units too
+            xs = band.get_paths()[0].vertices[:, 0]
+            assert np.isclose(xs.min(), 0.0) and np.isclose(xs.max(), eps[-1])
+            assert all(np.isclose(eps, v).any() for v in xs)
 
 
 def test_delta_heatmap_marks_the_significant_cells(run: dict) -> None:
@@ -184,6 +234,16 @@ def test_delta_vs_eps_lines_are_the_mean_changes_vs_dense(run: dict) -> None:
         want = sorted(tuple(np.round(v, 6)) for k, v in expected.items() if k[2] == attack)
         assert got == want
         assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2/255", "4/255", "8/255"]
+
+
+def test_delta_vs_eps_spreads_a_doubling_sweep(run_factory) -> None:
+    fig = fig_delta_vs_eps(load_results(run_factory(attacks=WIDE_SWEEP, seeds=(0,))))
+    for ax, attack in zip(fig.axes, ["fgsm", "pgd"]):
+        levels = sorted(WIDE_SWEEP[attack])
+        _assert_readable_eps_axis(ax, levels)
+        for line in ax.lines:
+            if line.get_linestyle() != "--":
+                assert np.allclose(line.get_xdata(), [0.0, *(e / 255 for e in levels)])
 
 
 def test_delta_vs_eps_at_one_sparsity_says_which(run: dict) -> None:
