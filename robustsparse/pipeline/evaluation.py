@@ -26,12 +26,35 @@ from robustsparse.config import config_digest
 from robustsparse.data import DatasetBundle, load_dataset, load_tensors
 from robustsparse.utils.atomic import write_csv_atomic
 
-__all__ = ["EvalSettings", "evaluate_model", "collect_results", "dataset_of", "META_COLUMNS", "EVAL_DIR"]
+__all__ = [
+    "EvalExamples",
+    "EvalSettings",
+    "evaluate_model",
+    "collect_results",
+    "dataset_of",
+    "META_COLUMNS",
+    "EVAL_DIR",
+]
 
 log = logging.getLogger(__name__)
 
 EVAL_DIR = "eval"
 META_COLUMNS = ["model_id", "arch", "dataset", "method", "granularity", "target_sparsity", "achieved_sparsity", "seed"]
+
+
+class EvalExamples:
+    """The evaluation examples of one dataset, decoded once however many models use them."""
+
+    def __init__(self, bundle: DatasetBundle, n_examples: int | None) -> None:
+        self.bundle = bundle
+        self.n_examples = n_examples
+        self._tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(images, labels)` of the fixed evaluation subset (loaded on first use)."""
+        if self._tensors is None:
+            self._tensors = load_tensors(self.bundle.test, self.n_examples)
+        return self._tensors
 
 
 class EvalSettings:
@@ -78,7 +101,7 @@ def evaluate_model(
     specs: Sequence[AttackSpec],
     settings: EvalSettings,
     *,
-    bundle: DatasetBundle,
+    examples: EvalExamples,
     device: torch.device,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -88,7 +111,7 @@ def evaluate_model(
         model_dir: the model folder (with model.pt and meta.json).
         specs: the attack specs (clean included).
         settings: examples, batch size, seed.
-        bundle: the model's dataset (the first `n_examples` test examples are attacked).
+        examples: the model's evaluation examples (a fixed subset of its test split).
         device: where to attack.
         progress: progress bar over batches.
 
@@ -111,7 +134,7 @@ def evaluate_model(
     missing = [spec for spec in specs if spec.key not in done]
     if missing:
         model, _ = load_checkpoint(model_dir, device=device)
-        images, labels = load_tensors(bundle.test, settings.n_examples)
+        images, labels = examples.tensors()
         result = evaluate(
             model,
             images,
@@ -144,7 +167,7 @@ def evaluate_model(
 
 
 def _model_sanity(
-    model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, bundle: DatasetBundle, device: torch.device
+    model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, examples: EvalExamples, device: torch.device
 ) -> pd.DataFrame:
     """Sanity flags of one model (cached in eval/sanity.csv)."""
     meta = read_meta(model_dir)
@@ -154,7 +177,7 @@ def _model_sanity(
     if cached is not None and len(cached):
         return cached.drop(columns="eval_digest")
     model, _ = load_checkpoint(model_dir, device=device)
-    images, labels = load_tensors(bundle.test, settings.n_examples)
+    images, labels = examples.tensors()
     zero_fraction = zero_gradient_fraction(model, images, labels, batch_size=settings.batch_size)
     flags = sanity_checks(rows, zero_grad_fraction=zero_fraction)
     # A check with nothing to compare ("n/a") did not fail; its evidence says it was not checked.
@@ -229,18 +252,21 @@ def collect_results(
         evaluations computed in this call.
     """
     all_rows, all_outcomes, all_flags, computed = [], [], [], 0
-    bundles: dict[str, DatasetBundle] = {}
+    shared = EvalExamples(bundle, settings.n_examples) if bundle is not None else None
+    per_dataset: dict[str, EvalExamples] = {}
     # disable=None: bars on terminals only, not in logs or CI output
     bar = tqdm(model_dirs, desc="attacks", unit="model", disable=None if progress else True, dynamic_ncols=True)
     for model_dir in bar:
         meta = read_meta(model_dir)
         bar.set_postfix_str(meta["model_id"])
-        data_key = config_digest(meta.get("data") or meta.get("dataset"))
-        if bundle is None and data_key not in bundles:
-            bundles[data_key] = dataset_of(meta, data_root=data_root)
-        model_bundle = bundle if bundle is not None else bundles[data_key]
+        examples = shared
+        if examples is None:
+            data_key = config_digest(meta.get("data") or meta.get("dataset"))
+            if data_key not in per_dataset:
+                per_dataset[data_key] = EvalExamples(dataset_of(meta, data_root=data_root), settings.n_examples)
+            examples = per_dataset[data_key]
         rows, outcomes, n_new = evaluate_model(
-            model_dir, specs, settings, bundle=model_bundle, device=device, progress=False
+            model_dir, specs, settings, examples=examples, device=device, progress=False
         )
         computed += n_new
         for column in META_COLUMNS:
@@ -250,7 +276,7 @@ def collect_results(
         all_rows.append(rows[RESULT_COLUMNS + ["variant"]])
         all_outcomes.append(outcomes.assign(model_id=meta["model_id"])[OUTCOME_COLUMNS])
         if settings.sanity:
-            all_flags.append(_model_sanity(Path(model_dir), rows, settings, model_bundle, device))
+            all_flags.append(_model_sanity(Path(model_dir), rows, settings, examples, device))
     bar.close()
     results = (
         _typed(pd.concat(all_rows, ignore_index=True))
