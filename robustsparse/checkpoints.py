@@ -275,7 +275,7 @@ def _verify_masks(file: Path, model: nn.Module, masks: Mapping[str, torch.Tensor
     recorded = meta.get("achieved_sparsity")
     if recorded is None:
         return
-    measured = achieved_sparsity(model, dict(masks) if masks else None)["prunable"] if masks else 0.0
+    measured = achieved_sparsity(model, dict(masks))["prunable"] if masks else 0.0
     if abs(measured - float(recorded)) > SPARSITY_TOLERANCE:
         raise CheckpointError(
             f"{file}: measured sparsity {measured:.6f} does not match the metadata's achieved_sparsity {float(recorded):.6f}; "

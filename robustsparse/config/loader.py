@@ -8,6 +8,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import itertools
@@ -73,7 +74,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of `raw` with every `a.b.c=value` override applied (value parsed as YAML)."""
-    result = json.loads(json.dumps(raw, default=str))
+    result = copy.deepcopy(dict(raw))
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()

@@ -96,6 +96,21 @@ def _append(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     return new.reset_index(drop=True) if old is None or old.empty else pd.concat([old, new], ignore_index=True)
 
 
+class _ModelFolder:
+    """A model folder's metadata (read once) and its model (loaded at most once, when needed)."""
+
+    def __init__(self, model_dir: str | Path, device: torch.device) -> None:
+        self.path = Path(model_dir)
+        self.meta = read_meta(self.path)
+        self._device = device
+        self._model: torch.nn.Module | None = None
+
+    def model(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model, _ = load_checkpoint(self.path, device=self._device)
+        return self._model
+
+
 def evaluate_model(
     model_dir: str | Path,
     specs: Sequence[AttackSpec],
@@ -120,8 +135,21 @@ def evaluate_model(
         `attacks`' `to_frame()` plus `eval_digest`), its per-example outcomes, and how many
         specs had to be computed now.
     """
-    model_dir = Path(model_dir)
-    meta = read_meta(model_dir)
+    return _evaluate_folder(
+        _ModelFolder(model_dir, device), specs, settings, examples=examples, device=device, progress=progress
+    )
+
+
+def _evaluate_folder(
+    folder: _ModelFolder,
+    specs: Sequence[AttackSpec],
+    settings: EvalSettings,
+    *,
+    examples: EvalExamples,
+    device: torch.device,
+    progress: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    model_dir, meta = folder.path, folder.meta
     digest = settings.digest(meta)
     results_path = model_dir / EVAL_DIR / "results.csv"
     outcomes_path = model_dir / EVAL_DIR / "outcomes.csv.gz"
@@ -133,10 +161,9 @@ def evaluate_model(
         done = set(cached["key"]) & set(cached_outcomes["key"])
     missing = [spec for spec in specs if spec.key not in done]
     if missing:
-        model, _ = load_checkpoint(model_dir, device=device)
         images, labels = examples.tensors()
         result = evaluate(
-            model,
+            folder.model(),
             images,
             labels,
             missing,
@@ -167,18 +194,17 @@ def evaluate_model(
 
 
 def _model_sanity(
-    model_dir: Path, rows: pd.DataFrame, settings: EvalSettings, examples: EvalExamples, device: torch.device
+    folder: _ModelFolder, rows: pd.DataFrame, settings: EvalSettings, examples: EvalExamples
 ) -> pd.DataFrame:
     """Sanity flags of one model (cached in eval/sanity.csv)."""
-    meta = read_meta(model_dir)
+    meta = folder.meta
     digest = settings.digest(meta) + ":" + config_digest(sorted(rows["key"]))
-    path = model_dir / EVAL_DIR / "sanity.csv"
+    path = folder.path / EVAL_DIR / "sanity.csv"
     cached = _read_cached(path, digest)
     if cached is not None and len(cached):
         return cached.drop(columns="eval_digest")
-    model, _ = load_checkpoint(model_dir, device=device)
     images, labels = examples.tensors()
-    zero_fraction = zero_gradient_fraction(model, images, labels, batch_size=settings.batch_size)
+    zero_fraction = zero_gradient_fraction(folder.model(), images, labels, batch_size=settings.batch_size)
     flags = sanity_checks(rows, zero_grad_fraction=zero_fraction)
     # A check with nothing to compare ("n/a") did not fail; its evidence says it was not checked.
     frame = pd.DataFrame(
@@ -257,7 +283,8 @@ def collect_results(
     # disable=None: bars on terminals only, not in logs or CI output
     bar = tqdm(model_dirs, desc="attacks", unit="model", disable=None if progress else True, dynamic_ncols=True)
     for model_dir in bar:
-        meta = read_meta(model_dir)
+        folder = _ModelFolder(model_dir, device)  # metadata read once, model loaded at most once
+        meta = folder.meta
         bar.set_postfix_str(meta["model_id"])
         examples = shared
         if examples is None:
@@ -265,8 +292,8 @@ def collect_results(
             if data_key not in per_dataset:
                 per_dataset[data_key] = EvalExamples(dataset_of(meta, data_root=data_root), settings.n_examples)
             examples = per_dataset[data_key]
-        rows, outcomes, n_new = evaluate_model(
-            model_dir, specs, settings, examples=examples, device=device, progress=False
+        rows, outcomes, n_new = _evaluate_folder(
+            folder, specs, settings, examples=examples, device=device, progress=False
         )
         computed += n_new
         for column in META_COLUMNS:
@@ -276,7 +303,7 @@ def collect_results(
         all_rows.append(rows[RESULT_COLUMNS + ["variant"]])
         all_outcomes.append(outcomes.assign(model_id=meta["model_id"])[OUTCOME_COLUMNS])
         if settings.sanity:
-            all_flags.append(_model_sanity(Path(model_dir), rows, settings, examples, device))
+            all_flags.append(_model_sanity(folder, rows, settings, examples))
     bar.close()
     results = (
         _typed(pd.concat(all_rows, ignore_index=True))

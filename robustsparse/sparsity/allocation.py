@@ -163,7 +163,7 @@ def _allocate_rows(pending: list, cfg: SparsityConfig, target: float, result: Ma
         scored.append((info, plan, valid, scores, sizes, n_prev, shape))
     dead: list[torch.Tensor] = []
     if cfg.allocation == "uniform":
-        for info, plan, valid, scores, sizes, n_prev, shape in scored:
+        for _info, _plan, _valid, scores, _sizes, n_prev, _shape in scored:
             n_rows = scores.numel()
             n_prune = max(min(n_rows - 1, round_half_up(target * n_rows)), n_prev)
             d = torch.zeros(n_rows, dtype=torch.bool, device=scores.device)
