@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CONFIG ?= configs/digits-quick.yaml
 OUT    ?= runs/digits-quick
 
-.PHONY: run test test-all venv clean
+.PHONY: run test test-all lint venv clean
 
 venv: $(STAMP)
 
@@ -19,10 +19,16 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/robustsparse run $(CONFIG) --out $(OUT)
 
-test: $(STAMP)
+# Style and package boundaries first (ruff; import-linter contracts in pyproject.toml), then the suite.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: lint
 	$(PY) -m pytest -q -m "" 
 
 clean:

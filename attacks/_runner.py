@@ -71,7 +71,7 @@ def tensor_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int) 
     """Consecutive slices of ``batch_size`` examples."""
     images, labels = _check_batch(images, labels, 0)
     for start in range(0, len(images), batch_size):
-        yield Batch(images[start:start + batch_size], labels[start:start + batch_size], start)
+        yield Batch(images[start : start + batch_size], labels[start : start + batch_size], start)
 
 
 def loader_batches(loader: Iterable[object], batch_size: int, max_examples: int | None) -> Iterator[Batch]:
@@ -82,9 +82,9 @@ def loader_batches(loader: Iterable[object], batch_size: int, max_examples: int 
             raise AttackInputError(f"the loader must yield (images, labels, ...) pairs, got {type(item).__name__}")
         images, labels = _check_batch(item[0], item[1], seen)
         if max_examples is not None:
-            images, labels = images[:max_examples - seen], labels[:max_examples - seen]
+            images, labels = images[: max_examples - seen], labels[: max_examples - seen]
         for start in range(0, len(images), batch_size):
-            yield Batch(images[start:start + batch_size], labels[start:start + batch_size], seen + start)
+            yield Batch(images[start : start + batch_size], labels[start : start + batch_size], seen + start)
         seen += len(images)
         if max_examples is not None and seen >= max_examples:
             return
@@ -121,8 +121,9 @@ def _groups(specs: Sequence[AttackSpec], efficient: bool, seed_of: Mapping[str, 
 class _Crafter:
     """Crafts adversarial pieces on the source model for one group of specs."""
 
-    def __init__(self, model: nn.Module, device: torch.device, max_rows: int, early_stop: bool,
-                 seed_of: Mapping[str, int]) -> None:
+    def __init__(
+        self, model: nn.Module, device: torch.device, max_rows: int, early_stop: bool, seed_of: Mapping[str, int]
+    ) -> None:
         self.model = model
         self.device = device
         self.max_rows = max_rows
@@ -148,8 +149,17 @@ class _Crafter:
         elif group.kind == "iterative":
             index = torch.arange(batch.offset, batch.offset + len(x))
             seeds = [self.seed_of[s.key] for s in group.specs]
-            yield from iterative(self.model, x, y, group.specs, rows, seeds=seeds, example_index=index,
-                                 max_rows=self.max_rows, early_stop=self.early_stop)
+            yield from iterative(
+                self.model,
+                x,
+                y,
+                group.specs,
+                rows,
+                seeds=seeds,
+                example_index=index,
+                max_rows=self.max_rows,
+                early_stop=self.early_stop,
+            )
         else:
             spec = group.specs[0]
             attack = self._torchattack(spec)
@@ -198,8 +208,9 @@ class _Accumulator:
     def outcomes(self, seed_of: Mapping[str, int]) -> dict[str, AttackOutcome]:
         out = {}
         for spec in self.specs:
-            arrays = {name: np.concatenate(vals) if vals else np.zeros(0)
-                      for name, vals in self.parts[spec.key].items()}
+            arrays = {
+                name: np.concatenate(vals) if vals else np.zeros(0) for name, vals in self.parts[spec.key].items()
+            }
             out[spec.key] = AttackOutcome(
                 spec=spec,
                 seed=seed_of[spec.key],
@@ -238,7 +249,7 @@ def run(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise AttackInputError(f"seed must be a non-negative integer, got {seed!r}")
     dev = resolve_device(source, device)
-    for name, model in targets.items():
+    for model in targets.values():
         resolve_device(model, dev)
     seed_of = {s.key: (s.seed if s.seed is not None else seed) for s in specs}
     groups = _groups(specs, efficient, seed_of)
@@ -308,8 +319,9 @@ def run(
                     for name, model in targets.items():
                         pred = predict(model, piece.adversarial, batch_size)
                         correct = (pred == y[piece.rows]) & target_correct[name][piece.rows]
-                        accs[name].record(piece.spec, rows_np, correct.cpu().numpy(), linf.cpu().numpy(),
-                                          l2.cpu().numpy())
+                        accs[name].record(
+                            piece.spec, rows_np, correct.cpu().numpy(), linf.cpu().numpy(), l2.cpu().numpy()
+                        )
                 share = (time.perf_counter() - t0) / len(group.specs)
                 for acc in accs.values():
                     for spec in group.specs:
@@ -325,10 +337,20 @@ def run(
     for name, acc in accs.items():
         clean = np.concatenate(clean_all[name]) if clean_all[name] else np.zeros(0, dtype=bool)
         results[name] = EvaluationResult(
-            outcomes=acc.outcomes(seed_of), labels=labels, clean_correct=clean.astype(bool), example_ids=ids,
+            outcomes=acc.outcomes(seed_of),
+            labels=labels,
+            clean_correct=clean.astype(bool),
+            example_ids=ids,
             n_classes=n_classes,
         )
         for o in results[name]:
-            log.debug("%s on %s: accuracy %.4f (%d/%d) in %.2fs", o.spec.key, name, o.accuracy, o.n_correct,
-                      o.n_examples, o.elapsed_s)
+            log.debug(
+                "%s on %s: accuracy %.4f (%d/%d) in %.2fs",
+                o.spec.key,
+                name,
+                o.accuracy,
+                o.n_correct,
+                o.n_examples,
+                o.elapsed_s,
+            )
     return results

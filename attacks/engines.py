@@ -73,8 +73,14 @@ def input_grad(
 
 
 def fgsm_sweep(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, specs: Sequence[AttackSpec], rows: torch.Tensor,
-    *, max_rows: int, grad: torch.Tensor | None = None,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    specs: Sequence[AttackSpec],
+    rows: torch.Tensor,
+    *,
+    max_rows: int,
+    grad: torch.Tensor | None = None,
 ) -> Iterator[Piece]:
     """FGSM at every eps of ``specs`` from one gradient per example.
 
@@ -134,7 +140,12 @@ class _Step:
         self.decay = decay
 
     def __call__(
-        self, adv: torch.Tensor, orig: torch.Tensor, grad: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
+        self,
+        adv: torch.Tensor,
+        orig: torch.Tensor,
+        grad: torch.Tensor,
+        eps: torch.Tensor,
+        alpha: torch.Tensor,
         momentum: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.name == "bim":
@@ -164,8 +175,15 @@ class _Step:
 
 
 def _descend(
-    model: nn.Module, orig: torch.Tensor, labels: torch.Tensor, start: torch.Tensor, eps: torch.Tensor,
-    alpha: torch.Tensor, steps: int, step: _Step, early_stop: bool,
+    model: nn.Module,
+    orig: torch.Tensor,
+    labels: torch.Tensor,
+    start: torch.Tensor,
+    eps: torch.Tensor,
+    alpha: torch.Tensor,
+    steps: int,
+    step: _Step,
+    early_stop: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``steps`` updates; returns the iterates and which rows were seen misclassified."""
     adv = start.clone()
@@ -191,8 +209,16 @@ def _descend(
 
 
 def iterative(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, specs: Sequence[AttackSpec], rows: torch.Tensor,
-    *, seeds: Sequence[int], example_index: torch.Tensor, max_rows: int, early_stop: bool = True,
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    specs: Sequence[AttackSpec],
+    rows: torch.Tensor,
+    *,
+    seeds: Sequence[int],
+    example_index: torch.Tensor,
+    max_rows: int,
+    early_stop: bool = True,
 ) -> Iterator[Piece]:
     """BIM / PGD / L2 PGD / MI-FGSM for several eps at once, with per-example early stopping.
 
@@ -213,6 +239,7 @@ def iterative(
     if not specs:
         return
     first = specs[0]
+
     def shared(s: AttackSpec) -> tuple[object, ...]:
         return s.name, s.norm, s.steps, s.restarts, s.options
 
@@ -244,8 +271,9 @@ def iterative(
                     s, i = divmod(row, m)
                     seed = derive_seed(first.name, first.norm, repr(specs[s].eps), seeds[s], numbers[i], restart)
                     start[j] = random_start(specs[s], orig[row], seed)
-            adv, fooled = _descend(model, orig[todo], y[todo], start, eps[todo], alpha[todo], first.steps or 1, step,
-                                   early_stop)
+            adv, fooled = _descend(
+                model, orig[todo], y[todo], start, eps[todo], alpha[todo], first.steps or 1, step, early_stop
+            )
             best[todo] = adv
             done[todo] |= fooled
             if restart + 1 < (first.restarts or 1):
@@ -255,4 +283,4 @@ def iterative(
                     with torch.no_grad():
                         done[open_rows] |= model(best[open_rows]).argmax(1) != y[open_rows]
         for s, spec in enumerate(specs):
-            yield Piece(spec, chunk, best[s * m:(s + 1) * m])
+            yield Piece(spec, chunk, best[s * m : (s + 1) * m])

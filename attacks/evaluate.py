@@ -74,9 +74,20 @@ def evaluate(
         raise AttackInputError(f"example_ids has {len(example_ids)} entries for {len(images)} images")
     batches = tensor_batches(images, labels, batch_size) if _positive(batch_size) else iter(())
     total = math.ceil(len(images) / batch_size) if _positive(batch_size) else None
-    results = run(model, {"model": model}, batches, parsed, seed=seed, device=device, efficient=efficient,
-                  transfer=False, batch_size=batch_size, progress=progress, total=total,
-                  example_ids=None if example_ids is None else np.asarray(example_ids))
+    results = run(
+        model,
+        {"model": model},
+        batches,
+        parsed,
+        seed=seed,
+        device=device,
+        efficient=efficient,
+        transfer=False,
+        batch_size=batch_size,
+        progress=progress,
+        total=total,
+        example_ids=None if example_ids is None else np.asarray(example_ids),
+    )
     return results["model"]
 
 
@@ -107,8 +118,18 @@ def evaluate_loader(
     if max_examples is not None and not _positive(max_examples):
         raise AttackInputError(f"max_examples must be a positive integer or None, got {max_examples!r}")
     batches = loader_batches(loader, batch_size, max_examples) if _positive(batch_size) else iter(())
-    results = run(model, {"model": model}, batches, parsed, seed=seed, device=device, efficient=efficient,
-                  transfer=False, batch_size=batch_size, progress=progress)
+    results = run(
+        model,
+        {"model": model},
+        batches,
+        parsed,
+        seed=seed,
+        device=device,
+        efficient=efficient,
+        transfer=False,
+        batch_size=batch_size,
+        progress=progress,
+    )
     return results["model"]
 
 

@@ -72,33 +72,140 @@ class AttackInfo:
 _INFOS: dict[str, AttackInfo] = {
     info.name: info
     for info in (
-        AttackInfo("clean", "no attack: the unperturbed examples", ("none",), "none", None, False, False, False,
-                   engine="clean"),
-        AttackInfo("fgsm", "FGSM, Goodfellow et al. 2015 (arXiv:1412.6572)", ("Linf",), "required", None, False,
-                   False, False, engine="fgsm"),
-        AttackInfo("bim", "BIM / I-FGSM, Kurakin et al. 2017 (arXiv:1607.02533)", ("Linf",), "required", 10, True,
-                   False, False, engine="iterative"),
-        AttackInfo("pgd", "PGD with random start, Madry et al. 2018 (arXiv:1706.06083)", ("Linf",), "required", 10,
-                   True, True, True, engine="iterative"),
-        AttackInfo("pgd_l2", "L2 PGD with random start, Madry et al. 2018", ("L2",), "required", 10, True, True,
-                   True, engine="iterative"),
-        AttackInfo("mifgsm", "MI-FGSM, Dong et al. 2018 (arXiv:1710.06081)", ("Linf",), "required", 10, True, False,
-                   False, options={"decay": 1.0}, engine="iterative"),
-        AttackInfo("cw", "Carlini-Wagner L2, 2017 (arXiv:1608.04644); minimum-norm", ("L2",), "optional", 50, False,
-                   False, False, options={"c": 1.0, "kappa": 0.0, "lr": 0.01}),
-        AttackInfo("deepfool", "DeepFool, Moosavi-Dezfooli et al. 2016 (arXiv:1511.04599); minimum-norm", ("L2",),
-                   "optional", 50, False, False, False, options={"overshoot": 0.02}),
-        AttackInfo("square", "Square attack (gradient-free), Andriushchenko et al. 2020 (arXiv:1912.00049); "
-                   "steps = queries", ("Linf", "L2"), "required", 5000, False, True, True, options={"p_init": 0.8}),
-        AttackInfo("apgd_ce", "APGD with cross-entropy loss, Croce & Hein 2020 (arXiv:2003.01690)", ("Linf", "L2"),
-                   "required", 100, False, True, True),
-        AttackInfo("apgd_t", "targeted APGD with DLR loss (top-9 targets), Croce & Hein 2020", ("Linf", "L2"),
-                   "required", 100, False, True, True),
-        AttackInfo("fab", "FAB (untargeted), Croce & Hein 2020 (arXiv:1907.02044)", ("Linf", "L2"), "required", 100,
-                   False, True, True),
-        AttackInfo("autoattack", "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square at reference settings",
-                   ("Linf", "L2"), "required", None, False, False, True, options={"version": "standard"},
-                   choices={"version": ("standard",)}),
+        AttackInfo(
+            "clean", "no attack: the unperturbed examples", ("none",), "none", None, False, False, False, engine="clean"
+        ),
+        AttackInfo(
+            "fgsm",
+            "FGSM, Goodfellow et al. 2015 (arXiv:1412.6572)",
+            ("Linf",),
+            "required",
+            None,
+            False,
+            False,
+            False,
+            engine="fgsm",
+        ),
+        AttackInfo(
+            "bim",
+            "BIM / I-FGSM, Kurakin et al. 2017 (arXiv:1607.02533)",
+            ("Linf",),
+            "required",
+            10,
+            True,
+            False,
+            False,
+            engine="iterative",
+        ),
+        AttackInfo(
+            "pgd",
+            "PGD with random start, Madry et al. 2018 (arXiv:1706.06083)",
+            ("Linf",),
+            "required",
+            10,
+            True,
+            True,
+            True,
+            engine="iterative",
+        ),
+        AttackInfo(
+            "pgd_l2",
+            "L2 PGD with random start, Madry et al. 2018",
+            ("L2",),
+            "required",
+            10,
+            True,
+            True,
+            True,
+            engine="iterative",
+        ),
+        AttackInfo(
+            "mifgsm",
+            "MI-FGSM, Dong et al. 2018 (arXiv:1710.06081)",
+            ("Linf",),
+            "required",
+            10,
+            True,
+            False,
+            False,
+            options={"decay": 1.0},
+            engine="iterative",
+        ),
+        AttackInfo(
+            "cw",
+            "Carlini-Wagner L2, 2017 (arXiv:1608.04644); minimum-norm",
+            ("L2",),
+            "optional",
+            50,
+            False,
+            False,
+            False,
+            options={"c": 1.0, "kappa": 0.0, "lr": 0.01},
+        ),
+        AttackInfo(
+            "deepfool",
+            "DeepFool, Moosavi-Dezfooli et al. 2016 (arXiv:1511.04599); minimum-norm",
+            ("L2",),
+            "optional",
+            50,
+            False,
+            False,
+            False,
+            options={"overshoot": 0.02},
+        ),
+        AttackInfo(
+            "square",
+            "Square attack (gradient-free), Andriushchenko et al. 2020 (arXiv:1912.00049); steps = queries",
+            ("Linf", "L2"),
+            "required",
+            5000,
+            False,
+            True,
+            True,
+            options={"p_init": 0.8},
+        ),
+        AttackInfo(
+            "apgd_ce",
+            "APGD with cross-entropy loss, Croce & Hein 2020 (arXiv:2003.01690)",
+            ("Linf", "L2"),
+            "required",
+            100,
+            False,
+            True,
+            True,
+        ),
+        AttackInfo(
+            "apgd_t",
+            "targeted APGD with DLR loss (top-9 targets), Croce & Hein 2020",
+            ("Linf", "L2"),
+            "required",
+            100,
+            False,
+            True,
+            True,
+        ),
+        AttackInfo(
+            "fab",
+            "FAB (untargeted), Croce & Hein 2020 (arXiv:1907.02044)",
+            ("Linf", "L2"),
+            "required",
+            100,
+            False,
+            True,
+            True,
+        ),
+        AttackInfo(
+            "autoattack",
+            "AutoAttack standard: APGD-CE, APGD-T, FAB-T, Square at reference settings",
+            ("Linf", "L2"),
+            "required",
+            None,
+            False,
+            False,
+            True,
+            options={"version": "standard"},
+            choices={"version": ("standard",)},
+        ),
     )
 }
 
@@ -148,8 +255,9 @@ def _mifgsm(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> to
 
 
 def _cw(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
-    return torchattacks.CW(model, c=spec.option("c"), kappa=spec.option("kappa"), steps=spec.steps,
-                           lr=spec.option("lr"))
+    return torchattacks.CW(
+        model, c=spec.option("c"), kappa=spec.option("kappa"), steps=spec.steps, lr=spec.option("lr")
+    )
 
 
 def _deepfool(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
@@ -157,35 +265,69 @@ def _deepfool(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> 
 
 
 def _square(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
-    return torchattacks.Square(model, norm=spec.norm, eps=spec.eps, n_queries=spec.steps, n_restarts=spec.restarts,
-                               p_init=spec.option("p_init"), seed=seed)
+    return torchattacks.Square(
+        model,
+        norm=spec.norm,
+        eps=spec.eps,
+        n_queries=spec.steps,
+        n_restarts=spec.restarts,
+        p_init=spec.option("p_init"),
+        seed=seed,
+    )
 
 
 def _apgd_ce(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
-    return torchattacks.APGD(model, norm=spec.norm, eps=spec.eps, steps=spec.steps, n_restarts=spec.restarts,
-                             seed=seed, loss="ce")
+    return torchattacks.APGD(
+        model, norm=spec.norm, eps=spec.eps, steps=spec.steps, n_restarts=spec.restarts, seed=seed, loss="ce"
+    )
 
 
 def _apgd_t(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
-    return torchattacks.APGDT(model, norm=spec.norm, eps=spec.eps, steps=spec.steps, n_restarts=spec.restarts,
-                              seed=seed, n_classes=_target_classes(n_classes))
+    return torchattacks.APGDT(
+        model,
+        norm=spec.norm,
+        eps=spec.eps,
+        steps=spec.steps,
+        n_restarts=spec.restarts,
+        seed=seed,
+        n_classes=_target_classes(n_classes),
+    )
 
 
 def _fab(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
-    return torchattacks.FAB(model, norm=spec.norm, eps=spec.eps, steps=spec.steps, n_restarts=spec.restarts,
-                            seed=seed, multi_targeted=False, n_classes=_target_classes(n_classes))
+    return torchattacks.FAB(
+        model,
+        norm=spec.norm,
+        eps=spec.eps,
+        steps=spec.steps,
+        n_restarts=spec.restarts,
+        seed=seed,
+        multi_targeted=False,
+        n_classes=_target_classes(n_classes),
+    )
 
 
 def _autoattack(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
     targets = _target_classes(n_classes)
-    return torchattacks.MultiAttack([
-        torchattacks.APGD(model, norm=spec.norm, eps=spec.eps, steps=100, n_restarts=1, seed=seed, loss="ce"),
-        torchattacks.APGDT(model, norm=spec.norm, eps=spec.eps, steps=100, n_restarts=1, seed=seed,
-                           n_classes=targets),
-        torchattacks.FAB(model, norm=spec.norm, eps=spec.eps, steps=100, n_restarts=1, seed=seed,
-                         multi_targeted=True, n_classes=targets),
-        torchattacks.Square(model, norm=spec.norm, eps=spec.eps, n_queries=5000, n_restarts=1, seed=seed),
-    ])
+    return torchattacks.MultiAttack(
+        [
+            torchattacks.APGD(model, norm=spec.norm, eps=spec.eps, steps=100, n_restarts=1, seed=seed, loss="ce"),
+            torchattacks.APGDT(
+                model, norm=spec.norm, eps=spec.eps, steps=100, n_restarts=1, seed=seed, n_classes=targets
+            ),
+            torchattacks.FAB(
+                model,
+                norm=spec.norm,
+                eps=spec.eps,
+                steps=100,
+                n_restarts=1,
+                seed=seed,
+                multi_targeted=True,
+                n_classes=targets,
+            ),
+            torchattacks.Square(model, norm=spec.norm, eps=spec.eps, n_queries=5000, n_restarts=1, seed=seed),
+        ]
+    )
 
 
 _BUILDERS: dict[str, Callable[[nn.Module, AttackSpec, int, int], torchattacks.Attack]] = {

@@ -19,13 +19,39 @@ from attacks.errors import AttackSpecError
 from attacks.metrics import attack_success_rate, ensemble_correct, mcnemar_test, wilson_interval
 from attacks.spec import AttackSpec
 
-__all__ = ["AttackOutcome", "EvaluationResult", "FRAME_COLUMNS", "OUTCOME_COLUMNS", "ENSEMBLE_COLUMNS",
-           "paired_comparison"]
+__all__ = [
+    "AttackOutcome",
+    "EvaluationResult",
+    "FRAME_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "ENSEMBLE_COLUMNS",
+    "paired_comparison",
+]
 
 FRAME_COLUMNS = (
-    "key", "attack", "norm", "eps", "eps_label", "steps", "alpha", "restarts", "seed", "options",
-    "n_examples", "n_correct", "accuracy", "ci_low", "ci_high", "n_clean_correct", "clean_accuracy",
-    "attack_success_rate", "linf_max", "l2_mean", "l2_median", "l2_median_fooled", "elapsed_s",
+    "key",
+    "attack",
+    "norm",
+    "eps",
+    "eps_label",
+    "steps",
+    "alpha",
+    "restarts",
+    "seed",
+    "options",
+    "n_examples",
+    "n_correct",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "n_clean_correct",
+    "clean_accuracy",
+    "attack_success_rate",
+    "linf_max",
+    "l2_mean",
+    "l2_median",
+    "l2_median_fooled",
+    "elapsed_s",
 )
 """Columns of ``EvaluationResult.to_frame()``, in order."""
 
@@ -152,31 +178,33 @@ class EvaluationResult:
             attacked_l2 = o.l2[o.attacked]
             fooled_l2 = o.l2[o.attacked & self.clean_correct & ~o.correct]
             spec = o.spec
-            rows.append({
-                "key": spec.key,
-                "attack": spec.name,
-                "norm": spec.norm,
-                "eps": spec.eps,
-                "eps_label": spec.eps_label,
-                "steps": spec.steps,
-                "alpha": spec.alpha,
-                "restarts": spec.restarts,
-                "seed": o.seed,
-                "options": ",".join(f"{k}={v}" for k, v in spec.options),  # type: ignore[misc]
-                "n_examples": o.n_examples,
-                "n_correct": o.n_correct,
-                "accuracy": o.accuracy,
-                "ci_low": low,
-                "ci_high": high,
-                "n_clean_correct": n_clean,
-                "clean_accuracy": self.clean_accuracy,
-                "attack_success_rate": attack_success_rate(self.clean_correct, o.correct),
-                "linf_max": float(o.linf.max()) if o.linf.size else 0.0,
-                "l2_mean": float(attacked_l2.mean()) if attacked_l2.size else 0.0,
-                "l2_median": float(np.median(attacked_l2)) if attacked_l2.size else 0.0,
-                "l2_median_fooled": float(np.median(fooled_l2)) if fooled_l2.size else math.nan,
-                "elapsed_s": o.elapsed_s,
-            })
+            rows.append(
+                {
+                    "key": spec.key,
+                    "attack": spec.name,
+                    "norm": spec.norm,
+                    "eps": spec.eps,
+                    "eps_label": spec.eps_label,
+                    "steps": spec.steps,
+                    "alpha": spec.alpha,
+                    "restarts": spec.restarts,
+                    "seed": o.seed,
+                    "options": ",".join(f"{k}={v}" for k, v in spec.options),  # type: ignore[misc]
+                    "n_examples": o.n_examples,
+                    "n_correct": o.n_correct,
+                    "accuracy": o.accuracy,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n_clean_correct": n_clean,
+                    "clean_accuracy": self.clean_accuracy,
+                    "attack_success_rate": attack_success_rate(self.clean_correct, o.correct),
+                    "linf_max": float(o.linf.max()) if o.linf.size else 0.0,
+                    "l2_mean": float(attacked_l2.mean()) if attacked_l2.size else 0.0,
+                    "l2_median": float(np.median(attacked_l2)) if attacked_l2.size else 0.0,
+                    "l2_median_fooled": float(np.median(fooled_l2)) if fooled_l2.size else math.nan,
+                    "elapsed_s": o.elapsed_s,
+                }
+            )
         frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
         for col in ("steps", "restarts", "seed"):
             frame[col] = frame[col].astype("Int64")
@@ -187,16 +215,20 @@ class EvaluationResult:
         parts = []
         for o in self.outcomes.values():
             spec = o.spec
-            parts.append(pd.DataFrame({
-                "key": spec.key,
-                "attack": spec.name,
-                "norm": spec.norm,
-                "eps": spec.eps,
-                "eps_label": spec.eps_label,
-                "example": self.example_ids,
-                "label": self.labels,
-                "correct": o.correct,
-            }))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "key": spec.key,
+                        "attack": spec.name,
+                        "norm": spec.norm,
+                        "eps": spec.eps,
+                        "eps_label": spec.eps_label,
+                        "example": self.example_ids,
+                        "label": self.labels,
+                        "correct": o.correct,
+                    }
+                )
+            )
         if not parts:
             return pd.DataFrame(columns=list(OUTCOME_COLUMNS))
         return pd.concat(parts, ignore_index=True)[list(OUTCOME_COLUMNS)]
@@ -217,12 +249,19 @@ class EvaluationResult:
             correct = ensemble_correct(self.clean_correct, *(o.correct for o in members))
             n_correct = int(correct.sum())
             low, high = wilson_interval(n_correct, self.n_examples, confidence)
-            rows.append({
-                "norm": norm, "eps": eps, "eps_label": members[0].spec.eps_label,
-                "attacks": ",".join(o.spec.key for o in members), "n_examples": self.n_examples,
-                "n_correct": n_correct, "accuracy": n_correct / self.n_examples if self.n_examples else math.nan,
-                "ci_low": low, "ci_high": high,
-            })
+            rows.append(
+                {
+                    "norm": norm,
+                    "eps": eps,
+                    "eps_label": members[0].spec.eps_label,
+                    "attacks": ",".join(o.spec.key for o in members),
+                    "n_examples": self.n_examples,
+                    "n_correct": n_correct,
+                    "accuracy": n_correct / self.n_examples if self.n_examples else math.nan,
+                    "ci_low": low,
+                    "ci_high": high,
+                }
+            )
         return pd.DataFrame(rows, columns=list(ENSEMBLE_COLUMNS))
 
 
@@ -246,11 +285,18 @@ def paired_comparison(a: EvaluationResult, b: EvaluationResult, keys: Sequence[s
     rows = []
     for key in chosen:
         test = mcnemar_test(a[key].correct, b[key].correct)
-        rows.append({
-            "key": key, "n_examples": test.n_examples, "accuracy_a": test.accuracy_a, "accuracy_b": test.accuracy_b,
-            "difference": test.accuracy_b - test.accuracy_a, "only_a": test.only_a, "only_b": test.only_b,
-            "p_value": test.p_value,
-        })
-    return pd.DataFrame(rows, columns=["key", "n_examples", "accuracy_a", "accuracy_b", "difference", "only_a",
-                                       "only_b", "p_value"])
-
+        rows.append(
+            {
+                "key": key,
+                "n_examples": test.n_examples,
+                "accuracy_a": test.accuracy_a,
+                "accuracy_b": test.accuracy_b,
+                "difference": test.accuracy_b - test.accuracy_a,
+                "only_a": test.only_a,
+                "only_b": test.only_b,
+                "p_value": test.p_value,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["key", "n_examples", "accuracy_a", "accuracy_b", "difference", "only_a", "only_b", "p_value"]
+    )

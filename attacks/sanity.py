@@ -79,8 +79,10 @@ class SanityFlag:
 
 def flags_frame(flags: Sequence[SanityFlag]) -> pd.DataFrame:
     """Flags as a table: ``scope, name, status, evidence``."""
-    return pd.DataFrame([{"scope": f.scope, "name": f.name, "status": f.status, "evidence": f.evidence} for f in flags],
-                        columns=["scope", "name", "status", "evidence"])
+    return pd.DataFrame(
+        [{"scope": f.scope, "name": f.name, "status": f.status, "evidence": f.evidence} for f in flags],
+        columns=["scope", "name", "status", "evidence"],
+    )
 
 
 def _pct(x: float) -> str:
@@ -112,13 +114,24 @@ def _eps0(frame: pd.DataFrame, result: EvaluationResult | None, scope: str) -> S
     for _, row in zero.iterrows():
         differ = (
             int((result[row["key"]].correct != result.clean_correct).sum())
-            if result is not None else abs(int(row["n_correct"]) - n_clean)
+            if result is not None
+            else abs(int(row["n_correct"]) - n_clean)
         )
         if differ:
-            problems.append((differ, f"{row['key']}: {differ} example(s) differ from clean "
-                                     f"({int(row['n_correct'])} vs {n_clean} correct)"))
-    return _summarise("eps0_equals_clean", problems, len(zero),
-                      f"{len(zero)} eps = 0 result(s) equal clean ({n_clean} correct)", scope)
+            problems.append(
+                (
+                    differ,
+                    f"{row['key']}: {differ} example(s) differ from clean "
+                    f"({int(row['n_correct'])} vs {n_clean} correct)",
+                )
+            )
+    return _summarise(
+        "eps0_equals_clean",
+        problems,
+        len(zero),
+        f"{len(zero)} eps = 0 result(s) equal clean ({n_clean} correct)",
+        scope,
+    )
 
 
 def _monotone(frame: pd.DataFrame, tol: float, scope: str) -> SanityFlag:
@@ -133,16 +146,26 @@ def _monotone(frame: pd.DataFrame, tol: float, scope: str) -> SanityFlag:
         for _, row in group.iloc[1:].iterrows():
             rise = row["accuracy"] - best["accuracy"]
             if rise > tol:
-                problems.append((rise, f"{_label(best)} {_pct(best['accuracy'])} rises to {_label(row)} "
-                                       f"{_pct(row['accuracy'])}"))
+                problems.append(
+                    (rise, f"{_label(best)} {_pct(best['accuracy'])} rises to {_label(row)} {_pct(row['accuracy'])}")
+                )
             if row["accuracy"] < best["accuracy"]:
                 best = row
-    return _summarise("monotone_in_eps", problems, checked,
-                      f"accuracy non-increasing in eps for {checked} attack sweep(s)", scope)
+    return _summarise(
+        "monotone_in_eps", problems, checked, f"accuracy non-increasing in eps for {checked} attack sweep(s)", scope
+    )
 
 
-def _compare(frame: pd.DataFrame, name: str, weak: Sequence[str], strong: Sequence[str], tol: float, scope: str,
-             ok_text: str, best_of_strong: bool = False) -> SanityFlag:
+def _compare(
+    frame: pd.DataFrame,
+    name: str,
+    weak: Sequence[str],
+    strong: Sequence[str],
+    tol: float,
+    scope: str,
+    ok_text: str,
+    best_of_strong: bool = False,
+) -> SanityFlag:
     """Flag where an attack in ``strong`` has higher accuracy than ``weak`` at the same norm and eps."""
     problems, checked = [], 0
     for (_, _), group in frame[frame["eps"] > 0].groupby(["norm", "eps"]):
@@ -157,16 +180,26 @@ def _compare(frame: pd.DataFrame, name: str, weak: Sequence[str], strong: Sequen
                 checked += 1
                 gap = best["accuracy"] - row["accuracy"]
                 if gap > tol:
-                    problems.append((gap, f"{_label(row)} {_pct(row['accuracy'])} beats the best gradient attack "
-                                          f"{_label(best)} {_pct(best['accuracy'])}"))
+                    problems.append(
+                        (
+                            gap,
+                            f"{_label(row)} {_pct(row['accuracy'])} beats the best gradient attack "
+                            f"{_label(best)} {_pct(best['accuracy'])}",
+                        )
+                    )
             continue
         reference = weak_rows.loc[weak_rows["accuracy"].idxmin()]
         for _, row in strong_rows.iterrows():
             checked += 1
             gap = row["accuracy"] - reference["accuracy"]
             if gap > tol:
-                problems.append((gap, f"{_label(row)} {_pct(row['accuracy'])} is weaker than {_label(reference)} "
-                                      f"{_pct(reference['accuracy'])}"))
+                problems.append(
+                    (
+                        gap,
+                        f"{_label(row)} {_pct(row['accuracy'])} is weaker than {_label(reference)} "
+                        f"{_pct(reference['accuracy'])}",
+                    )
+                )
     return _summarise(name, problems, checked, ok_text.format(n=checked), scope)
 
 
@@ -179,13 +212,23 @@ def _large_eps(frame: pd.DataFrame, large_eps: Mapping[str, float], near_zero: f
             checked += 1
             best = group.loc[group["accuracy"].idxmin()]
             if best["accuracy"] > near_zero:
-                problems.append((best["accuracy"], f"best attack at large eps {_label(best)} still leaves "
-                                                   f"{_pct(best['accuracy'])} (> {_pct(near_zero)})"))
+                problems.append(
+                    (
+                        best["accuracy"],
+                        f"best attack at large eps {_label(best)} still leaves "
+                        f"{_pct(best['accuracy'])} (> {_pct(near_zero)})",
+                    )
+                )
     if not checked:
         limits = ", ".join(f"{n} eps >= {v:.4g}" for n, v in large_eps.items()) or "none set"
         return SanityFlag("large_eps_near_zero", "n/a", f"no attack at a large eps ({limits})", scope)
-    return _summarise("large_eps_near_zero", problems, checked,
-                      f"accuracy <= {_pct(near_zero)} at {checked} large eps value(s)", scope)
+    return _summarise(
+        "large_eps_near_zero",
+        problems,
+        checked,
+        f"accuracy <= {_pct(near_zero)} at {checked} large eps value(s)",
+        scope,
+    )
 
 
 def _more_steps(frame: pd.DataFrame, tol: float, scope: str) -> SanityFlag:
@@ -200,20 +243,30 @@ def _more_steps(frame: pd.DataFrame, tol: float, scope: str) -> SanityFlag:
         for _, row in group.iloc[1:].iterrows():
             rise = row["accuracy"] - best["accuracy"]
             if rise > tol:
-                problems.append((rise, f"{_label(best)} {_pct(best['accuracy'])} rises to {_label(row)} "
-                                       f"{_pct(row['accuracy'])}"))
+                problems.append(
+                    (rise, f"{_label(best)} {_pct(best['accuracy'])} rises to {_label(row)} {_pct(row['accuracy'])}")
+                )
             if row["accuracy"] < best["accuracy"]:
                 best = row
-    return _summarise("more_steps_not_weaker", problems, checked,
-                      f"more steps never raised accuracy ({checked} comparison group(s))", scope)
+    return _summarise(
+        "more_steps_not_weaker",
+        problems,
+        checked,
+        f"more steps never raised accuracy ({checked} comparison group(s))",
+        scope,
+    )
 
 
 def _zero_grad(fraction: float | None, limit: float, scope: str) -> SanityFlag:
     if fraction is None:
         return SanityFlag("zero_gradients", "n/a", "zero_gradient_fraction not computed", scope)
     status = "flag" if fraction > limit else "ok"
-    return SanityFlag("zero_gradients", status,
-                      f"{_pct(fraction)} of examples have an all-zero input gradient (limit {_pct(limit)})", scope)
+    return SanityFlag(
+        "zero_gradients",
+        status,
+        f"{_pct(fraction)} of examples have an all-zero input gradient (limit {_pct(limit)})",
+        scope,
+    )
 
 
 def sanity_checks(
@@ -244,8 +297,20 @@ def sanity_checks(
     large = {"Linf": 64 / 255} if large_eps is None else dict(large_eps)
     result = results if isinstance(results, EvaluationResult) else None
     frame = results.to_frame() if isinstance(results, EvaluationResult) else results
-    missing = {"key", "attack", "norm", "eps", "eps_label", "steps", "alpha", "restarts", "options", "seed",
-               "n_correct", "accuracy"} - set(frame.columns)
+    missing = {
+        "key",
+        "attack",
+        "norm",
+        "eps",
+        "eps_label",
+        "steps",
+        "alpha",
+        "restarts",
+        "options",
+        "seed",
+        "n_correct",
+        "accuracy",
+    } - set(frame.columns)
     if missing:
         raise ValueError(f"results frame lacks columns {sorted(missing)}; use EvaluationResult.to_frame()")
     if "model_id" in frame.columns and frame["model_id"].nunique() > 1:
@@ -260,11 +325,26 @@ def sanity_checks(
         flags += [
             _eps0(part, result, scope),
             _monotone(part, tol, scope),
-            _compare(part, "iterative_not_weaker_than_fgsm", ["fgsm"], ITERATIVE_ATTACKS, tol, scope,
-                     "iterative attacks at least as strong as FGSM ({n} comparison(s))"),
+            _compare(
+                part,
+                "iterative_not_weaker_than_fgsm",
+                ["fgsm"],
+                ITERATIVE_ATTACKS,
+                tol,
+                scope,
+                "iterative attacks at least as strong as FGSM ({n} comparison(s))",
+            ),
             _large_eps(part, large, near_zero, scope),
-            _compare(part, "square_not_stronger", ["square"], GRADIENT_ATTACKS, tol, scope,
-                     "square never beat the best gradient attack ({n} comparison(s))", best_of_strong=True),
+            _compare(
+                part,
+                "square_not_stronger",
+                ["square"],
+                GRADIENT_ATTACKS,
+                tol,
+                scope,
+                "square never beat the best gradient attack ({n} comparison(s))",
+                best_of_strong=True,
+            ),
             _more_steps(part, tol, scope),
             _zero_grad(fraction, max_zero_grad_fraction, scope),
         ]

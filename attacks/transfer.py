@@ -94,9 +94,19 @@ def transfer(
     parsed = prepare_specs(specs)
     ok = isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0
     batches = tensor_batches(images, labels, batch_size) if ok else iter(())
-    results = run(source_model, dict(target_models), batches, parsed, seed=seed, device=device, efficient=True,
-                  transfer=True, batch_size=batch_size, progress=progress,
-                  total=math.ceil(len(images) / batch_size) if ok else None)
+    results = run(
+        source_model,
+        dict(target_models),
+        batches,
+        parsed,
+        seed=seed,
+        device=device,
+        efficient=True,
+        transfer=True,
+        batch_size=batch_size,
+        progress=progress,
+        total=math.ceil(len(images) / batch_size) if ok else None,
+    )
     for name, result in results.items():
         result.meta.update({"source": source_name, "target": name})
     return TransferResult(source=source_name, results=results)

@@ -23,8 +23,14 @@ def build(arch: str, seed: int = 0) -> nn.Module:
     """A registry model with random weights and non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
     channels = 1 if arch == "small_cnn" else 3
-    model = create_model(arch, num_classes=1000 if arch == "resnet50" else 10, in_channels=channels,
-                         image_size=IMAGE_SIZE[arch], mean=(0.5,) * channels, std=(0.25,) * channels)
+    model = create_model(
+        arch,
+        num_classes=1000 if arch == "resnet50" else 10,
+        in_channels=channels,
+        image_size=IMAGE_SIZE[arch],
+        mean=(0.5,) * channels,
+        std=(0.25,) * channels,
+    )
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -35,8 +41,15 @@ def build(arch: str, seed: int = 0) -> nn.Module:
 
 def one_shot(model: nn.Module, granularity: str, target: float, **kw) -> CampfirePruner:
     """Prune `model` in place at `target` with a one-shot schedule; returns the (frozen) pruner."""
-    cfg = SparsityConfig(method="campfire", granularity=granularity, target_sparsity=target, schedule="one_shot",
-                         start_epoch=0, end_epoch=0, **kw)
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity=granularity,
+        target_sparsity=target,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=0,
+        **kw,
+    )
     pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
     pruner.step(0)
     return pruner
@@ -59,5 +72,7 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup:
 
 def machine_line() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, load average {load:.1f} at start")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {load:.1f} at start"
+    )

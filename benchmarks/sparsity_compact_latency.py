@@ -36,10 +36,18 @@ def measure(arch: str, batch: int, target: float, repeats: int) -> dict:
         times = time_interleaved({"dense": run(dense), "compact": run(small)}, repeats)
     cost_dense = model_cost(dense, x[:1])
     cost_small = model_cost(small, x[:1])
-    return {"arch": arch, "batch": batch, "target": target, "achieved": pruner.achieved()["prunable"],
-            "dense_ms": 1000 * times["dense"], "compact_ms": 1000 * times["compact"],
-            "speedup": times["dense"] / times["compact"], "macs_ratio": cost_dense["dense_macs"] / cost_small["dense_macs"],
-            "params_ratio": cost_dense["params"] / cost_small["params"], "max_abs_diff": err}
+    return {
+        "arch": arch,
+        "batch": batch,
+        "target": target,
+        "achieved": pruner.achieved()["prunable"],
+        "dense_ms": 1000 * times["dense"],
+        "compact_ms": 1000 * times["compact"],
+        "speedup": times["dense"] / times["compact"],
+        "macs_ratio": cost_dense["dense_macs"] / cost_small["dense_macs"],
+        "params_ratio": cost_dense["params"] / cost_small["params"],
+        "max_abs_diff": err,
+    }
 
 
 def main() -> None:
@@ -50,13 +58,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine_line()}")
-    print("| model | batch | target | achieved | dense ms | compact ms | measured speed-up | MACs ratio | params ratio | max |diff| |")
+    print(
+        "| model | batch | target | achieved | dense ms | compact ms | measured speed-up | MACs ratio | params ratio | max |diff| |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for arch, batch in CASES:
         for target in args.targets:
             r = measure(arch, batch, target, args.repeats)
-            print(f"| {arch} | {batch} | {target:g} | {r['achieved']:.3f} | {r['dense_ms']:.1f} | {r['compact_ms']:.1f} | "
-                  f"{r['speedup']:.2f}x | {r['macs_ratio']:.2f}x | {r['params_ratio']:.2f}x | {r['max_abs_diff']:.1e} |", flush=True)
+            print(
+                f"| {arch} | {batch} | {target:g} | {r['achieved']:.3f} | {r['dense_ms']:.1f} | {r['compact_ms']:.1f} | "
+                f"{r['speedup']:.2f}x | {r['macs_ratio']:.2f}x | {r['params_ratio']:.2f}x | {r['max_abs_diff']:.1e} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -44,10 +44,20 @@ def measure(arch: str, granularity: str, target: float) -> dict:
     values = sum(v.numel() * v.element_size() for k, v in blob.items() if k.endswith("::values"))
     total = compressed_size_bytes(blob)
     dense = dense_size_bytes(state)
-    return {"arch": arch, "granularity": granularity, "achieved": pruner.achieved()["prunable"],
-            "achieved_all": pruner.achieved()["all"], "dense": dense, "compressed": total, "index": total - values,
-            "ratio": dense / total, "file_dense": file_bytes(state), "file_compressed": file_bytes(blob),
-            "identical": identical, "encodings": ", ".join(f"{k} x{n}" for k, n in encodings.most_common())}
+    return {
+        "arch": arch,
+        "granularity": granularity,
+        "achieved": pruner.achieved()["prunable"],
+        "achieved_all": pruner.achieved()["all"],
+        "dense": dense,
+        "compressed": total,
+        "index": total - values,
+        "ratio": dense / total,
+        "file_dense": file_bytes(state),
+        "file_compressed": file_bytes(blob),
+        "identical": identical,
+        "encodings": ", ".join(f"{k} x{n}" for k, n in encodings.most_common()),
+    }
 
 
 def main() -> None:
@@ -58,16 +68,21 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine_line()}")
-    print("| model | granularity | sparsity (prunable / all) | dense MB | compressed MB | of which index MB | dense / compressed | "
-          "file MB dense -> compressed | bit-identical | index encodings |")
+    print(
+        "| model | granularity | sparsity (prunable / all) | dense MB | compressed MB | of which index MB | dense / compressed | "
+        "file MB dense -> compressed | bit-identical | index encodings |"
+    )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
     for arch in args.archs:
         for g in GRANULARITIES:
             r = measure(arch, g, args.target)
             mb = 1e6
-            print(f"| {arch} | {g} | {r['achieved']:.3f} / {r['achieved_all']:.3f} | {r['dense'] / mb:.3f} | "
-                  f"{r['compressed'] / mb:.3f} | {r['index'] / mb:.3f} | {r['ratio']:.2f}x | "
-                  f"{r['file_dense'] / mb:.3f} -> {r['file_compressed'] / mb:.3f} | {r['identical']} | {r['encodings']} |", flush=True)
+            print(
+                f"| {arch} | {g} | {r['achieved']:.3f} / {r['achieved_all']:.3f} | {r['dense'] / mb:.3f} | "
+                f"{r['compressed'] / mb:.3f} | {r['index'] / mb:.3f} | {r['ratio']:.2f}x | "
+                f"{r['file_dense'] / mb:.3f} -> {r['file_compressed'] / mb:.3f} | {r['identical']} | {r['encodings']} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

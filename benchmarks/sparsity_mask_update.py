@@ -21,8 +21,14 @@ def measure(arch: str, granularity: str, repeats: int) -> dict:
     update_s = []
     for _ in range(repeats):
         model = copy.deepcopy(base)
-        cfg = SparsityConfig(method="campfire", granularity=granularity, target_sparsity=0.7, schedule="one_shot",
-                             start_epoch=0, end_epoch=1)
+        cfg = SparsityConfig(
+            method="campfire",
+            granularity=granularity,
+            target_sparsity=0.7,
+            schedule="one_shot",
+            start_epoch=0,
+            end_epoch=1,
+        )
         pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
         tic = time.perf_counter()
         pruner.step(0)  # one full update: scores -> allocation -> masks -> applied
@@ -38,15 +44,23 @@ def measure(arch: str, granularity: str, repeats: int) -> dict:
         pruner.apply_(opt)
         apply_s.append(time.perf_counter() - tic)
     n = sum(p.numel() for p in model.parameters())
-    return {"arch": arch, "granularity": granularity, "params": n, "update_s": statistics.median(update_s),
-            "apply_ms": 1000 * statistics.median(apply_s), "achieved": pruner.achieved()["prunable"]}
+    return {
+        "arch": arch,
+        "granularity": granularity,
+        "params": n,
+        "update_s": statistics.median(update_s),
+        "apply_ms": 1000 * statistics.median(apply_s),
+        "achieved": pruner.achieved()["prunable"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["resnet20", "resnet50"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared machine)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {machine_line()}")
@@ -55,8 +69,10 @@ def main() -> None:
     for arch in args.archs:
         for g in GRANULARITIES:
             r = measure(arch, g, args.repeats)
-            print(f"| {arch} | {r['params'] / 1e6:.2f} M | {g} | {r['update_s']:.3f} | {r['apply_ms']:.2f} | {r['achieved']:.4f} |",
-                  flush=True)
+            print(
+                f"| {arch} | {r['params'] / 1e6:.2f} M | {g} | {r['update_s']:.3f} | {r['apply_ms']:.2f} | {r['achieved']:.4f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,16 @@ def measure(arch: str, batch: int, granularity: str, repeats: int) -> dict:
     def sgd(model):
         return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
-    times = time_interleaved({"dense": make_step(dense, sgd(dense), x, y),
-                              "masked": make_step(masked, sgd(masked), x, y, pruner)}, repeats, warmup=3)
-    return {"dense_ms": 1000 * times["dense"], "masked_ms": 1000 * times["masked"], "ratio": times["masked"] / times["dense"]}
+    times = time_interleaved(
+        {"dense": make_step(dense, sgd(dense), x, y), "masked": make_step(masked, sgd(masked), x, y, pruner)},
+        repeats,
+        warmup=3,
+    )
+    return {
+        "dense_ms": 1000 * times["dense"],
+        "masked_ms": 1000 * times["masked"],
+        "ratio": times["masked"] / times["dense"],
+    }
 
 
 def main() -> None:
@@ -67,7 +74,10 @@ def main() -> None:
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     for (arch, batch), granularity in itertools.product(CASES, GRANULARITIES):
         r = measure(arch, batch, granularity, args.repeats)
-        print(f"| {arch} | {batch} | {granularity} | {r['dense_ms']:.1f} | {r['masked_ms']:.1f} | {r['ratio']:.3f}x |", flush=True)
+        print(
+            f"| {arch} | {batch} | {granularity} | {r['dense_ms']:.1f} | {r['masked_ms']:.1f} | {r['ratio']:.3f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Build the report of a finished run: compute its content, render it, write report/ atomically.
 
-    build_report(run_dir) -> run_dir/report/index.html
-        report/index.html   self-contained page (figures as base64 PNG, inline style, no script)
-        report/report.md    the same in Markdown, figures linked from figures/
-        report/figures/*.png, report/tables/*.csv
+build_report(run_dir) -> run_dir/report/index.html
+    report/index.html   self-contained page (figures as base64 PNG, inline style, no script)
+    report/report.md    the same in Markdown, figures linked from figures/
+    report/figures/*.png, report/tables/*.csv
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ log = logging.getLogger(__name__)
 
 _DPI = 110
 # the eps axes of the per-eps figures (see figures._eps_axis)
-_EPS_AXIS = ("The eps axis is linear from 0 to the smallest eps of each panel and logarithmic above it, so a "
-             "sweep that doubles eps is evenly spaced.")
+_EPS_AXIS = (
+    "The eps axis is linear from 0 to the smallest eps of each panel and logarithmic above it, so a "
+    "sweep that doubles eps is evenly spaced."
+)
 
 
 @dataclass
@@ -143,39 +145,45 @@ def _figures_for(
     tag = f"__{_slug(suffix)}" if suffix else ""
     specs: list[tuple[str, str, str, Callable[[], Figure]]] = [
         (
-            "accuracy_vs_eps", "Robust accuracy vs eps",
+            "accuracy_vs_eps",
+            "Robust accuracy vs eps",
             "Accuracy under each attack as eps grows (eps 0: clean accuracy). Lines: mean over seeds per granularity "
             "(colour) and target sparsity (marker); dashed black: dense. Bands: 95% interval, the wider of the Wilson "
             f"interval on the test examples and the between-seed t-interval. {_EPS_AXIS}",
             lambda: fig_accuracy_vs_eps(df),
         ),
         (
-            "delta_vs_eps", "Change in accuracy vs dense against eps",
+            "delta_vs_eps",
+            "Change in accuracy vs dense against eps",
             "Mean over seeds of each sparse model's accuracy minus its dense counterpart's, in percentage points, "
             "under each attack as eps grows (eps 0: the change in clean accuracy). Lines: granularity (colour) and "
             f"target sparsity (marker); dashed black at 0: dense (below it: less robust than dense). {_EPS_AXIS}",
             lambda: fig_delta_vs_eps(df, meta=meta),
         ),
         (
-            "delta_heatmap", f"Change in robust accuracy vs dense at eps {label_eps}",
+            "delta_heatmap",
+            f"Change in robust accuracy vs dense at eps {label_eps}",
             "Mean over seeds of each sparse model's accuracy minus its dense counterpart's, in percentage points "
             f"(blue: more robust than dense, red: less). * marks McNemar's exact test p < {alpha:g} on the same test "
             "examples (discordant pairs pooled over seeds, no multiple-comparison correction).",
             lambda: fig_delta_heatmap(df, outcomes, meta=meta, eps=e, alpha=alpha),
         ),
         (
-            "clean_vs_robust", "Clean accuracy, robust accuracy and compression",
+            "clean_vs_robust",
+            "Clean accuracy, robust accuracy and compression",
             f"One point per model. Robust accuracy: the worst accuracy over the eps-budget attacks at eps {label_eps}. "
             "Compression: total / non-zero weights. Dotted: Pareto front (no other model is better on both axes).",
             lambda: fig_clean_vs_robust(df, meta, eps=e),
         ),
         (
-            "layer_sparsity", "Per-layer sparsity",
+            "layer_sparsity",
+            "Per-layer sparsity",
             "Fraction of zero weights per layer (mean over seeds), one panel per target sparsity; dotted: the target.",
             lambda: fig_layer_sparsity(layers[layers["model_id"].isin(df["model_id"])], df),
         ),
         (
-            "attack_success", "Attack success rate and perturbation norms",
+            "attack_success",
+            "Attack success rate and perturbation norms",
             f"Share of clean-correct examples the attack fools at eps {label_eps} (bars: mean over seeds, error bar: "
             "seed sd; dashed: dense). Minimum-norm attacks: size of the perturbations they need (larger is more "
             "robust).",
@@ -195,11 +203,24 @@ def _figures_for(
 
 def _deltas_shown(grid: pd.DataFrame, several: bool) -> pd.DataFrame:
     cols = (["setting"] if several else []) + [
-        "label", "sparsity_pct", "series", "eps_label", "n_seeds", "accuracy", "dense_accuracy", "delta_pp",
-        "delta_sd", "sparse_only", "dense_only", "p_value",
+        "label",
+        "sparsity_pct",
+        "series",
+        "eps_label",
+        "n_seeds",
+        "accuracy",
+        "dense_accuracy",
+        "delta_pp",
+        "delta_sd",
+        "sparse_only",
+        "dense_only",
+        "p_value",
     ]
-    order = grid.sort_values(["setting", "is_clean", "series", "eps_key", "target_sparsity", "label"],
-                             ascending=[True, False, True, True, True, True], kind="stable")
+    order = grid.sort_values(
+        ["setting", "is_clean", "series", "eps_key", "target_sparsity", "label"],
+        ascending=[True, False, True, True, True, True],
+        kind="stable",
+    )
     return order[cols].reset_index(drop=True)
 
 
@@ -273,36 +294,78 @@ def assemble_report(
             except ReportError:
                 continue
             at_eps |= (grid["setting"] == setting) & np.isclose(grid["eps_key"], e, rtol=1e-6, atol=1e-9)
-        tables.append(TableItem(
-            "deltas_at_eps", "Change vs dense at the headline eps",
-            "Mean over seeds; change in percentage points; McNemar p on discordant pairs pooled over seeds",
-            grid[at_eps].reset_index(drop=True), _deltas_shown(grid[at_eps], several),
-        ))
+        tables.append(
+            TableItem(
+                "deltas_at_eps",
+                "Change vs dense at the headline eps",
+                "Mean over seeds; change in percentage points; McNemar p on discordant pairs pooled over seeds",
+                grid[at_eps].reset_index(drop=True),
+                _deltas_shown(grid[at_eps], several),
+            )
+        )
         tables.append(
             TableItem("deltas", "Change vs dense, every attack and eps", "Mean over seeds", grid, shown, collapsed=True)
         )
-        tables.append(TableItem(
-            "deltas_per_model", "Change vs dense, per model",
-            "Each sparse model against its dense counterpart (match: parent, same seed, or the dense mean)", per_model,
-            per_model[["model_id", "dense_model_id", "match", "series", "eps_label", "accuracy", "dense_accuracy",
-                       "delta_pp", "sparse_only", "dense_only", "p_value"]],
-            collapsed=True,
-        ))
+        tables.append(
+            TableItem(
+                "deltas_per_model",
+                "Change vs dense, per model",
+                "Each sparse model against its dense counterpart (match: parent, same seed, or the dense mean)",
+                per_model,
+                per_model[
+                    [
+                        "model_id",
+                        "dense_model_id",
+                        "match",
+                        "series",
+                        "eps_label",
+                        "accuracy",
+                        "dense_accuracy",
+                        "delta_pp",
+                        "sparse_only",
+                        "dense_only",
+                        "p_value",
+                    ]
+                ],
+                collapsed=True,
+            )
+        )
     else:
         notes.append("The run has no dense/sparse pair, so there is no change-vs-dense table.")
     acc = accuracy_table(df)
-    tables.append(TableItem(
-        "accuracy", "Accuracy per model, attack and eps", "With 95% Wilson intervals", acc,
-        acc.drop(columns=["eps", "key", "setting"] if not several else ["eps", "key"]), collapsed=True,
-    ))
+    tables.append(
+        TableItem(
+            "accuracy",
+            "Accuracy per model, attack and eps",
+            "With 95% Wilson intervals",
+            acc,
+            acc.drop(columns=["eps", "key", "setting"] if not several else ["eps", "key"]),
+            collapsed=True,
+        )
+    )
     mean_acc = aggregate_accuracy(df)
-    tables.append(TableItem(
-        "accuracy_mean", "Accuracy per model family (mean over seeds)",
-        "Band: the wider of the mean Wilson interval and the between-seed t-interval", mean_acc,
-        mean_acc[["label", "sparsity_pct", "series", "eps_label", "n_seeds", "accuracy", "accuracy_sd", "band_low",
-                  "band_high"]],
-        collapsed=True,
-    ))
+    tables.append(
+        TableItem(
+            "accuracy_mean",
+            "Accuracy per model family (mean over seeds)",
+            "Band: the wider of the mean Wilson interval and the between-seed t-interval",
+            mean_acc,
+            mean_acc[
+                [
+                    "label",
+                    "sparsity_pct",
+                    "series",
+                    "eps_label",
+                    "n_seeds",
+                    "accuracy",
+                    "accuracy_sd",
+                    "band_low",
+                    "band_high",
+                ]
+            ],
+            collapsed=True,
+        )
+    )
     for setting in settings:
         sub = df[df["setting"] == setting]
         try:
@@ -311,21 +374,42 @@ def assemble_report(
             continue
         rvc = robust_vs_clean(sub, meta, eps=e)
         name = "robust_vs_clean" + (f"__{_slug(setting)}" if several else "")
-        tables.append(TableItem(
-            name,
-            f"Clean and worst-case robust accuracy at eps {eps_label_of(sub, e)}"
-            + (f" ({setting})" if several else ""),
-            "Per model, with compression and Pareto-front membership", rvc,
-            rvc[["model_id", "label", "sparsity_pct", "seed", "clean_accuracy", "robust_accuracy", "worst_attack",
-                 "compression", "front_clean_robust", "front_compression_robust"]],
-            collapsed=True,
-        ))
+        tables.append(
+            TableItem(
+                name,
+                f"Clean and worst-case robust accuracy at eps {eps_label_of(sub, e)}"
+                + (f" ({setting})" if several else ""),
+                "Per model, with compression and Pareto-front membership",
+                rvc,
+                rvc[
+                    [
+                        "model_id",
+                        "label",
+                        "sparsity_pct",
+                        "seed",
+                        "clean_accuracy",
+                        "robust_accuracy",
+                        "worst_attack",
+                        "compression",
+                        "front_clean_robust",
+                        "front_compression_robust",
+                    ]
+                ],
+                collapsed=True,
+            )
+        )
     if sanity is not None:
         flags = sanity_table(sanity)
-        tables.append(TableItem(
-            "sanity", "Sanity checks", "Failures first, with their evidence", flags, flags,
-            collapsed=bool(flags["passed"].all()),
-        ))
+        tables.append(
+            TableItem(
+                "sanity",
+                "Sanity checks",
+                "Failures first, with their evidence",
+                flags,
+                flags,
+                collapsed=bool(flags["passed"].all()),
+            )
+        )
     if meta is not None:
         models = model_table(meta)
         tables.append(TableItem("models", "Models", "From each model's meta.json", models, models, collapsed=True))
@@ -334,8 +418,13 @@ def assemble_report(
     metadata = metadata_table(df, meta, config)
     tables.append(TableItem("metadata", "Run metadata", "Also shown in the Metadata section", metadata))
     return ReportContent(
-        title=title, findings=findings, figures=figures, tables=tables, metadata=metadata,
-        config_text=config_text, notes=notes,
+        title=title,
+        findings=findings,
+        figures=figures,
+        tables=tables,
+        metadata=metadata,
+        config_text=config_text,
+        notes=notes,
     )
 
 

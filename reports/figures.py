@@ -203,9 +203,19 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
             sparse = data[~data["is_dense"]]
             if not sparse.empty:
                 sns.lineplot(
-                    data=sparse, x="eps", y="accuracy_pct", hue="label", style="sparsity_pct",
-                    hue_order=labels, style_order=sparsities, palette=palette, markers=markers, dashes=False,
-                    errorbar=None, legend=False, ax=ax,
+                    data=sparse,
+                    x="eps",
+                    y="accuracy_pct",
+                    hue="label",
+                    style="sparsity_pct",
+                    hue_order=labels,
+                    style_order=sparsities,
+                    palette=palette,
+                    markers=markers,
+                    dashes=False,
+                    errorbar=None,
+                    legend=False,
+                    ax=ax,
                 )
                 for (label, _), g in sparse.groupby(["label", "sparsity_pct"]):
                     g = g.sort_values("eps")
@@ -215,8 +225,14 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
             dense = data[data["is_dense"]].sort_values("eps")
             if not dense.empty:
                 ax.plot(dense["eps"], dense["accuracy_pct"], ls="--", color=_DENSE_COLOR, lw=1.8)
-                ax.fill_between(dense["eps"], dense["band_low"] * 100, dense["band_high"] * 100,
-                                color=_DENSE_COLOR, alpha=0.08, lw=0)
+                ax.fill_between(
+                    dense["eps"],
+                    dense["band_low"] * 100,
+                    dense["band_high"] * 100,
+                    color=_DENSE_COLOR,
+                    alpha=0.08,
+                    lw=0,
+                )
             _eps_axis(ax, data)
             ax.set(title=series, xlabel=_EPS_XLABEL, ylabel="accuracy (%)", ylim=(0, 100))
         handles = _legend_handles(labels, palette, sparsities, markers, dense=bool(agg["is_dense"].any()))
@@ -275,23 +291,36 @@ def fig_delta_heatmap(
             sub = at[at["series"] == series]
             rows = [sparsity_text(t) for t in sorted(sub["target_sparsity"].unique())]
             cols = sorted(sub["label"].unique())
-            def cells(values: str) -> pd.DataFrame:
+
+            def cells(values: str, sub=sub, rows=rows, cols=cols) -> pd.DataFrame:
                 table = sub.pivot(index="sparsity_pct", columns="label", values=values)
                 return table.reindex(index=rows, columns=cols)
 
             delta, pval = cells("delta_pp"), cells("p_value")
             text = np.where(
                 np.isfinite(delta.to_numpy()),
-                [[f"{d:+.1f}" + ("*" if np.isfinite(p) and p < alpha else "") for d, p in zip(dr, pr)]
-                 for dr, pr in zip(delta.to_numpy(), pval.to_numpy())],
+                [
+                    [f"{d:+.1f}" + ("*" if np.isfinite(p) and p < alpha else "") for d, p in zip(dr, pr)]
+                    for dr, pr in zip(delta.to_numpy(), pval.to_numpy())
+                ],
                 "",
             )
             with warnings.catch_warnings():
                 # seaborn 0.13 calls Colormap.set_bad, which matplotlib 3.11 marks as pending deprecation
                 warnings.filterwarnings("ignore", message="The set_bad function", category=PendingDeprecationWarning)
                 sns.heatmap(
-                    delta, ax=ax, cmap="RdBu", center=0.0, vmin=-limit, vmax=limit, annot=text, fmt="",
-                    cbar=False, linewidths=0.5, linecolor="white", square=False,
+                    delta,
+                    ax=ax,
+                    cmap="RdBu",
+                    center=0.0,
+                    vmin=-limit,
+                    vmax=limit,
+                    annot=text,
+                    fmt="",
+                    cbar=False,
+                    linewidths=0.5,
+                    linecolor="white",
+                    square=False,
                 )
             ax.set(title=f"{series} at eps {label_eps}", xlabel="granularity", ylabel="target sparsity")
             ax.tick_params(axis="y", rotation=0)
@@ -336,15 +365,28 @@ def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None)
             start = clean[pd.MultiIndex.from_frame(clean[family]).isin(pd.MultiIndex.from_frame(sub[family]))]
             data = pd.concat([start, sub], ignore_index=True)
             sns.lineplot(
-                data=data, x="eps", y="delta_pp", hue="label", style="sparsity_pct", hue_order=labels,
-                style_order=sparsities, palette=palette, markers=markers, dashes=False, errorbar=None, legend=False,
+                data=data,
+                x="eps",
+                y="delta_pp",
+                hue="label",
+                style="sparsity_pct",
+                hue_order=labels,
+                style_order=sparsities,
+                palette=palette,
+                markers=markers,
+                dashes=False,
+                errorbar=None,
+                legend=False,
                 ax=ax,
             )
             ax.axhline(0.0, ls="--", color=_DENSE_COLOR, lw=1.8, zorder=1.5)  # under lines lying on it
             _eps_axis(ax, data)
             ax.set(title=series, xlabel=_EPS_XLABEL, ylabel="accuracy vs dense (points)")
-        fig.legend(handles=_legend_handles(labels, palette, sparsities, markers, dense=True),
-                   loc="outside right upper", frameon=False)
+        fig.legend(
+            handles=_legend_handles(labels, palette, sparsities, markers, dense=True),
+            loc="outside right upper",
+            frameon=False,
+        )
         level = f" at {sparsities[0]} sparsity" if len(sparsities) == 1 else ""
         fig.suptitle(f"Change in accuracy vs dense against eps{level} (mean over seeds; dashed: dense)")
     return fig
@@ -387,12 +429,32 @@ def fig_clean_vs_robust(
         fig, (ax_clean, ax_comp) = _new_figure(2, width=5.0, height=4.0)
         if not sparse.empty:
             sns.scatterplot(
-                data=sparse, x="clean_pct", y="robust_pct", hue="label", hue_order=labels, palette=palette,
-                size="compression", sizes=(40, 260), alpha=0.85, edgecolor="white", legend=False, ax=ax_clean,
+                data=sparse,
+                x="clean_pct",
+                y="robust_pct",
+                hue="label",
+                hue_order=labels,
+                palette=palette,
+                size="compression",
+                sizes=(40, 260),
+                alpha=0.85,
+                edgecolor="white",
+                legend=False,
+                ax=ax_clean,
             )
             sns.scatterplot(
-                data=sparse, x="compression", y="robust_pct", hue="label", hue_order=labels, palette=palette,
-                style="sparsity_pct", style_order=sparsities, markers=markers, s=80, alpha=0.85, legend=False,
+                data=sparse,
+                x="compression",
+                y="robust_pct",
+                hue="label",
+                hue_order=labels,
+                palette=palette,
+                style="sparsity_pct",
+                style_order=sparsities,
+                markers=markers,
+                s=80,
+                alpha=0.85,
+                legend=False,
                 ax=ax_comp,
             )
         for ax, x in ((ax_clean, "clean_pct"), (ax_comp, "compression")):
@@ -403,16 +465,21 @@ def fig_clean_vs_robust(
                 )
         _pareto_line(ax_clean, data, "clean_pct", "robust_pct", "front_clean_robust")
         _pareto_line(ax_comp, data, "compression", "robust_pct", "front_compression_robust")
-        ax_clean.set(xlabel="clean accuracy (%)", ylabel=f"robust accuracy at eps {label_eps} (%)",
-                     title="Clean vs robust (point size: compression)")
+        ax_clean.set(
+            xlabel="clean accuracy (%)",
+            ylabel=f"robust accuracy at eps {label_eps} (%)",
+            title="Clean vs robust (point size: compression)",
+        )
         ax_comp.set_xscale("log")
         ticks = np.unique(np.round(data["compression"].to_numpy(dtype=float), 2))
         if len(ticks) <= 8:
             ax_comp.set_xticks(ticks, [f"{t:.3g}x" for t in ticks])
             ax_comp.minorticks_off()
-        ax_comp.set(xlabel="compression (total / non-zero weights, log scale)",
-                    ylabel=f"robust accuracy at eps {label_eps} (%)",
-                    title="Robustness vs compression")
+        ax_comp.set(
+            xlabel="compression (total / non-zero weights, log scale)",
+            ylabel=f"robust accuracy at eps {label_eps} (%)",
+            title="Robustness vs compression",
+        )
         handles = _legend_handles(labels, palette, sparsities, markers, dense=False)
         if not dense.empty:
             handles.append(Line2D([], [], color=_DENSE_COLOR, marker="*", ms=12, ls="", label="dense"))
@@ -464,9 +531,21 @@ def fig_layer_sparsity(layer_sparsity: pd.DataFrame, models: pd.DataFrame) -> Fi
         fig, axes = _new_figure(len(targets), width=max(4.6, 0.28 * len(names) + 2.0), height=3.6, ncols_max=2)
         for ax, target in zip(axes, targets):
             sub = mean[mean["target_sparsity"] == target]
-            sns.lineplot(data=sub, x="layer_index", y="sparsity_pct", hue="label", hue_order=labels, palette=palette,
-                         style="label", style_order=labels, markers=markers, dashes=False, errorbar=None, legend=False,
-                         ax=ax)
+            sns.lineplot(
+                data=sub,
+                x="layer_index",
+                y="sparsity_pct",
+                hue="label",
+                hue_order=labels,
+                palette=palette,
+                style="label",
+                style_order=labels,
+                markers=markers,
+                dashes=False,
+                errorbar=None,
+                legend=False,
+                ax=ax,
+            )
             ax.axhline(target * 100, ls=":", color="0.4", lw=1.2)
             step = max(1, len(names) // 40)  # keep tick labels readable on deep networks
             ax.set_xticks(names.index[::step])
@@ -531,8 +610,18 @@ def fig_attack_success(results: pd.DataFrame, *, eps: float | str | None = None)
             sub = sub.assign(value=pd.to_numeric(sub[col], errors="coerce") * scale)
             sparse = sub[~sub["is_dense"]]
             if not sparse.empty:
-                sns.barplot(data=sparse, x="sparsity_pct", y="value", hue="label", order=sparsities, hue_order=labels,
-                            palette=palette, errorbar="sd", legend=False, ax=ax)
+                sns.barplot(
+                    data=sparse,
+                    x="sparsity_pct",
+                    y="value",
+                    hue="label",
+                    order=sparsities,
+                    hue_order=labels,
+                    palette=palette,
+                    errorbar="sd",
+                    legend=False,
+                    ax=ax,
+                )
             dense = sub.loc[sub["is_dense"], "value"]
             if dense.notna().any():
                 ax.axhline(float(dense.mean()), ls="--", color=_DENSE_COLOR, lw=1.6)

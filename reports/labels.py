@@ -160,10 +160,7 @@ def annotate(results: pd.DataFrame) -> pd.DataFrame:
     df["bounded"] = ~df["is_clean"] & finite_eps & (df["eps"] > 0)
     df["series"] = _series_labels(df)
     sparse_methods = df.loc[~df["is_dense"], "method"].unique()
-    if len(sparse_methods) > 1:
-        label = df["method"] + "/" + df["granularity"]
-    else:
-        label = df["granularity"].copy()
+    label = df["method"] + "/" + df["granularity"] if len(sparse_methods) > 1 else df["granularity"].copy()
     if "variant" in df.columns:
         extra = df["variant"].astype(object).fillna("").astype(str)  # an all-empty column reads as float NaN
         label = label.where(extra == "", label + " [" + extra + "]")
@@ -220,4 +217,3 @@ def eps_label_of(results: pd.DataFrame, eps: float) -> str:
     rows = results[np.isclose(results["eps"].astype(float), eps, rtol=1e-6, atol=1e-9)]
     labels = [lab for lab in rows["eps_label"].astype(str) if lab and lab != "nan"]
     return eps_text(eps, labels[0] if labels else None)
-

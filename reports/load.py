@@ -243,8 +243,7 @@ def load_meta(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame:
             raise ReportError(f"{path} lacks field(s) {missing}; every meta.json needs {META_REQUIRED}")
         if str(data["model_id"]) != model_dir.name:
             raise ReportError(
-                f"{path} names model_id {data['model_id']!r} but sits in folder {model_dir.name!r}; "
-                "they must agree"
+                f"{path} names model_id {data['model_id']!r} but sits in folder {model_dir.name!r}; they must agree"
             )
         rows.append(data)
     if not rows:

@@ -22,18 +22,41 @@ if TYPE_CHECKING:
 __all__ = ["display_table", "html_table", "markdown_table", "render_html", "render_markdown"]
 
 _PERCENT = {
-    "accuracy", "ci_low", "ci_high", "dense_accuracy", "attack_success_rate", "clean_accuracy",
-    "robust_accuracy", "clean_acc", "achieved_sparsity", "achieved_sparsity_all", "target_sparsity",
-    "band_low", "band_high",
+    "accuracy",
+    "ci_low",
+    "ci_high",
+    "dense_accuracy",
+    "attack_success_rate",
+    "clean_accuracy",
+    "robust_accuracy",
+    "clean_acc",
+    "achieved_sparsity",
+    "achieved_sparsity_all",
+    "target_sparsity",
+    "band_low",
+    "band_high",
 }
 _POINTS = {"delta_pp"}
 _RENAME = {
-    "label": "granularity", "sparsity_pct": "sparsity", "series": "attack", "eps_label": "eps",
-    "delta_pp": "change (points)", "delta_sd": "sd over seeds", "p_value": "McNemar p",
-    "sparse_only": "only sparse right", "dense_only": "only dense right", "n_seeds": "seeds",
-    "dense_accuracy": "dense accuracy", "attack_success_rate": "success rate", "ci_low": "95% CI low",
-    "ci_high": "95% CI high", "n_examples": "examples", "n_correct": "correct", "accuracy_sd": "sd over seeds (points)",
-    "band_low": "95% band low", "band_high": "95% band high",
+    "label": "granularity",
+    "sparsity_pct": "sparsity",
+    "series": "attack",
+    "eps_label": "eps",
+    "delta_pp": "change (points)",
+    "delta_sd": "sd over seeds",
+    "p_value": "McNemar p",
+    "sparse_only": "only sparse right",
+    "dense_only": "only dense right",
+    "n_seeds": "seeds",
+    "dense_accuracy": "dense accuracy",
+    "attack_success_rate": "success rate",
+    "ci_low": "95% CI low",
+    "ci_high": "95% CI high",
+    "n_examples": "examples",
+    "n_correct": "correct",
+    "accuracy_sd": "sd over seeds (points)",
+    "band_low": "95% band low",
+    "band_high": "95% band high",
 }
 
 
@@ -100,8 +123,10 @@ def html_table(df: pd.DataFrame, *, text: bool = False) -> Markup:
 def markdown_table(df: pd.DataFrame) -> str:
     """A formatted table as a GitHub-flavoured Markdown table."""
     shown = display_table(df)
+
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
+
     lines = ["| " + " | ".join(cell(c) for c in shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join(lines)
@@ -121,29 +146,61 @@ def _environment() -> jinja2.Environment:
 def render_html(content: ReportContent) -> str:
     """The self-contained HTML page: figures embedded as base64 PNG, inline style, no script, no links out."""
     figures = [
-        {"name": f.name, "title": f.title, "caption": f.caption,
-         "src": "data:image/png;base64," + base64.b64encode(f.png).decode("ascii")}
+        {
+            "name": f.name,
+            "title": f.title,
+            "caption": f.caption,
+            "src": "data:image/png;base64," + base64.b64encode(f.png).decode("ascii"),
+        }
         for f in content.figures
     ]
     tables = [
-        {"name": t.name, "title": t.title, "caption": t.caption, "collapsed": t.collapsed,
-         "rows": 0 if t.shown is None else len(t.shown), "html": None if t.shown is None else html_table(t.shown)}
+        {
+            "name": t.name,
+            "title": t.title,
+            "caption": t.caption,
+            "collapsed": t.collapsed,
+            "rows": 0 if t.shown is None else len(t.shown),
+            "html": None if t.shown is None else html_table(t.shown),
+        }
         for t in content.tables
     ]
-    return _environment().get_template("report.html.j2").render(
-        title=content.title, findings=content.findings, notes=content.notes, figures=figures, tables=tables,
-        metadata=html_table(content.metadata, text=True), config_text=content.config_text,
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=content.title,
+            findings=content.findings,
+            notes=content.notes,
+            figures=figures,
+            tables=tables,
+            metadata=html_table(content.metadata, text=True),
+            config_text=content.config_text,
+        )
     )
 
 
 def render_markdown(content: ReportContent) -> str:
     """The Markdown page: same order as the HTML page, figures linked from figures/, tables inline or as CSV links."""
     tables = [
-        {"name": t.name, "title": t.title, "caption": t.caption,
-         "markdown": markdown_table(t.shown) if (t.shown is not None and not t.collapsed) else None}
+        {
+            "name": t.name,
+            "title": t.title,
+            "caption": t.caption,
+            "markdown": markdown_table(t.shown) if (t.shown is not None and not t.collapsed) else None,
+        }
         for t in content.tables
     ]
-    return _environment().get_template("report.md.j2").render(
-        title=content.title, findings=content.findings, notes=content.notes, figures=content.figures, tables=tables,
-        metadata=markdown_table(content.metadata), config_text=content.config_text,
+    return (
+        _environment()
+        .get_template("report.md.j2")
+        .render(
+            title=content.title,
+            findings=content.findings,
+            notes=content.notes,
+            figures=content.figures,
+            tables=tables,
+            metadata=markdown_table(content.metadata),
+            config_text=content.config_text,
+        )
     )

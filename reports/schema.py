@@ -108,8 +108,7 @@ def validate_columns(df: pd.DataFrame, required: Iterable[str], what: str) -> No
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ReportError(
-            f"{what} lacks column(s) {missing}; it must have {list(required)} "
-            "(re-run the pipeline or add the columns)"
+            f"{what} lacks column(s) {missing}; it must have {list(required)} (re-run the pipeline or add the columns)"
         )
 
 
@@ -155,4 +154,3 @@ def validate_results(df: pd.DataFrame, *, what: str = "results table") -> pd.Dat
     if not (out["attack"] == "clean").any():
         raise ReportError(f"{what} has no row with attack='clean'; clean accuracy is needed as the reference")
     return out
-

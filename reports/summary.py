@@ -101,8 +101,14 @@ def _overview(df: pd.DataFrame, setting: str) -> Finding:
     return Finding(
         "overview",
         text,
-        {"setting": setting, "n_models": len(models), "n_dense": len(dense), "n_sparse": len(sparse),
-         "granularities": sorted(sparse["label"].unique()), "n_examples": n_examples},
+        {
+            "setting": setting,
+            "n_models": len(models),
+            "n_dense": len(dense),
+            "n_sparse": len(sparse),
+            "granularities": sorted(sparse["label"].unique()),
+            "n_examples": n_examples,
+        },
     )
 
 
@@ -146,9 +152,16 @@ def _sparsity_findings(grid: pd.DataFrame, series: str, eps: float, label_eps: s
         best, worst = sub.iloc[0], sub.iloc[-1]
         where = f"At {sparsity_text(target)} sparsity under {series} at eps {label_eps}"
         numbers = {
-            "series": series, "eps": eps, "eps_label": label_eps, "target_sparsity": float(target),
-            "best": best["label"], "best_delta_pp": float(best["delta_pp"]), "best_p": float(best["p_value"]),
-            "worst": worst["label"], "worst_delta_pp": float(worst["delta_pp"]), "worst_p": float(worst["p_value"]),
+            "series": series,
+            "eps": eps,
+            "eps_label": label_eps,
+            "target_sparsity": float(target),
+            "best": best["label"],
+            "best_delta_pp": float(best["delta_pp"]),
+            "best_p": float(best["p_value"]),
+            "worst": worst["label"],
+            "worst_delta_pp": float(worst["delta_pp"]),
+            "worst_p": float(worst["p_value"]),
             "n_seeds": int(sub["n_seeds"].max()),
         }
         if len(sub) == 1:
@@ -185,7 +198,9 @@ def _ranking_finding(grid: pd.DataFrame, series: str, eps: float, label_eps: str
     else:
         text = f"{head} " + _names([f"{w} at {c}" for w, c in zip(winners, cells)]) + "."
     numbers = {
-        "series": series, "eps": eps, "eps_label": label_eps,
+        "series": series,
+        "eps": eps,
+        "eps_label": label_eps,
         "best": {
             float(t): (lab, float(d)) for t, lab, d in zip(best["target_sparsity"], best["label"], best["delta_pp"])
         },
@@ -203,8 +218,12 @@ def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float) -> 
         sub = sub.sort_values(["delta_pp", "label"], ascending=[False, True])
         best, worst = sub.iloc[0], sub.iloc[-1]
         numbers["by_sparsity"][float(target)] = {
-            "least": best["label"], "least_delta_pp": float(best["delta_pp"]), "least_p": float(best["p_value"]),
-            "most": worst["label"], "most_delta_pp": float(worst["delta_pp"]), "most_p": float(worst["p_value"]),
+            "least": best["label"],
+            "least_delta_pp": float(best["delta_pp"]),
+            "least_p": float(best["p_value"]),
+            "most": worst["label"],
+            "most_delta_pp": float(worst["delta_pp"]),
+            "most_p": float(worst["p_value"]),
         }
         if len(sub) == 1:
             parts.append(

@@ -114,8 +114,18 @@ def model_deltas(
     """
     df = annotated(results)
     keep = [
-        "model_id", *FAMILY_COLUMNS, "seed", *_SERIES_COLUMNS, "eps", "eps_label", "key", "is_clean", "min_norm",
-        "bounded", "n_examples", "accuracy",
+        "model_id",
+        *FAMILY_COLUMNS,
+        "seed",
+        *_SERIES_COLUMNS,
+        "eps",
+        "eps_label",
+        "key",
+        "is_clean",
+        "min_norm",
+        "bounded",
+        "n_examples",
+        "accuracy",
     ]
     sparse = df.loc[~df["is_dense"], keep].merge(dense_matches(df, meta), on="model_id", how="left")
     dense = df[df["is_dense"]]
@@ -245,9 +255,23 @@ def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
         kind="stable",
     )
     cols = [
-        "model_id", "setting", "granularity", "target_sparsity", "seed", "attack", "eps", "eps_label",
-        "n_examples", "n_correct", "accuracy", "ci_low", "ci_high", "attack_success_rate", "l2_median",
-        "linf_max", "key",
+        "model_id",
+        "setting",
+        "granularity",
+        "target_sparsity",
+        "seed",
+        "attack",
+        "eps",
+        "eps_label",
+        "n_examples",
+        "n_correct",
+        "accuracy",
+        "ci_low",
+        "ci_high",
+        "attack_success_rate",
+        "l2_median",
+        "linf_max",
+        "key",
     ]
     return df[cols].reset_index(drop=True)
 
@@ -307,9 +331,25 @@ def sanity_table(sanity: pd.DataFrame) -> pd.DataFrame:
 
 
 _MODEL_COLUMNS = [
-    "model_id", "arch", "dataset", "method", "granularity", "target_sparsity", "achieved_sparsity",
-    "achieved_sparsity_all", "compression", "clean_acc", "params", "nonzero_params", "dense_macs",
-    "effective_macs", "seed", "epochs", "parent", "config_digest", "created_at",
+    "model_id",
+    "arch",
+    "dataset",
+    "method",
+    "granularity",
+    "target_sparsity",
+    "achieved_sparsity",
+    "achieved_sparsity_all",
+    "compression",
+    "clean_acc",
+    "params",
+    "nonzero_params",
+    "dense_macs",
+    "effective_macs",
+    "seed",
+    "epochs",
+    "parent",
+    "config_digest",
+    "created_at",
 ]
 
 
@@ -362,8 +402,10 @@ def metadata_table(
     rows.append(("methods", _join(sorted(sparse["method"].unique())) if len(sparse) else "none"))
     rows.append(("granularities", _join(sorted(sparse["granularity"].unique())) if len(sparse) else "none"))
     rows.append(
-        ("target sparsities",
-         _join(sparsity_text(t) for t in sorted(sparse["target_sparsity"].unique())) if len(sparse) else "none")
+        (
+            "target sparsities",
+            _join(sparsity_text(t) for t in sorted(sparse["target_sparsity"].unique())) if len(sparse) else "none",
+        )
     )
     seeds = sorted(models["seed"].dropna().unique())
     rows.append(("seeds", _join(int(s) if float(s).is_integer() else s for s in seeds)))

@@ -5,8 +5,7 @@ Public API (the rest lives in the subpackages):
     load_checkpoint(path, device)      -> (model taking [0,1] inputs, meta)
 """
 
-__version__ = "0.1.0"
-
+from robustsparse._version import __version__
 from robustsparse.checkpoints import load_checkpoint  # noqa: E402
 from robustsparse.config import ExperimentConfig, load_config  # noqa: E402
 from robustsparse.errors import CheckpointError, ConfigError, DatasetError, ModelError, RobustSparseError  # noqa: E402

@@ -18,6 +18,7 @@ Exit status: 0 when every check passes, 1 when one fails, 2 when Chromium cannot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -133,12 +134,22 @@ class _DevTools:
             os.dup2(high_r, 3)
             os.dup2(high_w, 4)
 
-        cmd = [chromium, *_CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}",
-               f"--window-size={window[0]},{window[1]}", "--remote-debugging-pipe", "about:blank"]
+        cmd = [
+            chromium,
+            *_CHROMIUM_FLAGS,
+            f"--user-data-dir={user_data_dir}",
+            f"--window-size={window[0]},{window[1]}",
+            "--remote-debugging-pipe",
+            "about:blank",
+        ]
         try:
             self.proc = subprocess.Popen(
-                cmd, preexec_fn=wire_fds, close_fds=False, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                cmd,
+                preexec_fn=wire_fds,
+                close_fds=False,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
             )
         except OSError as exc:
             raise BrowserError(f"cannot start {chromium}: {exc}") from exc
@@ -164,8 +175,9 @@ class _DevTools:
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
 
-    def call(self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None,
-             timeout: float = 30.0) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None, timeout: float = 30.0
+    ) -> dict[str, Any]:
         self._next_id += 1
         message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
         if session:
@@ -207,20 +219,16 @@ class _DevTools:
             pass
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(BrowserError, OSError):
             self.call("Browser.close", timeout=5)
-        except (BrowserError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
         for fd in (self._to_child, self._from_child):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _console_errors(events: list[dict[str, Any]]) -> list[str]:
@@ -281,8 +289,10 @@ def check_page(
         if not browser.wait_for("Page.loadEventFired", timeout):
             raise BrowserError(f"{page} did not finish loading within {timeout:g} s")
         probe = browser.call(
-            "Runtime.evaluate", {"expression": _IMAGE_PROBE, "awaitPromise": True, "returnByValue": True},
-            session=session, timeout=timeout,
+            "Runtime.evaluate",
+            {"expression": _IMAGE_PROBE, "awaitPromise": True, "returnByValue": True},
+            session=session,
+            timeout=timeout,
         )
         result.images = probe.get("result", {}).get("value", [])
         title = browser.call(
@@ -292,7 +302,8 @@ def check_page(
         browser.drain(0.5)
         result.console_errors = _console_errors(browser.events)
         result.external_requests = [
-            e["params"]["request"]["url"] for e in browser.events
+            e["params"]["request"]["url"]
+            for e in browser.events
             if e["method"] == "Network.requestWillBeSent"
             and not e["params"]["request"]["url"].startswith(_LOCAL_SCHEMES)
         ]
@@ -300,8 +311,10 @@ def check_page(
             params: dict[str, Any] = {"format": "png"}
             if full_page:
                 size = browser.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
-                params.update(captureBeyondViewport=True,
-                              clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1})
+                params.update(
+                    captureBeyondViewport=True,
+                    clip={"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+                )
             shot = browser.call("Page.captureScreenshot", params, session=session, timeout=timeout)
             out = Path(screenshot)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,14 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the page (default 60)")
     args = parser.parse_args(argv)
     try:
-        result = check_page(args.html, chromium=args.chromium, screenshot=args.screenshot,
-                            full_page=not args.first_screen, timeout=args.timeout)
+        result = check_page(
+            args.html,
+            chromium=args.chromium,
+            screenshot=args.screenshot,
+            full_page=not args.first_screen,
+            timeout=args.timeout,
+        )
     except (BrowserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     loaded = len(result.images) - len(result.broken_images)
-    print(f"{result.url}: title {result.title!r}; {loaded}/{len(result.images)} images loaded; "
-          f"{len(result.console_errors)} console errors; {len(result.external_requests)} network requests")
+    print(
+        f"{result.url}: title {result.title!r}; {loaded}/{len(result.images)} images loaded; "
+        f"{len(result.console_errors)} console errors; {len(result.external_requests)} network requests"
+    )
     if result.screenshot is not None:
         print(f"screenshot: {result.screenshot}")
     for problem in result.problems():

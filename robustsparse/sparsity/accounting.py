@@ -26,7 +26,18 @@ from robustsparse.sparsity.masks import achieved_sparsity, prunable_weight_names
 
 __all__ = ["model_cost", "layer_sparsity_table", "verify_structure", "structure_problems", "TABLE_COLUMNS"]
 
-TABLE_COLUMNS = ["name", "kind", "shape", "granularity", "prunable", "weights", "nonzeros", "sparsity", "structure_ok", "why"]
+TABLE_COLUMNS = [
+    "name",
+    "kind",
+    "shape",
+    "granularity",
+    "prunable",
+    "weights",
+    "nonzeros",
+    "sparsity",
+    "structure_ok",
+    "why",
+]
 # Measured and recorded sparsity must agree to within one weight in a million.
 _SPARSITY_TOLERANCE = 1e-6
 
@@ -42,8 +53,9 @@ def _info(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 @torch.no_grad()
-def model_cost(model: nn.Module, input_shape: Sequence[int] | torch.Tensor,
-               masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, int]:
+def model_cost(
+    model: nn.Module, input_shape: Sequence[int] | torch.Tensor, masks: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, int]:
     """Dense and effective multiply-accumulates of one example, and parameter counts.
 
     MACs are counted for conv and linear layers with forward hooks on one example: dense
@@ -99,8 +111,12 @@ def model_cost(model: nn.Module, input_shape: Sequence[int] | torch.Tensor,
             h.remove()
     n_params = sum(p.numel() for p in params.values())
     nonzero_params = sum(nonzero(n) if n in masks else int((p != 0).sum()) for n, p in params.items())
-    return {"dense_macs": int(totals["dense"]), "effective_macs": int(totals["effective"]),
-            "params": int(n_params), "nonzero_params": int(nonzero_params)}
+    return {
+        "dense_macs": int(totals["dense"]),
+        "effective_macs": int(totals["effective"]),
+        "params": int(n_params),
+        "nonzero_params": int(nonzero_params),
+    }
 
 
 def _shape4(t: torch.Tensor) -> tuple[int, int, int, int]:
@@ -142,8 +158,9 @@ def _row_problems(weight: torch.Tensor, mask: torch.Tensor | None, spec: Mapping
     return out
 
 
-def _channel_problems(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None,
-                      info: Mapping[str, Any]) -> dict[str, list[str]]:
+def _channel_problems(
+    params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None, info: Mapping[str, Any]
+) -> dict[str, list[str]]:
     """Problems per producer weight for filter / channel: whole channels, coupled params zero."""
     out: dict[str, list[str]] = {}
     recorded = info.get("pruned_channels") or {}
@@ -173,8 +190,10 @@ def _channel_problems(params: Mapping[str, torch.Tensor], masks: Mapping[str, to
                 continue
             alive = int((params[name].detach()[gone.to(params[name].device)] != 0).sum())
             if alive:
-                problems.append(f"{name} is non-zero on {alive} removed channels "
-                                "(a removed filter must zero its BatchNorm scale/shift and bias)")
+                problems.append(
+                    f"{name} is non-zero on {alive} removed channels "
+                    "(a removed filter must zero its BatchNorm scale/shift and bias)"
+                )
         keep = ~gone
         for cname, block in g.consumers:
             cw = params.get(f"{cname}.weight")
@@ -187,8 +206,9 @@ def _channel_problems(params: Mapping[str, torch.Tensor], masks: Mapping[str, to
     return out
 
 
-def structure_problems(model: nn.Module, masks: Mapping[str, torch.Tensor] | None,
-                       metadata: Mapping[str, Any] | None) -> tuple[dict[str, list[str]], list[str]]:
+def structure_problems(
+    model: nn.Module, masks: Mapping[str, torch.Tensor] | None, metadata: Mapping[str, Any] | None
+) -> tuple[dict[str, list[str]], list[str]]:
     """Problems per weight parameter and problems of the model as a whole.
 
     Args:
@@ -209,7 +229,9 @@ def structure_problems(model: nn.Module, masks: Mapping[str, torch.Tensor] | Non
             continue
         p = params[name]
         if tuple(mask.shape) != tuple(p.shape) or mask.dtype != torch.bool:
-            per.setdefault(name, []).append(f"mask has shape {tuple(mask.shape)} / {mask.dtype}, expected {tuple(p.shape)} / bool")
+            per.setdefault(name, []).append(
+                f"mask has shape {tuple(mask.shape)} / {mask.dtype}, expected {tuple(p.shape)} / bool"
+            )
             continue
         leaked = int((p.detach()[~mask.to(p.device)] != 0).sum())
         if leaked:
@@ -240,12 +262,15 @@ def structure_problems(model: nn.Module, masks: Mapping[str, torch.Tensor] | Non
     if recorded is not None and masks is not None:
         measured = achieved_sparsity(model, masks)["prunable"]
         if abs(measured - float(recorded)) > _SPARSITY_TOLERANCE:
-            general.append(f"measured sparsity {measured:.6f} does not match the metadata's achieved sparsity {float(recorded):.6f}")
+            general.append(
+                f"measured sparsity {measured:.6f} does not match the metadata's achieved sparsity {float(recorded):.6f}"
+            )
     return {k: v for k, v in per.items() if v}, general
 
 
-def _channel_mask_mismatch(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                           info: Mapping[str, Any]) -> list[str]:
+def _channel_mask_mismatch(
+    params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], info: Mapping[str, Any]
+) -> list[str]:
     """With filter / channel, every mask must be exactly what its removed channels imply."""
     expected = {n: torch.ones(m.shape, dtype=torch.bool, device=m.device) for n, m in masks.items()}
     for raw in info.get("channel_groups") or []:
@@ -266,12 +291,16 @@ def _channel_mask_mismatch(params: Mapping[str, torch.Tensor], masks: Mapping[st
                     m &= keep.view(1, -1, 1, 1)
                 else:
                     m &= keep.repeat_interleave(block).view(1, -1)
-    return [f"mask of {n!r} does not follow whole channels ({int((expected[n] != m).sum())} entries differ)"
-            for n, m in masks.items() if not torch.equal(expected[n], m)]
+    return [
+        f"mask of {n!r} does not follow whole channels ({int((expected[n] != m).sum())} entries differ)"
+        for n, m in masks.items()
+        if not torch.equal(expected[n], m)
+    ]
 
 
-def verify_structure(model: nn.Module, masks: Mapping[str, torch.Tensor] | None,
-                     metadata: Mapping[str, Any] | None) -> list[str]:
+def verify_structure(
+    model: nn.Module, masks: Mapping[str, torch.Tensor] | None, metadata: Mapping[str, Any] | None
+) -> list[str]:
     """Every way the model, its masks and its sparsity metadata disagree (empty when all is well).
 
     Checks: masks name parameters of the right shape; masked weights are zero; each layer has
@@ -292,8 +321,9 @@ def verify_structure(model: nn.Module, masks: Mapping[str, torch.Tensor] | None,
     return general + [f"{name}: {problem}" for name, problems in per.items() for problem in problems]
 
 
-def layer_sparsity_table(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None,
-                         granularity_info: Mapping[str, Any] | None = None) -> pd.DataFrame:
+def layer_sparsity_table(
+    model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, granularity_info: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
     """One row per conv/linear weight, then totals over the prunable weights and over all parameters.
 
     Args:
@@ -320,14 +350,24 @@ def layer_sparsity_table(model: nn.Module, masks: Mapping[str, torch.Tensor] | N
         elif layer.module in dense:
             granularity = "dense"
         else:
-            granularity = (info or {}).get("granularity", "") if info and layer.param in prunable else ("dense" if info else "")
+            granularity = (
+                (info or {}).get("granularity", "") if info and layer.param in prunable else ("dense" if info else "")
+            )
         problems = per.get(layer.param, [])
-        rows.append({
-            "name": layer.param, "kind": layer.kind, "shape": "x".join(str(s) for s in w.shape), "granularity": granularity,
-            "prunable": layer.param in prunable, "weights": w.numel(), "nonzeros": nonzero,
-            "sparsity": 1.0 - nonzero / w.numel() if w.numel() else 0.0,
-            "structure_ok": not problems, "why": "; ".join(problems),
-        })
+        rows.append(
+            {
+                "name": layer.param,
+                "kind": layer.kind,
+                "shape": "x".join(str(s) for s in w.shape),
+                "granularity": granularity,
+                "prunable": layer.param in prunable,
+                "weights": w.numel(),
+                "nonzeros": nonzero,
+                "sparsity": 1.0 - nonzero / w.numel() if w.numel() else 0.0,
+                "structure_ok": not problems,
+                "why": "; ".join(problems),
+            }
+        )
     others = [f"{n}: {p}" for n, ps in per.items() if n not in {r["name"] for r in rows} for p in ps]
     ok = all(r["structure_ok"] for r in rows) and not general and not others
     why = "; ".join(general + others)
@@ -336,7 +376,18 @@ def layer_sparsity_table(model: nn.Module, masks: Mapping[str, torch.Tensor] | N
     all_w = sum(p.numel() for p in params.values())
     all_nz = sum(int((p.detach() != 0).sum()) for p in params.values())
     for name, w, nz in (("__prunable__", pr_w, pr_nz), ("__all__", all_w, all_nz)):
-        rows.append({"name": name, "kind": "total", "shape": "", "granularity": (info or {}).get("granularity", ""),
-                     "prunable": name == "__prunable__", "weights": w, "nonzeros": nz,
-                     "sparsity": 1.0 - nz / w if w else 0.0, "structure_ok": ok, "why": why})
+        rows.append(
+            {
+                "name": name,
+                "kind": "total",
+                "shape": "",
+                "granularity": (info or {}).get("granularity", ""),
+                "prunable": name == "__prunable__",
+                "weights": w,
+                "nonzeros": nz,
+                "sparsity": 1.0 - nz / w if w else 0.0,
+                "structure_ok": ok,
+                "why": why,
+            }
+        )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)

@@ -131,7 +131,9 @@ def row_granularity_masks(
             dead_rows = torch.zeros(n_rows, dtype=torch.bool, device=w.device)
             dead_rows[torch.argsort(scores, stable=True)[:n_prune]] = True
             result.notes.setdefault("window_kernel", {})[info.param] = {
-                "kernel_sparsity": n_prune / n_rows, "window_keep": keep, "window_block": block,
+                "kernel_sparsity": n_prune / n_rows,
+                "window_keep": keep,
+                "window_block": block,
             }
         else:
             keep = keep_count(density, block)
@@ -205,7 +207,7 @@ def _global_rows(scored: list, target: float) -> list[torch.Tensor]:
     dead[order[:k]] = True
     out, offset = [], 0
     for s in all_scores:
-        out.append(dead[offset:offset + s.numel()])
+        out.append(dead[offset : offset + s.numel()])
         offset += s.numel()
     return [d.to(item[3].device) for d, item in zip(out, scored)]
 
@@ -268,11 +270,14 @@ def channel_granularity_masks(
     counter = _ZeroCounter(layers, groups)
     total = sum(layer.numel for layer in layers)
     k_min = _min_prefix(picks, n_prev, cfg.allocation)
-    k = _nearest_prefix(lambda k: counter.zeros(np.bincount(picks[:k], minlength=len(groups))), target * total,
-                        k_min, len(picks))
+    k = _nearest_prefix(
+        lambda k: counter.zeros(np.bincount(picks[:k], minlength=len(groups))), target * total, k_min, len(picks)
+    )
     counts = np.bincount(picks[:k], minlength=len(groups))
-    masks = {layer.param: torch.ones(weights[layer.param].shape, dtype=torch.bool, device=weights[layer.param].device)
-             for layer in layers}
+    masks = {
+        layer.param: torch.ones(weights[layer.param].shape, dtype=torch.bool, device=weights[layer.param].device)
+        for layer in layers
+    }
     for gi, g in enumerate(groups):
         if cfg.allocation == "global":
             removed = torch.as_tensor(chosen[:k][picks[:k] == gi], dtype=torch.long)
@@ -303,7 +308,9 @@ def channel_granularity_masks(
     return result
 
 
-def _channel_sequence(groups: list[ChannelGroup], scores: list[torch.Tensor], allocation: str) -> tuple[np.ndarray, np.ndarray]:
+def _channel_sequence(
+    groups: list[ChannelGroup], scores: list[torch.Tensor], allocation: str
+) -> tuple[np.ndarray, np.ndarray]:
     """The order channels are taken in: (group index per pick, channel index per pick).
 
     Uniform: round-robin by the fraction of each group removed after the pick (so every group

@@ -36,8 +36,9 @@ def _zero_rows(t: torch.Tensor | None, channels: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def removable_channels(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None,
-                       groups: list[ChannelGroup] | None = None) -> dict[str, list[int]]:
+def removable_channels(
+    model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, groups: list[ChannelGroup] | None = None
+) -> dict[str, list[int]]:
     """Channels of each group that are identically zero and can be cut out.
 
     A channel qualifies when the producer's filter, its bias and the scale and shift of every

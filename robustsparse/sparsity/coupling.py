@@ -29,13 +29,37 @@ from robustsparse.errors import ModelError
 __all__ = ["ChannelGroup", "find_channel_groups"]
 
 _CHANNELWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.Tanh, nn.Hardtanh,
-    nn.Identity, nn.Dropout, nn.Dropout2d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
 )
 _POOL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _CHANNELWISE_FUNCTIONS = {
-    F.relu, torch.relu, torch.relu_, F.relu_, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish, F.mish,
-    torch.tanh, F.hardtanh, F.dropout, F.dropout2d,
+    F.relu,
+    torch.relu,
+    torch.relu_,
+    F.relu_,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    F.hardswish,
+    F.mish,
+    torch.tanh,
+    F.hardtanh,
+    F.dropout,
+    F.dropout2d,
 }
 _POOL_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
 _CHANNELWISE_METHODS = {"relu", "relu_", "contiguous", "tanh", "clone"}
@@ -62,13 +86,21 @@ class ChannelGroup:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able view (for metadata)."""
-        return {"producer": self.producer, "channels": self.channels, "norms": list(self.norms),
-                "consumers": [[name, block] for name, block in self.consumers]}
+        return {
+            "producer": self.producer,
+            "channels": self.channels,
+            "norms": list(self.norms),
+            "consumers": [[name, block] for name, block in self.consumers],
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChannelGroup:
-        return cls(str(data["producer"]), int(data["channels"]), tuple(str(n) for n in data["norms"]),
-                   tuple((str(n), int(b)) for n, b in data["consumers"]))
+        return cls(
+            str(data["producer"]),
+            int(data["channels"]),
+            tuple(str(n) for n in data["norms"]),
+            tuple((str(n), int(b)) for n, b in data["consumers"]),
+        )
 
 
 def _flatten_start(node: fx.Node) -> int | None:
@@ -149,8 +181,9 @@ def find_channel_groups(model: nn.Module) -> list[ChannelGroup]:
     return groups
 
 
-def _follow(start: fx.Node, state: str, channels: int, modules: dict[str, nn.Module],
-            calls: dict[str, int]) -> tuple[list[str], list[tuple[str, int]]] | None:
+def _follow(
+    start: fx.Node, state: str, channels: int, modules: dict[str, nn.Module], calls: dict[str, int]
+) -> tuple[list[str], list[tuple[str, int]]] | None:
     """Walk the users of a producer's output; None as soon as a non-channel-wise use appears."""
     norms: list[str] = []
     consumers: list[tuple[str, int]] = []
@@ -180,7 +213,12 @@ def _follow(start: fx.Node, state: str, channels: int, modules: dict[str, nn.Mod
             elif isinstance(module, nn.Flatten):
                 nxt = "flat" if state == "spatial" and module.start_dim == 1 and module.end_dim == -1 else None
             elif isinstance(module, nn.Conv2d):
-                if state != "spatial" or module.groups != 1 or module.in_channels != channels or calls[node.target] != 1:
+                if (
+                    state != "spatial"
+                    or module.groups != 1
+                    or module.in_channels != channels
+                    or calls[node.target] != 1
+                ):
                     return None
                 consumers.append((str(node.target), 1))
                 continue

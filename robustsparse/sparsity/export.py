@@ -41,9 +41,21 @@ _VERSION = 1
 _HEADER = "__header__"
 _SEP = "::"
 _MAX_PATTERNS = 1 << 16  # larger pattern tables cost more to build than they save
-_DTYPES = {str(dt).removeprefix("torch."): dt for dt in (
-    torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32, torch.int16, torch.int8,
-    torch.uint8, torch.bool)}
+_DTYPES = {
+    str(dt).removeprefix("torch."): dt
+    for dt in (
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.float64,
+        torch.int64,
+        torch.int32,
+        torch.int16,
+        torch.int8,
+        torch.uint8,
+        torch.bool,
+    )
+}
 
 
 # ------------------------------------------------------------------------------ bit packing
@@ -118,8 +130,14 @@ def _encode_pattern(mask: torch.Tensor, view: RowView) -> tuple[dict, dict] | No
     codes = _row_codes(rows[live])
     ranks = np.searchsorted(table, codes)
     nbits = max(1, math.ceil(math.log2(len(table))))
-    meta = {"encoding": "pattern", "view": view.kind, "block": view.block, "keep": keep, "bits": nbits,
-            "all_rows": bool(live.all())}
+    meta = {
+        "encoding": "pattern",
+        "view": view.kind,
+        "block": view.block,
+        "keep": keep,
+        "bits": nbits,
+        "all_rows": bool(live.all()),
+    }
     tensors = {"index": _pack_codes(ranks, nbits)}
     if not live.all():
         tensors["rows"] = _pack_bits(live)
@@ -158,15 +176,16 @@ def _decode_mask(entry: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) 
         kept = torch.from_numpy(_unpack_bits(tensors["index"], view.n_rows))
         return view.unrows(kept[:, None] & view.valid()).reshape(shape)
     if kind == "pattern":
-        live = (np.ones(view.n_rows, dtype=bool) if entry["all_rows"]
-                else _unpack_bits(tensors["rows"], view.n_rows))
+        live = np.ones(view.n_rows, dtype=bool) if entry["all_rows"] else _unpack_bits(tensors["rows"], view.n_rows)
         table = _pattern_table(view.block, int(entry["keep"]))
         ranks = _unpack_codes(tensors["index"], int(live.sum()), int(entry["bits"]))
         codes = table[ranks.astype(np.int64)]
         rows = np.zeros((view.n_rows, view.block), dtype=bool)
         rows[live] = ((codes[:, None] >> np.arange(view.block, dtype=np.int64)) & 1).astype(bool)
         return view.unrows(torch.from_numpy(rows)).reshape(shape)
-    raise CheckpointError(f"compressed blob uses unknown encoding {kind!r}; expected one of dense, bitmap, indices, rows, pattern, outer")
+    raise CheckpointError(
+        f"compressed blob uses unknown encoding {kind!r}; expected one of dense, bitmap, indices, rows, pattern, outer"
+    )
 
 
 def _candidates(mask: torch.Tensor, spec: Mapping[str, Any] | None) -> list[tuple[dict, dict]]:
@@ -195,8 +214,11 @@ def _nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
 
 
 # ------------------------------------------------------------------------------ public API
-def export_compressed(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                      granularity_info: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+def export_compressed(
+    state_dict: Mapping[str, torch.Tensor],
+    masks: Mapping[str, torch.Tensor],
+    granularity_info: Mapping[str, Any] | None = None,
+) -> dict[str, torch.Tensor]:
     """Store only the kept values of every masked tensor plus the cheapest index.
 
     Args:
@@ -233,7 +255,9 @@ def export_compressed(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str
             raise CheckpointError(f"mask of {name!r} has shape {tuple(mask.shape)}, the tensor {tuple(t.shape)}")
         dropped = t[~mask]
         if bool((dropped != 0).any()) or (t.is_floating_point() and bool(torch.signbit(dropped).any())):
-            raise CheckpointError(f"{name!r} has masked entries that are not +0.0; apply the masks (apply_masks_) before exporting")
+            raise CheckpointError(
+                f"{name!r} has masked entries that are not +0.0; apply the masks (apply_masks_) before exporting"
+            )
         best = min(_candidates(mask, specs.get(name)), key=lambda c: _nbytes(c[1]))
         meta, tensors = best
         entry.update(meta)
@@ -241,7 +265,9 @@ def export_compressed(state_dict: Mapping[str, torch.Tensor], masks: Mapping[str
             blob[f"{name}{_SEP}{key}"] = tensor
         blob[f"{name}{_SEP}values"] = t.flatten()[mask.flatten()].clone()
         entries[name] = entry
-    header = json.dumps({"format": COMPRESSED_FORMAT, "version": _VERSION, "order": list(state_dict), "entries": entries})
+    header = json.dumps(
+        {"format": COMPRESSED_FORMAT, "version": _VERSION, "order": list(state_dict), "entries": entries}
+    )
     blob[_HEADER] = torch.frombuffer(bytearray(header.encode()), dtype=torch.uint8).clone()
     return blob
 
@@ -259,8 +285,10 @@ def load_compressed(blob: Mapping[str, torch.Tensor]) -> OrderedDict[str, torch.
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"compressed export has a damaged header ({exc})") from None
     if header.get("format") != COMPRESSED_FORMAT or header.get("version") != _VERSION:
-        raise CheckpointError(f"compressed export format {header.get('format')!r} v{header.get('version')!r} "
-                              f"is not supported; expected {COMPRESSED_FORMAT} v{_VERSION}")
+        raise CheckpointError(
+            f"compressed export format {header.get('format')!r} v{header.get('version')!r} "
+            f"is not supported; expected {COMPRESSED_FORMAT} v{_VERSION}"
+        )
     out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name in header["order"]:
         entry = header["entries"][name]

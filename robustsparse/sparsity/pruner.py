@@ -57,11 +57,17 @@ class _Engine:
         if cfg.granularity in CHANNEL_GRANULARITIES and self.layers:
             self.all_groups = find_channel_groups(model)
             prunable = {layer.module for layer in self.layers}
-            self.groups = [g for g in self.all_groups
-                           if g.producer in prunable and all(name in prunable for name, _ in g.consumers)]
+            self.groups = [
+                g
+                for g in self.all_groups
+                if g.producer in prunable and all(name in prunable for name, _ in g.consumers)
+            ]
             if not self.groups:
-                log.warning("granularity %s: no channel can be removed without touching a residual stream or a dense layer; "
-                            "nothing will be pruned", cfg.granularity)
+                log.warning(
+                    "granularity %s: no channel can be removed without touching a residual stream or a dense layer; "
+                    "nothing will be pruned",
+                    cfg.granularity,
+                )
         if not self.layers:
             log.warning("no prunable layer: every conv/linear layer is kept dense")
 
@@ -69,11 +75,15 @@ class _Engine:
     def weight_names(self) -> list[str]:
         return [layer.param for layer in self.layers]
 
-    def compute(self, weights: dict[str, torch.Tensor], prev: dict[str, torch.Tensor] | None, target: float) -> MaskResult:
+    def compute(
+        self, weights: dict[str, torch.Tensor], prev: dict[str, torch.Tensor] | None, target: float
+    ) -> MaskResult:
         if not self.layers:
             return MaskResult()
         if self.cfg.granularity in CHANNEL_GRANULARITIES:
-            return channel_granularity_masks(self.layers, self.groups, weights, self.param_names, prev, self.cfg, target)
+            return channel_granularity_masks(
+                self.layers, self.groups, weights, self.param_names, prev, self.cfg, target
+            )
         return row_granularity_masks(self.layers, weights, prev, self.cfg, target, self.cfg.target_sparsity)
 
 
@@ -311,8 +321,10 @@ class CampfirePruner:
             for spec in self._result.specs.values():
                 if "keep" in spec:
                     kinds[(spec["view"], spec["block"], spec["keep"])] += 1
-            parts = [f"{keep} of {block} ({'spatial window' if view == 'kernel' else view}) in {n} layer(s)"
-                     for (view, block, keep), n in sorted(kinds.items())]
+            parts = [
+                f"{keep} of {block} ({'spatial window' if view == 'kernel' else view}) in {n} layer(s)"
+                for (view, block, keep), n in sorted(kinds.items())
+            ]
             return f"{head}: every group keeps " + "; ".join(parts) if parts else head
         if g in CHANNEL_GRANULARITIES:
             return f"{head}: whole channels only, in {len(self._engine.groups) if self._engine else 0} channel group(s)"
@@ -333,8 +345,12 @@ class CampfirePruner:
             "granularity": info["granularity"],
             "settings": settings_to_dict(self.cfg),
             "steps_per_epoch": self.steps_per_epoch,
-            "schedule": {"kind": self.cfg.schedule, "start_step": self.plan.start_step, "end_step": self.plan.end_step,
-                         "every_steps": self.plan.every_steps},
+            "schedule": {
+                "kind": self.cfg.schedule,
+                "start_step": self.plan.start_step,
+                "end_step": self.plan.end_step,
+                "every_steps": self.plan.every_steps,
+            },
             "target_sparsity": float(self.cfg.target_sparsity),
             "current_target": float(self.current_target),
             "frozen": bool(self.frozen),
@@ -344,15 +360,20 @@ class CampfirePruner:
             "nearest_achievable_sparsity": float(achievable),
             "achievable_note": self._achievable_note(achievable) if self._engine is not None else "dense",
             "pointwise_grouping": {
-                "mode": self.cfg.pointwise_grouping, "block": self.cfg.pointwise_block,
-                "applies": self.cfg.granularity in ("window", "window+kernel"), "layers": pointwise,
+                "mode": self.cfg.pointwise_grouping,
+                "block": self.cfg.pointwise_block,
+                "applies": self.cfg.granularity in ("window", "window+kernel"),
+                "layers": pointwise,
             },
             "prunable_layers": [layer.module for layer in layers],
             "prunable_weights": int(sum(layer.numel for layer in layers)),
             "total_params": int(sum(p.numel() for p in params.values())),
-            "filter_scope": ("channels whose producer output reaches only channel-wise ops and conv/linear "
-                             "consumers (block-internal); residual streams are never pruned")
-            if self.cfg.granularity in CHANNEL_GRANULARITIES else None,
+            "filter_scope": (
+                "channels whose producer output reaches only channel-wise ops and conv/linear "
+                "consumers (block-internal); residual streams are never pruned"
+            )
+            if self.cfg.granularity in CHANNEL_GRANULARITIES
+            else None,
             "window_kernel": self._result.notes.get("window_kernel"),
             **{k: v for k, v in info.items() if k not in ("method", "granularity")},
         }
@@ -372,8 +393,13 @@ class CampfirePruner:
             "current_target": float(self.current_target),
             "masks": {n: m.detach().cpu().clone() for n, m in self.masks.items()},
             "shadow": {n: t.detach().cpu().clone() for n, t in self._shadow.items()},
-            "result": json.dumps({"specs": self._result.specs, "pruned_channels": self._result.pruned_channels,
-                                  "notes": self._result.notes}),
+            "result": json.dumps(
+                {
+                    "specs": self._result.specs,
+                    "pruned_channels": self._result.pruned_channels,
+                    "notes": self._result.notes,
+                }
+            ),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -384,32 +410,46 @@ class CampfirePruner:
                 number of steps per epoch, or for another model.
         """
         if not isinstance(state, dict) or state.get("format") != PRUNER_FORMAT:
-            raise CheckpointError("pruner state is missing or foreign (no 'robustsparse.pruner' format tag); "
-                                  "resume only from a state saved by CampfirePruner.state_dict()")
+            raise CheckpointError(
+                "pruner state is missing or foreign (no 'robustsparse.pruner' format tag); "
+                "resume only from a state saved by CampfirePruner.state_dict()"
+            )
         if state.get("version") != PRUNER_VERSION:
-            raise CheckpointError(f"pruner state version {state.get('version')!r} is not supported; expected {PRUNER_VERSION}")
+            raise CheckpointError(
+                f"pruner state version {state.get('version')!r} is not supported; expected {PRUNER_VERSION}"
+            )
         saved, now = dict(state["settings"]), settings_to_dict(self.cfg)
         differ = [k for k in now if k not in _TRAINER_SETTINGS and saved.get(k) != now[k]]
         if differ:
             shown = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {now[k]!r}" for k in differ)
-            raise CheckpointError(f"pruner state was saved with other sparsity settings ({shown}); resume with the same settings")
+            raise CheckpointError(
+                f"pruner state was saved with other sparsity settings ({shown}); resume with the same settings"
+            )
         if int(state["steps_per_epoch"]) != self.steps_per_epoch:
-            raise CheckpointError(f"pruner state was saved with {state['steps_per_epoch']} steps per epoch, now {self.steps_per_epoch}; "
-                                  "resume with the same batch size and data")
+            raise CheckpointError(
+                f"pruner state was saved with {state['steps_per_epoch']} steps per epoch, now {self.steps_per_epoch}; "
+                "resume with the same batch size and data"
+            )
         masks = state["masks"]
         if set(masks) != set(self.masks):
-            raise CheckpointError(f"pruner state masks name other parameters ({len(masks)} vs {len(self.masks)} tensors); "
-                                  "the state belongs to another model")
+            raise CheckpointError(
+                f"pruner state masks name other parameters ({len(masks)} vs {len(self.masks)} tensors); "
+                "the state belongs to another model"
+            )
         params = self._params()
         for n, m in masks.items():
             if tuple(m.shape) != tuple(params[n].shape) or m.dtype != torch.bool:
-                raise CheckpointError(f"pruner state mask {n!r} has shape {tuple(m.shape)} / {m.dtype}, "
-                                      f"expected {tuple(params[n].shape)} / bool")
+                raise CheckpointError(
+                    f"pruner state mask {n!r} has shape {tuple(m.shape)} / {m.dtype}, "
+                    f"expected {tuple(params[n].shape)} / bool"
+                )
         self.masks = {n: m.to(params[n].device).clone() for n, m in masks.items()}
         self._shadow = {n: t.to(params[n].device).clone() for n, t in state.get("shadow", {}).items()}
         last = int(state["last_update_step"])
         self._last_update = None if last < 0 else last
         self.current_target = float(state["current_target"])
         extra = json.loads(state.get("result", "{}"))
-        self._result = MaskResult(self.masks, extra.get("specs", {}), extra.get("pruned_channels", {}), extra.get("notes", {}))
+        self._result = MaskResult(
+            self.masks, extra.get("specs", {}), extra.get("pruned_channels", {}), extra.get("notes", {})
+        )
         self._pairs = None

@@ -121,47 +121,103 @@ class SparsityConfig:
     from_dense: bool = True
 
     def __post_init__(self) -> None:
-        _require(self.granularity in GRANULARITIES, "granularity", self.granularity, "one of " + ", ".join(GRANULARITIES))
-        _require(_is_number(self.target_sparsity) and 0.0 <= self.target_sparsity < 1.0,
-                 "target_sparsity", self.target_sparsity, "a fraction of zeros in [0, 1)")
-        _require(_is_number(self.initial_sparsity) and 0.0 <= self.initial_sparsity <= self.target_sparsity,
-                 "initial_sparsity", self.initial_sparsity, f"a fraction in [0, target_sparsity = {self.target_sparsity}]")
+        _require(
+            self.granularity in GRANULARITIES, "granularity", self.granularity, "one of " + ", ".join(GRANULARITIES)
+        )
+        _require(
+            _is_number(self.target_sparsity) and 0.0 <= self.target_sparsity < 1.0,
+            "target_sparsity",
+            self.target_sparsity,
+            "a fraction of zeros in [0, 1)",
+        )
+        _require(
+            _is_number(self.initial_sparsity) and 0.0 <= self.initial_sparsity <= self.target_sparsity,
+            "initial_sparsity",
+            self.initial_sparsity,
+            f"a fraction in [0, target_sparsity = {self.target_sparsity}]",
+        )
         if self.method == "none":
-            _require(self.target_sparsity == 0.0, "target_sparsity", self.target_sparsity,
-                     "0 when method is 'none' (set method: campfire to prune)")
-        _require(not (self.allocation == "global" and self.granularity in BALANCED_GRANULARITIES),
-                 "allocation", self.allocation,
-                 f"'uniform' with granularity {self.granularity!r} (a global ranking breaks the per-group balance)")
-        _require(isinstance(self.start_epoch, int) and self.start_epoch >= 0, "start_epoch", self.start_epoch, "an integer >= 0")
+            _require(
+                self.target_sparsity == 0.0,
+                "target_sparsity",
+                self.target_sparsity,
+                "0 when method is 'none' (set method: campfire to prune)",
+            )
+        _require(
+            not (self.allocation == "global" and self.granularity in BALANCED_GRANULARITIES),
+            "allocation",
+            self.allocation,
+            f"'uniform' with granularity {self.granularity!r} (a global ranking breaks the per-group balance)",
+        )
+        _require(
+            isinstance(self.start_epoch, int) and self.start_epoch >= 0,
+            "start_epoch",
+            self.start_epoch,
+            "an integer >= 0",
+        )
         if self.schedule == "one_shot":
-            _require(isinstance(self.end_epoch, int) and self.end_epoch >= self.start_epoch,
-                     "end_epoch", self.end_epoch, f"an integer >= start_epoch ({self.start_epoch})")
+            _require(
+                isinstance(self.end_epoch, int) and self.end_epoch >= self.start_epoch,
+                "end_epoch",
+                self.end_epoch,
+                f"an integer >= start_epoch ({self.start_epoch})",
+            )
         else:
-            _require(isinstance(self.end_epoch, int) and self.end_epoch > self.start_epoch,
-                     "end_epoch", self.end_epoch,
-                     f"an integer > start_epoch ({self.start_epoch}) for a {self.schedule} schedule (or schedule: one_shot)")
-        _require(isinstance(self.update_every, int) and self.update_every >= 1, "update_every", self.update_every, "an integer >= 1")
-        _require(isinstance(self.pointwise_block, int) and self.pointwise_block >= 2,
-                 "pointwise_block", self.pointwise_block, "an integer >= 2")
-        _require(_is_number(self.window_kernel_split) and 0.0 <= self.window_kernel_split <= 1.0,
-                 "window_kernel_split", self.window_kernel_split, "a number in [0, 1]")
+            _require(
+                isinstance(self.end_epoch, int) and self.end_epoch > self.start_epoch,
+                "end_epoch",
+                self.end_epoch,
+                f"an integer > start_epoch ({self.start_epoch}) for a {self.schedule} schedule (or schedule: one_shot)",
+            )
+        _require(
+            isinstance(self.update_every, int) and self.update_every >= 1,
+            "update_every",
+            self.update_every,
+            "an integer >= 1",
+        )
+        _require(
+            isinstance(self.pointwise_block, int) and self.pointwise_block >= 2,
+            "pointwise_block",
+            self.pointwise_block,
+            "an integer >= 2",
+        )
+        _require(
+            _is_number(self.window_kernel_split) and 0.0 <= self.window_kernel_split <= 1.0,
+            "window_kernel_split",
+            self.window_kernel_split,
+            "a number in [0, 1]",
+        )
         _require(isinstance(self.m, int) and self.m >= 2, "m", self.m, "an integer >= 2")
         for pattern in self.keep_dense:
-            _require(isinstance(pattern, str) and bool(pattern.strip()), "keep_dense", list(self.keep_dense),
-                     "a list of non-empty fnmatch patterns on module names")
+            _require(
+                isinstance(pattern, str) and bool(pattern.strip()),
+                "keep_dense",
+                list(self.keep_dense),
+                "a list of non-empty fnmatch patterns on module names",
+            )
         if self.granularity == "n:m":
             derived = nm_keep(self.target_sparsity, self.m)
             if self.n is None:
                 # Fill in the derived value so ids, metadata and the written config show it.
                 object.__setattr__(self, "n", derived)
             else:
-                _require(isinstance(self.n, int) and 1 <= self.n <= self.m, "n", self.n, f"an integer in [1, m = {self.m}]")
-                _require(self.n == derived, "n", self.n,
-                         f"{derived} for target_sparsity {self.target_sparsity} with m = {self.m} "
-                         f"(n:m keeps n of m; set target_sparsity to {1 - self.n / self.m:g} or leave n out)")
+                _require(
+                    isinstance(self.n, int) and 1 <= self.n <= self.m, "n", self.n, f"an integer in [1, m = {self.m}]"
+                )
+                _require(
+                    self.n == derived,
+                    "n",
+                    self.n,
+                    f"{derived} for target_sparsity {self.target_sparsity} with m = {self.m} "
+                    f"(n:m keeps n of m; set target_sparsity to {1 - self.n / self.m:g} or leave n out)",
+                )
         else:
-            _require(self.n is None or (isinstance(self.n, int) and 1 <= self.n <= self.m),
-                     "n", self.n, f"null or an integer in [1, m = {self.m}] (only used by granularity n:m)")
+            _require(
+                self.n is None or (isinstance(self.n, int) and 1 <= self.n <= self.m),
+                "n",
+                self.n,
+                f"null or an integer in [1, m = {self.m}] (only used by granularity n:m)",
+            )
 
 
 def nm_keep(target_sparsity: float, m: int) -> int:

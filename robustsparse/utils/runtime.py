@@ -38,7 +38,7 @@ def library_versions() -> dict[str, str]:
     import torchattacks
     import torchvision
 
-    from robustsparse import __version__
+    from robustsparse._version import __version__
 
     return {
         "robustsparse": __version__,

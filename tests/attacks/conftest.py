@@ -61,7 +61,7 @@ def trained_net(digits: tuple[torch.Tensor, torch.Tensor]) -> SmallNet:
         net.train()
         perm = torch.randperm(len(y))
         for i in range(0, len(y), 64):
-            idx = perm[i:i + 64]
+            idx = perm[i : i + 64]
             loss = F.cross_entropy(net(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()

@@ -43,8 +43,12 @@ def test_frame_columns_and_accounting(net: nn.Module, eval_data) -> None:
 
 def test_robust_at_most_clean_and_inside_the_ball(net: nn.Module, eval_data) -> None:
     x, y = eval_data
-    specs = attacks.expand_eps("fgsm", FGSM_EPS) + ["pgd:eps=8/255,steps=5", "pgd_l2:eps=0.5,steps=5",
-                                                     "bim:eps=8/255,steps=5", "mifgsm:eps=8/255,steps=5"]
+    specs = attacks.expand_eps("fgsm", FGSM_EPS) + [
+        "pgd:eps=8/255,steps=5",
+        "pgd_l2:eps=0.5,steps=5",
+        "bim:eps=8/255,steps=5",
+        "mifgsm:eps=8/255,steps=5",
+    ]
     result = evaluate(net, x, y, specs)
     for o in result:
         assert o.n_correct <= result["clean"].n_correct
@@ -144,9 +148,9 @@ def test_fgsm_sweep_equals_per_eps_loop_exactly(net: nn.Module, eval_data) -> No
 
 def plain_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, seed: int) -> np.ndarray:
     """torchattacks' PGD update from the package's per-example random starts; final iterate scored."""
-    starts = torch.stack([
-        random_start(spec, x[i], derive_seed(spec.name, spec.norm, repr(spec.eps), seed, i, 0)) for i in range(len(x))
-    ])
+    starts = torch.stack(
+        [random_start(spec, x[i], derive_seed(spec.name, spec.norm, repr(spec.eps), seed, i, 0)) for i in range(len(x))]
+    )
     adv = starts
     for _ in range(spec.steps):
         adv = adv.clone().requires_grad_(True)

@@ -26,10 +26,17 @@ def test_autoattack_uses_the_reference_standard_settings(linear_model: nn.Module
 
 def test_spec_fields_reach_the_torchattacks_object(linear_model: nn.Module) -> None:
     pgd = build_torchattack(linear_model, AttackSpec.parse("pgd:eps=4/255,steps=7"), n_classes=10, seed=0)
-    assert (pgd.eps, pgd.alpha, pgd.steps, pgd.random_start) == (pytest.approx(4 / 255), pytest.approx(1 / 255), 7, True)
+    assert (pgd.eps, pgd.alpha, pgd.steps, pgd.random_start) == (
+        pytest.approx(4 / 255),
+        pytest.approx(1 / 255),
+        7,
+        True,
+    )
     cw = build_torchattack(linear_model, AttackSpec.parse("cw:c=0.5,steps=9"), n_classes=10, seed=0)
     assert (cw.c, cw.steps) == (0.5, 9)
-    square = build_torchattack(linear_model, AttackSpec.parse("square:norm=L2,eps=0.5,restarts=2"), n_classes=10, seed=1)
+    square = build_torchattack(
+        linear_model, AttackSpec.parse("square:norm=L2,eps=0.5,restarts=2"), n_classes=10, seed=1
+    )
     assert (square.norm, square.n_queries, square.n_restarts) == ("L2", 5000, 2)
     apgdt = build_torchattack(linear_model, AttackSpec.parse("apgd_t:eps=8/255"), n_classes=5, seed=0)
     assert apgdt.n_target_classes == 4  # fewer classes than the reference 9 targets

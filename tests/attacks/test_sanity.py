@@ -99,8 +99,9 @@ def test_quiet_on_a_normal_model(net: nn.Module, eval_data) -> None:
     assert all(f.status == "ok" for f in flags), attacks.flags_frame(flags).to_string()
     assert fraction == 0.0
     # The same checks on the table alone (no per-example data) agree.
-    assert [f.status for f in sanity_checks(result.to_frame(), zero_grad_fraction=fraction, large_eps={"Linf": 0.3})] \
-        == [f.status for f in flags]
+    assert [
+        f.status for f in sanity_checks(result.to_frame(), zero_grad_fraction=fraction, large_eps={"Linf": 0.3})
+    ] == [f.status for f in flags]
 
 
 def test_eps0_flags_a_model_with_unreproducible_predictions(net: nn.Module, eval_data) -> None:

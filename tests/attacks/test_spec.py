@@ -35,9 +35,18 @@ def test_every_registry_name_round_trips_through_its_key(name: str) -> None:
 
 def test_keys_are_unique_across_parameters() -> None:
     specs = [
-        "pgd:eps=8/255", "pgd:eps=8/255,steps=20", "pgd:eps=8/255,alpha=1/255", "pgd:eps=8/255,restarts=2",
-        "pgd:eps=8/255,seed=3", "pgd:eps=4/255", "apgd_ce:eps=8/255", "apgd_ce:eps=8/255,norm=L2",
-        "cw:c=0.1", "cw", "fgsm:eps=8/255", "clean",
+        "pgd:eps=8/255",
+        "pgd:eps=8/255,steps=20",
+        "pgd:eps=8/255,alpha=1/255",
+        "pgd:eps=8/255,restarts=2",
+        "pgd:eps=8/255,seed=3",
+        "pgd:eps=4/255",
+        "apgd_ce:eps=8/255",
+        "apgd_ce:eps=8/255,norm=L2",
+        "cw:c=0.1",
+        "cw",
+        "fgsm:eps=8/255",
+        "clean",
     ]
     keys = [AttackSpec.parse(s).key for s in specs]
     assert len(set(keys)) == len(keys)
@@ -111,7 +120,20 @@ def test_expand_eps_and_parse_specs() -> None:
 
 
 def test_registry_lists_the_required_names() -> None:
-    required = {"clean", "fgsm", "bim", "pgd", "pgd_l2", "mifgsm", "cw", "deepfool", "square", "apgd_ce", "apgd_t",
-                "fab", "autoattack"}
+    required = {
+        "clean",
+        "fgsm",
+        "bim",
+        "pgd",
+        "pgd_l2",
+        "mifgsm",
+        "cw",
+        "deepfool",
+        "square",
+        "apgd_ce",
+        "apgd_t",
+        "fab",
+        "autoattack",
+    }
     assert required <= set(attacks.list_attacks())
     assert attacks.attack_info("square").randomized and not attacks.attack_info("fgsm").randomized

@@ -206,7 +206,12 @@ def test_report_command_rebuilds_a_report_and_refuses_a_folder_without_results(t
 
 def test_export_command_writes_a_smaller_file(trained, tmp_path, capsys):
     out = tmp_path / "model.compressed.pt"
-    assert main(["export", str(trained / "models" / "campfire-element-50-s0"), "--format", "compressed", "--out", str(out)]) == 0
+    assert (
+        main(
+            ["export", str(trained / "models" / "campfire-element-50-s0"), "--format", "compressed", "--out", str(out)]
+        )
+        == 0
+    )
     assert out.is_file() and "smaller" in capsys.readouterr().out
     assert main(["export", str(trained / "models" / "campfire-element-50-s0"), "--format", "compact"]) == 2
     assert "filter or channel" in capsys.readouterr().err

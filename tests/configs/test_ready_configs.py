@@ -57,8 +57,15 @@ def _commands_in_comments(path: Path) -> list[list[str]]:
 
 def test_there_are_ready_configs_for_every_dataset_the_issues_name():
     stems = set(CONFIG_IDS)
-    assert {"digits-quick", "digits-campfire", "cifar10-resnet20", "cifar10-resnet18", "tinyimagenet-resnet18",
-            "tinyimagenet-vgg16", "imagenet-resnet50-campfire"} <= stems
+    assert {
+        "digits-quick",
+        "digits-campfire",
+        "cifar10-resnet20",
+        "cifar10-resnet18",
+        "tinyimagenet-resnet18",
+        "tinyimagenet-vgg16",
+        "imagenet-resnet50-campfire",
+    } <= stems
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
@@ -85,8 +92,9 @@ def test_attack_sweep_parses_clean_first(path: Path):
     assert all(0 < s.eps < math.inf for s in attacked)
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys), f"duplicate attacks in the sweep: {keys}"
-    assert any(s.norm == "Linf" and s.eps >= LARGE_LINF_EPS - 1e-12 for s in attacked), \
+    assert any(s.norm == "Linf" and s.eps >= LARGE_LINF_EPS - 1e-12 for s in attacked), (
         "include one Linf budget >= 64/255 so the large-eps sanity check is not n/a"
+    )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
@@ -150,4 +158,3 @@ def test_cifar_grid_covers_granularities_and_levels():
         assert cfg.attack.n_examples == 1000
         names = {s.name for s in cfg.attack.attack_specs()}
         assert {"fgsm", "pgd", "square"} <= names
-

@@ -31,7 +31,13 @@ NOTEBOOKS = [EXPLORE, GRANULARITIES]
 # the notebooks may read and plot; anything that trains, attacks or loads models is out of place there
 ALLOWED_IMPORTS = {"os", "json", "pathlib", "numpy", "pandas", "seaborn", "matplotlib", "IPython", "reports"}
 FORBIDDEN_CALLS = [
-    "train_job", "run_experiment", "evaluate(", "torchattacks", "robustsparse", "torch.", "build_report(",
+    "train_job",
+    "run_experiment",
+    "evaluate(",
+    "torchattacks",
+    "robustsparse",
+    "torch.",
+    "build_report(",
 ]
 
 PROBE_PREFIX = "PROBE "
@@ -89,7 +95,7 @@ def _execute(
 def _probe(nb: nbformat.NotebookNode) -> dict:
     lines = [line for line in _texts(nb.cells[-1]).splitlines() if line.startswith(PROBE_PREFIX)]
     assert len(lines) == 1, f"probe printed {_texts(nb.cells[-1])!r}"
-    return json.loads(lines[0][len(PROBE_PREFIX):])
+    return json.loads(lines[0][len(PROBE_PREFIX) :])
 
 
 def _last_code_output(nb: nbformat.NotebookNode, skip_probe: bool = True) -> str:

@@ -85,8 +85,9 @@ def make_run(
         for g in granularities:
             for t in sparsities:
                 models.append(
-                    dict(model_id=f"{g}-{round(t * 100)}-s{seed}", method="campfire", granularity=g, target=t,
-                         seed=seed)
+                    dict(
+                        model_id=f"{g}-{round(t * 100)}-s{seed}", method="campfire", granularity=g, target=t, seed=seed
+                    )
                 )
 
     rows, outcome_frames = [], []
@@ -118,16 +119,33 @@ def make_run(
             l2 = 0.8 + (0.3 * m["target"] if attack == "cw" else 0.0)
             rows.append(
                 dict(
-                    model_id=m["model_id"], arch="smallcnn", dataset="digits", method=m["method"],
-                    granularity=m["granularity"], target_sparsity=m["target"],
-                    achieved_sparsity=m["target"] + (0.001 if sparse else 0.0), seed=m["seed"], key=key,
-                    attack=attack, norm=norm, eps=0.0 if attack == "clean" else eps, eps_label=label,
-                    steps=steps, restarts=np.nan if attack == "clean" else 1, n_examples=n_examples,
-                    n_correct=k, accuracy=k / n_examples, ci_low=low, ci_high=high, n_clean_correct=n_cc,
+                    model_id=m["model_id"],
+                    arch="smallcnn",
+                    dataset="digits",
+                    method=m["method"],
+                    granularity=m["granularity"],
+                    target_sparsity=m["target"],
+                    achieved_sparsity=m["target"] + (0.001 if sparse else 0.0),
+                    seed=m["seed"],
+                    key=key,
+                    attack=attack,
+                    norm=norm,
+                    eps=0.0 if attack == "clean" else eps,
+                    eps_label=label,
+                    steps=steps,
+                    restarts=np.nan if attack == "clean" else 1,
+                    n_examples=n_examples,
+                    n_correct=k,
+                    accuracy=k / n_examples,
+                    ci_low=low,
+                    ci_high=high,
+                    n_clean_correct=n_cc,
                     attack_success_rate=np.nan if attack == "clean" else fooled / n_cc,
                     linf_max=np.nan if attack == "clean" else (eps if np.isfinite(eps) else 0.3),
-                    l2_mean=np.nan if attack == "clean" else l2, l2_median=np.nan if attack == "clean" else l2,
-                    elapsed_s=0.5, config_digest="abc123",
+                    l2_mean=np.nan if attack == "clean" else l2,
+                    l2_median=np.nan if attack == "clean" else l2,
+                    elapsed_s=0.5,
+                    config_digest="abc123",
                 )
             )
             outcome_frames.append(
@@ -141,13 +159,21 @@ def make_run(
     pd.concat(outcome_frames).to_csv(root / "outcomes.csv.gz", index=False)
     sanity = []
     for m in models:
-        sanity.append(dict(model_id=m["model_id"], check="masked_weights_zero", passed=True,
-                           evidence="0 non-zero masked weights"))
-        sanity.append(dict(model_id=m["model_id"], check="robust_le_clean", passed=True,
-                           evidence="robust <= clean at every eps"))
+        sanity.append(
+            dict(model_id=m["model_id"], check="masked_weights_zero", passed=True, evidence="0 non-zero masked weights")
+        )
+        sanity.append(
+            dict(model_id=m["model_id"], check="robust_le_clean", passed=True, evidence="robust <= clean at every eps")
+        )
     if failing_check:
-        sanity.append(dict(model_id=models[-1]["model_id"], check="gradient_masking", passed=False,
-                           evidence="square beats pgd by 12 points"))
+        sanity.append(
+            dict(
+                model_id=models[-1]["model_id"],
+                check="gradient_masking",
+                passed=False,
+                evidence="square beats pgd by 12 points",
+            )
+        )
     pd.DataFrame(sanity).to_csv(root / "sanity.csv", index=False)
     (root / "config.yaml").write_text(
         f"name: synthetic\nseeds: [0, 1]\ndata: {{dataset: digits, eval_examples: {n_examples}}}\n"
@@ -164,20 +190,45 @@ def _write_model(root: Path, m: dict, rows: list[dict]) -> None:
     clean_acc = next(r["accuracy"] for r in rows if r["model_id"] == m["model_id"] and r["attack"] == "clean")
     achieved_all = 0.9 * t
     meta = dict(
-        model_id=m["model_id"], arch="smallcnn", dataset="digits", method=m["method"], granularity=m["granularity"],
-        target_sparsity=t, achieved_sparsity=t + (0.001 if sparse else 0.0), achieved_sparsity_all=achieved_all,
-        seed=m["seed"], epochs=3, clean_acc=clean_acc, parent=f"dense-s{m['seed']}" if sparse else None,
-        config_digest="abc123", versions={"torch": "2.14.1", "torchvision": "0.29.1"},
-        created_at="2025-01-01T00:00:00", compression=1.0 / (1.0 - achieved_all), params=10000,
-        nonzero_params=round(10000 * (1 - achieved_all)), dense_macs=1e6, effective_macs=1e6 * (1 - achieved_all),
+        model_id=m["model_id"],
+        arch="smallcnn",
+        dataset="digits",
+        method=m["method"],
+        granularity=m["granularity"],
+        target_sparsity=t,
+        achieved_sparsity=t + (0.001 if sparse else 0.0),
+        achieved_sparsity_all=achieved_all,
+        seed=m["seed"],
+        epochs=3,
+        clean_acc=clean_acc,
+        parent=f"dense-s{m['seed']}" if sparse else None,
+        config_digest="abc123",
+        versions={"torch": "2.14.1", "torchvision": "0.29.1"},
+        created_at="2025-01-01T00:00:00",
+        compression=1.0 / (1.0 - achieved_all),
+        params=10000,
+        nonzero_params=round(10000 * (1 - achieved_all)),
+        dense_macs=1e6,
+        effective_macs=1e6 * (1 - achieved_all),
     )
     (folder / "meta.json").write_text(json.dumps(meta))
-    layers = [("conv1", "16x1x3x3", 144, 0.0), ("conv2", "32x16x3x3", 4608, max(t - 0.05, 0.0)),
-              ("conv3", "64x32x3x3", 18432, min(t + 0.05, 1.0) if sparse else 0.0), ("fc", "10x256", 2560, 0.0)]
+    layers = [
+        ("conv1", "16x1x3x3", 144, 0.0),
+        ("conv2", "32x16x3x3", 4608, max(t - 0.05, 0.0)),
+        ("conv3", "64x32x3x3", 18432, min(t + 0.05, 1.0) if sparse else 0.0),
+        ("fc", "10x256", 2560, 0.0),
+    ]
     pd.DataFrame(
         [
-            dict(name=n, shape=s, granularity=m["granularity"] if sparse and sp > 0 else "dense", weights=w,
-                 nonzeros=round(w * (1 - sp)), sparsity=sp, structure_ok=True)
+            dict(
+                name=n,
+                shape=s,
+                granularity=m["granularity"] if sparse and sp > 0 else "dense",
+                weights=w,
+                nonzeros=round(w * (1 - sp)),
+                sparsity=sp,
+                structure_ok=True,
+            )
             for n, s, w, sp in layers
         ]
     ).to_csv(folder / "layer_sparsity.csv", index=False)

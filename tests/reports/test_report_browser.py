@@ -30,7 +30,9 @@ def _chromium() -> str:
 def _check(page: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(SCRIPT), str(page), "--chromium", _chromium(), *args],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 

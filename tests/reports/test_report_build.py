@@ -15,8 +15,18 @@ from reports import ReportError, build_report, summarize
 from reports.load import load_meta, load_outcomes, load_results, load_sanity
 
 FIGURES = ["accuracy_vs_eps", "delta_vs_eps", "delta_heatmap", "clean_vs_robust", "layer_sparsity", "attack_success"]
-TABLES = ["deltas_at_eps", "deltas", "deltas_per_model", "accuracy", "accuracy_mean", "robust_vs_clean",
-          "sanity", "models", "layer_sparsity", "metadata"]
+TABLES = [
+    "deltas_at_eps",
+    "deltas",
+    "deltas_per_model",
+    "accuracy",
+    "accuracy_mean",
+    "robust_vs_clean",
+    "sanity",
+    "models",
+    "layer_sparsity",
+    "metadata",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +61,13 @@ def test_html_is_self_contained(built: Path) -> None:
 
 def test_first_screen_shows_the_findings_in_order(built: Path, shared_run: Path) -> None:
     page = built.read_text(encoding="utf-8")
-    findings = summarize(load_results(shared_run), load_outcomes(shared_run), meta=load_meta(shared_run),
-                         sanity=load_sanity(shared_run))
-    section = page[page.index('id="findings"'):page.index('id="figures"')]
-    items = [html.unescape(re.sub(r"\s+", " ", i)).strip()
-             for i in re.findall(r"<li[^>]*>(.*?)</li>", section, flags=re.S)]
+    findings = summarize(
+        load_results(shared_run), load_outcomes(shared_run), meta=load_meta(shared_run), sanity=load_sanity(shared_run)
+    )
+    section = page[page.index('id="findings"') : page.index('id="figures"')]
+    items = [
+        html.unescape(re.sub(r"\s+", " ", i)).strip() for i in re.findall(r"<li[^>]*>(.*?)</li>", section, flags=re.S)
+    ]
     assert items == [f.text for f in findings]
     positions = [page.index(f'id="{part}"') for part in ["findings", "figures", "tables", "metadata"]]
     assert positions == sorted(positions)

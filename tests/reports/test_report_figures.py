@@ -99,8 +99,9 @@ def test_accuracy_vs_eps_spreads_a_doubling_sweep_and_keeps_the_data_in_eps_unit
         (line,) = [line for line in ax.lines if line.get_linestyle() == "--"]
         x, y = line.get_data()
         by_eps = dense[dense["attack"] == attack].sort_values("eps")["accuracy"].to_numpy()
-        assert np.allclose(x, eps) and np.allclose(y, [dense.loc[dense["attack"] == "clean", "accuracy"].item() * 100,
-                                                       *(by_eps * 100)])
+        assert np.allclose(x, eps) and np.allclose(
+            y, [dense.loc[dense["attack"] == "clean", "accuracy"].item() * 100, *(by_eps * 100)]
+        )
         for band in ax.collections:  # every band spans the eps of its line, in eps units too
             xs = band.get_paths()[0].vertices[:, 0]
             assert np.isclose(xs.min(), 0.0) and np.isclose(xs.max(), eps[-1])

@@ -77,10 +77,17 @@ def test_dense_match_prefers_parent_then_seed_then_mean(synthetic_run: Path) -> 
 def test_grid_pools_seeds(frames: dict) -> None:
     deltas = model_deltas(frames["results"], frames["outcomes"], frames["meta"])
     grid = grid_deltas(deltas)
-    cell = grid[(grid["label"] == "filter") & (grid["target_sparsity"] == 0.7) & (grid["series"] == "PGD")
-                & np.isclose(grid["eps_key"], 8 / 255)].iloc[0]
-    models = deltas[(deltas["granularity"] == "filter") & (deltas["target_sparsity"] == 0.7)
-                    & deltas["key"].str.startswith("pgd:eps=8/255")]
+    cell = grid[
+        (grid["label"] == "filter")
+        & (grid["target_sparsity"] == 0.7)
+        & (grid["series"] == "PGD")
+        & np.isclose(grid["eps_key"], 8 / 255)
+    ].iloc[0]
+    models = deltas[
+        (deltas["granularity"] == "filter")
+        & (deltas["target_sparsity"] == 0.7)
+        & deltas["key"].str.startswith("pgd:eps=8/255")
+    ]
     assert cell["n_seeds"] == 2
     assert cell["delta_pp"] == pytest.approx(models["delta_pp"].mean())
     assert cell["dense_only"] == models["dense_only"].sum()

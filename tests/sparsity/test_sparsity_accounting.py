@@ -18,8 +18,14 @@ from robustsparse.sparsity.accounting import TABLE_COLUMNS
 
 
 def one_shot(model, granularity: str, target: float = 0.7) -> CampfirePruner:
-    cfg = SparsityConfig(method="campfire", granularity=granularity, target_sparsity=target, schedule="one_shot",
-                         start_epoch=0, end_epoch=0)
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity=granularity,
+        target_sparsity=target,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=0,
+    )
     pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
     pruner.step(0)
     return pruner
@@ -82,13 +88,16 @@ def _dense_layer_masked(model, masks):
         model.stem.weight[0, 0, 0, 0] = 0.0
 
 
-@pytest.mark.parametrize(("granularity", "tamper", "needle"), [
-    ("kernel", _kernel_tamper, "partly masked"),
-    ("window", _window_tamper, "another number"),
-    ("element", _leak, "masked weights are non-zero"),
-    ("filter", _bn_shift, "BatchNorm"),
-    ("element", _dense_layer_masked, "kept dense"),
-])
+@pytest.mark.parametrize(
+    ("granularity", "tamper", "needle"),
+    [
+        ("kernel", _kernel_tamper, "partly masked"),
+        ("window", _window_tamper, "another number"),
+        ("element", _leak, "masked weights are non-zero"),
+        ("filter", _bn_shift, "BatchNorm"),
+        ("element", _dense_layer_masked, "kept dense"),
+    ],
+)
 def test_structure_check_fails_on_a_tampered_model(tiny_net, granularity, tamper, needle) -> None:
     pruner = one_shot(tiny_net, granularity)
     info = pruner.metadata()
@@ -102,10 +111,13 @@ def test_structure_check_fails_on_a_tampered_model(tiny_net, granularity, tamper
     assert not table.structure_ok.all()
 
 
-@pytest.mark.parametrize(("granularity", "layer", "make_bad"), [
-    ("n:m", "conv3.weight", lambda w: w[0, 0:4, 0, 0].fill_(1.0)),  # 4 non-zeros in a 2:4 group (along C)
-    ("window", "conv3.weight", lambda w: w[0, 0].fill_(1.0)),  # 9 non-zeros where 3 are allowed
-])
+@pytest.mark.parametrize(
+    ("granularity", "layer", "make_bad"),
+    [
+        ("n:m", "conv3.weight", lambda w: w[0, 0:4, 0, 0].fill_(1.0)),  # 4 non-zeros in a 2:4 group (along C)
+        ("window", "conv3.weight", lambda w: w[0, 0].fill_(1.0)),  # 9 non-zeros where 3 are allowed
+    ],
+)
 def test_weights_alone_are_checked_without_masks(tiny_net, granularity, layer, make_bad) -> None:
     pruner = one_shot(tiny_net, granularity, 0.5 if granularity == "n:m" else 0.7)
     info = pruner.granularity_info()
@@ -139,8 +151,9 @@ def test_model_cost_counts_dense_and_effective_macs() -> None:
     cost = model_cost(model, (1, 3, 8, 8), masks)
     assert cost["dense_macs"] == conv_macs + lin_macs
     assert cost["effective_macs"] == conv_macs // 2 + int((masks["3.weight"] & (model[3].weight != 0)).sum())
-    assert cost["nonzero_params"] == (sum(int((p != 0).sum()) for p in model.parameters())
-                                      - int((~masks["3.weight"] & (model[3].weight != 0)).sum()))
+    assert cost["nonzero_params"] == (
+        sum(int((p != 0).sum()) for p in model.parameters()) - int((~masks["3.weight"] & (model[3].weight != 0)).sum())
+    )
     model.train()
     model_cost(model, (3, 8, 8))
     assert model.training

@@ -11,8 +11,14 @@ from robustsparse.sparsity import CampfirePruner, SparsityConfig, compact_model,
 
 
 def one_shot(model, granularity: str, target: float) -> CampfirePruner:
-    cfg = SparsityConfig(method="campfire", granularity=granularity, target_sparsity=target, schedule="one_shot",
-                         start_epoch=0, end_epoch=0)
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity=granularity,
+        target_sparsity=target,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=0,
+    )
     pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
     pruner.step(0)
     return pruner
@@ -55,7 +61,9 @@ def _registry_model(arch: str, image_size: int) -> nn.Module:
     if arch not in models.list_models():
         pytest.skip(f"{arch} is not in the model registry yet")
     torch.manual_seed(0)
-    model = models.create_model(arch, num_classes=10, in_channels=3, image_size=image_size, mean=(0.5,) * 3, std=(0.25,) * 3)
+    model = models.create_model(
+        arch, num_classes=10, in_channels=3, image_size=image_size, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -66,7 +74,9 @@ def _registry_model(arch: str, image_size: int) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize(("arch", "granularity"), [("resnet20", "filter"), ("vgg16_bn", "filter"), ("resnet20", "channel")])
+@pytest.mark.parametrize(
+    ("arch", "granularity"), [("resnet20", "filter"), ("vgg16_bn", "filter"), ("resnet20", "channel")]
+)
 def test_registry_models_compact_with_the_same_outputs(arch: str, granularity: str) -> None:
     model = _registry_model(arch, 32)
     pruner = one_shot(model, granularity, 0.5)

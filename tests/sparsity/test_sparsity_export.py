@@ -22,8 +22,14 @@ from robustsparse.sparsity import (
 
 
 def one_shot(model, granularity: str, target: float) -> CampfirePruner:
-    cfg = SparsityConfig(method="campfire", granularity=granularity, target_sparsity=target, schedule="one_shot",
-                         start_epoch=0, end_epoch=0)
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity=granularity,
+        target_sparsity=target,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=0,
+    )
     pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
     pruner.step(0)
     return pruner

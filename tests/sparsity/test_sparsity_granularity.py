@@ -24,9 +24,19 @@ BALANCED = ("window", "window+kernel", "n:m")
 CASES = [(g, a) for g in GRANULARITIES for a in ("uniform", "global") if not (a == "global" and g in BALANCED)]
 
 
-def one_shot(model: torch.nn.Module, granularity: str, target: float, allocation: str = "uniform", **kw) -> CampfirePruner:
-    cfg = SparsityConfig(method="campfire", granularity=granularity, target_sparsity=target, allocation=allocation,
-                         schedule="one_shot", start_epoch=0, end_epoch=0, **kw)
+def one_shot(
+    model: torch.nn.Module, granularity: str, target: float, allocation: str = "uniform", **kw
+) -> CampfirePruner:
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity=granularity,
+        target_sparsity=target,
+        allocation=allocation,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=0,
+        **kw,
+    )
     pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
     assert pruner.step(0)
     assert pruner.frozen
@@ -160,11 +170,20 @@ def test_pointwise_grouping_element_prunes_1x1_and_linear_unstructured(tiny_net)
     pruner = one_shot(tiny_net, "window", 0.7, pointwise_grouping="element")
     meta = pruner.metadata()
     assert meta["layers"]["pointwise.weight"]["granularity"] == "element"
-    assert meta["layers"]["conv3.weight"] == {"granularity": "window", "view": "kernel", "block": 9, "keep": 3,
-                                              "kernel_stage": False}
+    assert meta["layers"]["conv3.weight"] == {
+        "granularity": "window",
+        "view": "kernel",
+        "block": 9,
+        "keep": 3,
+        "kernel_stage": False,
+    }
     pw = pruner.masks["pointwise.weight"]
     assert abs(1 - pw.float().mean().item() - 0.7) <= 0.5 / pw.numel() + 1e-9
-    assert meta["pointwise_grouping"] == {"mode": "element", "block": 8, "applies": True,
-                                          "layers": ["pointwise", "fc1"]}
+    assert meta["pointwise_grouping"] == {
+        "mode": "element",
+        "block": 8,
+        "applies": True,
+        "layers": ["pointwise", "fc1"],
+    }
     assert "3 of 9" in meta["achievable_note"]
     assert verify_structure(tiny_net, pruner.masks, meta) == []

@@ -19,8 +19,15 @@ EPOCHS = 6
 
 
 def gradual(granularity: str = "kernel", **kw) -> SparsityConfig:
-    base = {"method": "campfire", "granularity": granularity, "target_sparsity": 0.7, "start_epoch": 1, "end_epoch": 4,
-            "update_every": 2, "update_unit": "steps"}
+    base = {
+        "method": "campfire",
+        "granularity": granularity,
+        "target_sparsity": 0.7,
+        "start_epoch": 1,
+        "end_epoch": 4,
+        "update_every": 2,
+        "update_unit": "steps",
+    }
     return SparsityConfig(**{**base, **kw})
 
 
@@ -51,7 +58,9 @@ def train(model, optimizer, pruner, data, start: int, stop: int, check=None) -> 
 
 @pytest.mark.parametrize("opt_kind", ["sgd", "adamw"])
 @pytest.mark.parametrize("granularity", ["element", "kernel", "window", "window+kernel", "filter", "n:m"])
-def test_pruned_weights_and_optimizer_state_stay_zero_and_masks_only_gain_zeros(tiny_net, granularity, opt_kind) -> None:
+def test_pruned_weights_and_optimizer_state_stay_zero_and_masks_only_gain_zeros(
+    tiny_net, granularity, opt_kind
+) -> None:
     cfg = gradual(granularity, target_sparsity=0.5 if granularity == "n:m" else 0.7)
     pruner = CampfirePruner(tiny_net, cfg, SPE)
     optimizer = make_optimizer(tiny_net, opt_kind)
@@ -89,7 +98,9 @@ def test_pruned_weights_and_optimizer_state_stay_zero_and_masks_only_gain_zeros(
 
 @pytest.mark.parametrize("granularity", ["kernel", "window", "filter"])
 @pytest.mark.parametrize("stop_after", [2, 5, 8, 14])  # before pruning, mid-pruning, at an update, after the freeze
-def test_resume_from_a_saved_state_gives_the_same_masks_and_weights(tiny_net, granularity: str, stop_after: int) -> None:
+def test_resume_from_a_saved_state_gives_the_same_masks_and_weights(
+    tiny_net, granularity: str, stop_after: int
+) -> None:
     cfg = gradual(granularity, allow_regrowth=(granularity == "kernel"))
     data = batches(EPOCHS * SPE)
     start_model = copy.deepcopy(tiny_net)
@@ -144,14 +155,23 @@ def test_state_saved_with_other_settings_or_foreign_is_refused(tiny_net) -> None
 
 
 def _shrink_kept_weights_then_update(model, allow_regrowth: bool) -> tuple[dict, dict, CampfirePruner]:
-    cfg = SparsityConfig(method="campfire", granularity="element", target_sparsity=0.5, schedule="one_shot",
-                         start_epoch=0, end_epoch=2, update_every=1, update_unit="epochs", allow_regrowth=allow_regrowth)
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity="element",
+        target_sparsity=0.5,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=2,
+        update_every=1,
+        update_unit="epochs",
+        allow_regrowth=allow_regrowth,
+    )
     pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
     dense = {n: p.detach().clone() for n, p in model.named_parameters()}
     pruner.step(0)
     before = {k: v.clone() for k, v in pruner.masks.items()}
     with torch.no_grad():  # the kept weights decay to almost nothing: the pruned ones should now win
-        for name, mask in pruner.masks.items():
+        for name in pruner.masks:
             p = dict(model.named_parameters())[name]
             p.mul_(1e-3)
     pruner.step(1)

@@ -36,14 +36,21 @@ def test_cubic_prunes_fast_early_and_slow_late() -> None:
 
 @pytest.mark.parametrize(("unit", "every"), [("epochs", 1), ("epochs", 2), ("steps", 3)])
 def test_target_only_changes_at_update_points_and_ends_at_final(unit: str, every: int) -> None:
-    cfg = SparsityConfig(method="campfire", target_sparsity=0.8, initial_sparsity=0.1, start_epoch=1, end_epoch=6,
-                         update_every=every, update_unit=unit)
+    cfg = SparsityConfig(
+        method="campfire",
+        target_sparsity=0.8,
+        initial_sparsity=0.1,
+        start_epoch=1,
+        end_epoch=6,
+        update_every=every,
+        update_unit=unit,
+    )
     spe = 5
     plan = update_plan(cfg, spe)
     targets = [target_at_step(s, cfg, spe) for s in range(0, 50)]
     assert targets[: plan.start_step] == [0.0] * plan.start_step
     assert targets[plan.start_step] == pytest.approx(0.1)
-    assert all(t == pytest.approx(0.8) for t in targets[plan.end_step:])
+    assert all(t == pytest.approx(0.8) for t in targets[plan.end_step :])
     step_size = every * (spe if unit == "epochs" else 1)
     for s in range(1, 50):
         point = last_update_step(s, plan)

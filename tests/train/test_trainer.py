@@ -230,8 +230,10 @@ def test_adversarial_training_uses_examples_inside_the_eps_ball(tmp_path, digits
 
 def test_data_label_names_the_dataset_without_changing_the_model(tmp_path, digits):
     plain = dense_job(small_cfg(epochs=1), seed=0)
-    labelled = dense_job(config_from_dict({"name": "t", "data": {"label": "Digits (8x8)"},
-                                           "train": {"epochs": 1, "batch_size": 128}}), seed=0)
+    labelled = dense_job(
+        config_from_dict({"name": "t", "data": {"label": "Digits (8x8)"}, "train": {"epochs": 1, "batch_size": 128}}),
+        seed=0,
+    )
     assert labelled.digest == plain.digest
     meta = train_job(labelled, tmp_path / "m", device=CPU, bundle=digits, progress=False)
     assert meta["dataset"] == "Digits (8x8)" and meta["data"]["dataset"] == "digits"

@@ -20,10 +20,9 @@ def test_written_files_get_the_usual_mode_not_private(tmp_path):
 
 def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
     path = write_text_atomic(tmp_path / "a.txt", "old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(path) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
