@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from robustsparse.errors import ConfigError
+from robustsparse.sparsity.lr_modes import check_lr_mode
 from robustsparse.sparsity.settings import SparsityConfig
 
 __all__ = [
@@ -238,3 +239,4 @@ class ExperimentConfig:
             _require(
                 end <= self.train.epochs, "sparsity.end_epoch", end, f"an epoch <= train.epochs ({self.train.epochs})"
             )
+            check_lr_mode(self.train, entry)  # hold / rewind that would silently be another mode

@@ -90,9 +90,11 @@ class SparsityConfig:
         n: for `n:m`, weights kept in every group of `m`. Derived from `target_sparsity`
             (nearest achievable) when left out; when given it must agree with it.
         m: for `n:m`, the group size along the input channels.
-        lr_mode: learning-rate configuration while pruning (the trainer implements it):
-            `standard` schedule unchanged, `hold` the rate held while pruning, `rewind` the
-            schedule restarted when the masks freeze.
+        lr_mode: learning-rate configuration while pruning (`lr_modes`; the trainer applies
+            it): `standard` schedule unchanged, `hold` the rate held at its post-warm-up value
+            while pruning, `rewind` the schedule restarted when the masks freeze. `hold` and
+            `rewind` need start_epoch < end_epoch < train.epochs, and a mode that draws the
+            same curve as a simpler one is refused when the experiment is loaded.
         from_dense: start from the dense parent checkpoint (True) or from scratch (the
             trainer implements it).
     """

@@ -2,30 +2,21 @@
 
 The schedule is a pure function of the optimizer step (`lr_factor`), wrapped in a
 `LambdaLR` stepped once per batch, so it can be plotted or tested as a list of numbers and
-resumes exactly from a saved step.
-
-Campfire compares learning-rate configurations around its pruning window
-[start_epoch, end_epoch] (methods.md 1.5; the paper's exact variants are unverified):
-- `standard`: the schedule ignores pruning;
-- `hold`: the LR is held at its value at the start of pruning until the masks freeze, and the
-  rest of the schedule then runs in the remaining epochs;
-- `rewind`: when the masks freeze the schedule restarts from its beginning (warm-up included)
-  and runs in full over the remaining epochs.
+resumes exactly from a saved step. The curves themselves, and the rules that refuse an LR
+configuration that would be another one, are `robustsparse.sparsity.lr_modes` (the experiment
+loader checks them before anything is trained).
 """
 
 from __future__ import annotations
-
-import math
-from typing import Literal
 
 import torch
 from torch import nn
 
 from robustsparse.config.schema import TrainConfig
+from robustsparse.sparsity.lr_modes import LRMode, base_lr_factor, check_lr_mode, lr_factor_at
+from robustsparse.sparsity.settings import SparsityConfig
 
 __all__ = ["build_optimizer", "build_scheduler", "lr_factor", "base_lr_factor"]
-
-LRMode = Literal["standard", "hold", "rewind"]
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -44,29 +35,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def base_lr_factor(epoch_pos: float, cfg: TrainConfig, total_epochs: float | None = None) -> float:
-    """The plain schedule's LR multiplier at a (fractional) epoch position.
-
-    Args:
-        epoch_pos: epochs elapsed, fractional (step / steps_per_epoch).
-        cfg: training settings (schedule kind, warm-up, milestones, gamma).
-        total_epochs: length the schedule is stretched over (default `cfg.epochs`).
-    """
-    total = float(total_epochs if total_epochs is not None else cfg.epochs)
-    warmup = min(float(cfg.warmup_epochs), total)
-    if warmup > 0 and epoch_pos < warmup:
-        return max(epoch_pos / warmup, 1e-3)  # linear warm-up; never exactly 0 so step 0 moves
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    if cfg.lr_schedule == "multistep":
-        scale = total / cfg.epochs
-        passed = sum(1 for m in cfg.milestones if epoch_pos >= m * scale)
-        return cfg.gamma**passed
-    span = max(total - warmup, 1e-12)
-    progress = min(max((epoch_pos - warmup) / span, 0.0), 1.0)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def lr_factor(
     step: int,
     steps_per_epoch: int,
@@ -76,7 +44,7 @@ def lr_factor(
     prune_start_epoch: int = 0,
     prune_end_epoch: int = 0,
 ) -> float:
-    """LR multiplier at optimizer step `step` (pure function).
+    """LR multiplier at optimizer step `step` (pure function; see `sparsity.lr_modes`).
 
     Args:
         step: optimizer steps taken so far.
@@ -85,23 +53,13 @@ def lr_factor(
         lr_mode: Campfire LR configuration (`standard`, `hold`, `rewind`).
         prune_start_epoch / prune_end_epoch: the pruning window (masks frozen after its end).
     """
-    pos = step / steps_per_epoch
-    total = float(cfg.epochs)
-    start, end = float(prune_start_epoch), float(prune_end_epoch)
-    if lr_mode == "standard" or end <= start or end >= total:
-        return base_lr_factor(pos, cfg)
-    if lr_mode == "hold":
-        if pos < start:
-            return base_lr_factor(pos, cfg)
-        if pos <= end:
-            return base_lr_factor(start, cfg)
-        # Map the epochs after the freeze onto the rest of the schedule from `start` on.
-        mapped = start + (pos - end) * (total - start) / (total - end)
-        return base_lr_factor(mapped, cfg)
-    # rewind
-    if pos < end:
-        return base_lr_factor(pos, cfg)
-    return base_lr_factor(pos - end, cfg, total_epochs=total - end)
+    return lr_factor_at(
+        step / steps_per_epoch,
+        cfg,
+        lr_mode=lr_mode,
+        prune_start_epoch=prune_start_epoch,
+        prune_end_epoch=prune_end_epoch,
+    )
 
 
 def build_scheduler(
@@ -109,19 +67,18 @@ def build_scheduler(
     cfg: TrainConfig,
     steps_per_epoch: int,
     *,
-    lr_mode: LRMode = "standard",
-    prune_start_epoch: int = 0,
-    prune_end_epoch: int = 0,
+    sparsity: SparsityConfig | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step `LambdaLR` following `lr_factor`."""
+    """A per-step `LambdaLR` following `lr_factor` under `sparsity.lr_mode` (standard when dense).
+
+    Raises:
+        ConfigError: the LR configuration would silently be another one (`check_lr_mode`).
+    """
+    mode, start, end = "standard", 0, 0
+    if sparsity is not None and sparsity.method != "none":
+        check_lr_mode(cfg, sparsity)
+        mode, start, end = sparsity.lr_mode, sparsity.start_epoch, sparsity.end_epoch
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda step: lr_factor(
-            step,
-            steps_per_epoch,
-            cfg,
-            lr_mode=lr_mode,
-            prune_start_epoch=prune_start_epoch,
-            prune_end_epoch=prune_end_epoch,
-        ),
+        lambda step: lr_factor(step, steps_per_epoch, cfg, lr_mode=mode, prune_start_epoch=start, prune_end_epoch=end),
     )

@@ -143,14 +143,7 @@ def train_job(
     sparsity = job.sparsity
     pruner = CampfirePruner(model, sparsity, steps_per_epoch) if sparsity is not None else None
     optimizer = build_optimizer(model, job.train)
-    scheduler = build_scheduler(
-        optimizer,
-        job.train,
-        steps_per_epoch,
-        lr_mode=sparsity.lr_mode if sparsity is not None else "standard",
-        prune_start_epoch=sparsity.start_epoch if sparsity is not None else 0,
-        prune_end_epoch=sparsity.end_epoch if sparsity is not None else 0,
-    )
+    scheduler = build_scheduler(optimizer, job.train, steps_per_epoch, sparsity=sparsity)
     adversary = make_adversary(job.train.adversarial)
 
     start_epoch, rows, best_acc = 0, [], -1.0
