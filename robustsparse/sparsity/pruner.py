@@ -10,7 +10,8 @@ composes the pieces of this package and works on any `nn.Module`:
         loss_fn(model(x), y).backward()
         optimizer.step()
         pruner.step(step, optimizer)     # recompute masks at update points (never after the freeze)
-        pruner.apply_(optimizer)         # zero masked weights and their optimizer state
+        pruner.apply_(optimizer)         # zero masked weights and their optimizer state (with
+                                         # allow_regrowth: the state is kept until the freeze)
 
 `pruner.state_dict()` holds only tensors and plain values (safe for
 `torch.load(weights_only=True)`), so training resumed from any epoch gives the same masks.
@@ -186,6 +187,7 @@ class CampfirePruner:
         self.current_target = target
         if self.frozen:
             self._shadow = {}  # pruned weights are final: no dense copy needed any more
+            self.apply_(optimizer)  # with regrowth, their optimizer state was kept until now: clear it
             log.info("masks frozen at step %d (target %.4f, achieved %.4f)", point, target, self.achieved()["prunable"])
         else:
             log.debug("masks updated at step %d: target %.4f", point, target)
@@ -254,16 +256,20 @@ class CampfirePruner:
         """Zero the masked weights in place, and the optimizer state at masked positions.
 
         Call after every `optimizer.step()`. With `allow_regrowth` (before the freeze) the
-        optimizer's updates of pruned weights are first added to their dense shadow copy.
+        optimizer's updates of pruned weights are first added to their dense shadow copy, and
+        their optimizer state (momentum, Adam moments) is kept, so a pruned weight's dense value
+        moves exactly as a kept weight with the same gradients would: a fair competition. That
+        state is cleared at the freeze, after which pruned weights never move again.
         """
         if self._engine is None:
             return
-        if self.cfg.allow_regrowth and not self.frozen:
+        regrowing = self.cfg.allow_regrowth and not self.frozen
+        if regrowing:
             self._fold_into_shadow()
         pairs = self._pruned_pairs()
         for _, p, pruned in pairs:
             p.masked_fill_(pruned, 0.0)
-        if optimizer is not None:
+        if optimizer is not None and not regrowing:
             zero_masked_state_(optimizer, [(p, pruned) for _, p, pruned in pairs])
 
     @torch.no_grad()

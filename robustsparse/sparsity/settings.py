@@ -76,8 +76,9 @@ class SparsityConfig:
         update_unit: the unit of `update_every`: optimizer `steps` or `epochs`.
         allow_regrowth: before the freeze, may pruned weights come back? False: scores come
             from the masked weights and masks only gain zeros. True: scores come from dense
-            weights (pruned weights keep accumulating their updates in a shadow copy and come
-            back with that value when they win).
+            weights (pruned weights keep accumulating their updates in a shadow copy, with
+            their optimizer state kept so they move as kept weights would, and come back with
+            that value when they win; at the freeze their state is cleared).
         pointwise_grouping: how `window` / `window+kernel` group 1x1 convolutions and linear
             layers, where a spatial window is a single weight: `channel_block` (a window is
             `pointwise_block` consecutive input channels of one filter) or `element`

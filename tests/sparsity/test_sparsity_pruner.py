@@ -222,3 +222,70 @@ def test_catch_up_after_missed_updates_reaches_the_latest_target(tiny_net) -> No
     assert pruner.current_target == pytest.approx(cubic_sparsity(7 / SPE, initial=0.0, final=0.7, start=1, end=4))
     assert not pruner.step(8)
     assert pruner.step(100) and pruner.frozen and pruner.current_target == cfg.target_sparsity
+
+
+class _TwoWeights(torch.nn.Module):
+    """y = w0 * x0 + w1 * x1: with x = (1, 1) both weights always get the same gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[0.1, 0.2]]))  # w0 is pruned, w1 kept
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("opt_kind", ["sgd", "adamw"])
+def test_regrowth_pruned_weights_keep_their_optimizer_state_until_the_freeze(opt_kind: str) -> None:
+    model = _TwoWeights()
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity="element",
+        target_sparsity=0.5,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=3,
+        update_unit="epochs",
+        allow_regrowth=True,
+        keep_first_conv_dense=False,
+        keep_last_linear_dense=False,
+    )
+    pruner = CampfirePruner(model, cfg, steps_per_epoch=2)  # mask updates at steps 0, 2, 4; frozen at 6
+    if opt_kind == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.0)
+    w = model.fc.weight
+    x = torch.ones(1, 2)
+
+    def train_step(step: int) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        (-model(x).sum()).backward()  # the same gradient (-1) for both weights at every step
+        optimizer.step()
+        pruner.step(step, optimizer)
+        pruner.apply_(optimizer)
+
+    def dense() -> torch.Tensor:
+        shadow = pruner.state_dict()["shadow"].get("fc.weight", torch.zeros_like(w))
+        return torch.where(pruner.masks["fc.weight"], w.detach(), shadow)
+
+    pruner.step(0, optimizer)
+    pruner.apply_(optimizer)
+    start = dense().clone()
+    for step in range(1, 6):
+        train_step(step)
+        assert pruner.masks["fc.weight"].tolist() == [[False, True]] and float(w.detach()[0, 0]) == 0.0
+    moved = (dense() - start)[0]
+    # A fair competition: with the same gradient history the pruned weight moves as the kept one.
+    assert float(moved[1]) > 0.03
+    assert float(moved[0]) == pytest.approx(float(moved[1]), rel=1e-5)
+
+    train_step(6)  # the freeze: the pruned weight's optimizer state is cleared now
+    assert pruner.frozen and pruner.state_dict()["shadow"] == {}
+    for _ in range(2):
+        states = [v for v in optimizer.state[w].values() if isinstance(v, torch.Tensor) and v.shape == w.shape]
+        assert states and all(float(v[0, 0]) == 0.0 and float(v[0, 1]) != 0.0 for v in states)
+        assert float(w.detach()[0, 0]) == 0.0
+        train_step(7)
