@@ -203,7 +203,7 @@ class CampfirePruner:
             weights = {n: dense[n] for n in self._engine.weight_names}
             result = self._engine.compute(weights, None, target)
         else:
-            weights = {n: params[n].detach() for n in self._engine.weight_names}
+            weights = self._masked_weights(params)
             result = self._engine.compute(weights, self.masks, target)
         changed = any(not torch.equal(result.masks[n], self.masks[n]) for n in self.masks)
         if regrow:
@@ -216,6 +216,16 @@ class CampfirePruner:
         self._pairs = None
         self.apply_(optimizer)
         return changed
+
+    def _masked_weights(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The prunable weights with pruned positions at zero: scores never see what the last
+        optimizer step wrote there before `apply_` (a kernel's score is its kept weights only)."""
+        out = {}
+        for n in self._engine.weight_names:
+            p = params[n].detach()
+            mask = self.masks.get(n)
+            out[n] = p if mask is None else torch.where(mask.to(p.device), p, torch.zeros_like(p))
+        return out
 
     def _dense_value(self, name: str, param: torch.Tensor) -> torch.Tensor:
         shadow = self._shadow.get(name)
@@ -314,7 +324,10 @@ class CampfirePruner:
         if self.frozen or self.current_target == self.cfg.target_sparsity:
             return mask_sparsity(self.masks, names)
         params = self._params()
-        weights = {n: self._dense_value(n, params[n]) if self.cfg.allow_regrowth else params[n].detach() for n in names}
+        if self.cfg.allow_regrowth:
+            weights = {n: self._dense_value(n, params[n]) for n in names}
+        else:
+            weights = self._masked_weights(params)
         prev = None if self.cfg.allow_regrowth else self.masks
         return mask_sparsity(self._engine.compute(weights, prev, self.cfg.target_sparsity).masks, names)
 

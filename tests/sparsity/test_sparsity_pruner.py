@@ -289,3 +289,25 @@ def test_regrowth_pruned_weights_keep_their_optimizer_state_until_the_freeze(opt
         assert states and all(float(v[0, 0]) == 0.0 and float(v[0, 1]) != 0.0 for v in states)
         assert float(w.detach()[0, 0]) == 0.0
         train_step(7)
+
+
+@pytest.mark.parametrize("granularity", ["element", "kernel", "window", "window+kernel", "filter", "channel", "n:m"])
+def test_masks_are_ranked_on_the_masked_weights(tiny_net, granularity: str) -> None:
+    """What the last optimizer step wrote into pruned positions (before `apply_`) must not count."""
+    cfg = gradual(granularity, target_sparsity=0.5 if granularity == "n:m" else 0.7)
+    pruner = CampfirePruner(tiny_net, cfg, SPE)
+    pruner.step(0)
+    pruner.step(5)  # update points 3, 5, 7...: partly pruned now (window+kernel: kernels and windows)
+    twin_model = copy.deepcopy(tiny_net)
+    twin = CampfirePruner(twin_model, cfg, SPE)
+    twin.load_state_dict(pruner.state_dict())
+    g = torch.Generator().manual_seed(0)
+    params = dict(tiny_net.named_parameters())
+    with torch.no_grad():  # large leftovers at pruned positions in one copy only
+        for name, mask in pruner.masks.items():
+            p = params[name]
+            p[~mask] = 10.0 + torch.rand(int((~mask).sum()), generator=g)
+    assert any(not bool(m.all()) for m in pruner.masks.values())
+    pruner.step(7)
+    twin.step(7)
+    assert all(torch.equal(pruner.masks[k], twin.masks[k]) for k in pruner.masks)
