@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from robustsparse.sparsity.coupling import ChannelGroup
-from robustsparse.sparsity.granularity import RowView
+from robustsparse.sparsity.granularity import RowView, group_description
 from robustsparse.sparsity.layers import conv_linear_layers
 from robustsparse.sparsity.masks import achieved_sparsity, prunable_weight_names
 
@@ -31,6 +31,7 @@ TABLE_COLUMNS = [
     "kind",
     "shape",
     "granularity",
+    "group",
     "prunable",
     "weights",
     "nonzeros",
@@ -326,6 +327,10 @@ def layer_sparsity_table(
 ) -> pd.DataFrame:
     """One row per conv/linear weight, then totals over the prunable weights and over all parameters.
 
+    `granularity` is what the layer was pruned with (`element` where a 1x1 conv or linear
+    layer fell back to single weights); `group` says what one group is in that layer (e.g.
+    `3x3 kernel`, `8 input channels`, `1 weight`).
+
     Args:
         model: the model (masks applied).
         masks: the masks, or None.
@@ -360,6 +365,7 @@ def layer_sparsity_table(
                 "kind": layer.kind,
                 "shape": "x".join(str(s) for s in w.shape),
                 "granularity": granularity,
+                "group": group_description(specs.get(layer.param), layer.shape),
                 "prunable": layer.param in prunable,
                 "weights": w.numel(),
                 "nonzeros": nonzero,
@@ -382,6 +388,7 @@ def layer_sparsity_table(
                 "kind": "total",
                 "shape": "",
                 "granularity": (info or {}).get("granularity", ""),
+                "group": "",
                 "prunable": name == "__prunable__",
                 "weights": w,
                 "nonzeros": nz,

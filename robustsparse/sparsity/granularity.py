@@ -15,8 +15,10 @@ A trailing block shorter than its length (C not a multiple of it) is padded with
 never count and are never kept. `kernel` pruning keeps or drops whole rows; `window`, `n:m`
 keep the same number of weights in every row (balanced); `window+kernel` drops whole rows and
 keeps the same number inside each remaining one. Pointwise layers (1x1 convs, linear layers)
-have a one-weight spatial window, so `window` / `window+kernel` use `cblock` rows there
-(`pointwise_grouping: channel_block`) or plain element pruning (`pointwise_grouping: element`).
+have a one-weight kernel (and kernel row), so `kernel`, `row`, `window` and `window+kernel` use
+`cblock` rows there (`pointwise_grouping: channel_block`: a group is `pointwise_block`
+consecutive input channels of one filter) or prune them as single weights, recorded as
+`element` (`pointwise_grouping: element`). A one-weight group is never called a kernel.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ import torch
 from robustsparse.sparsity.layers import LayerInfo
 from robustsparse.sparsity.settings import SparsityConfig
 
-__all__ = ["RowView", "LayerPlan", "layer_plan", "topk_rows_mask"]
+__all__ = ["RowView", "LayerPlan", "layer_plan", "topk_rows_mask", "group_description"]
+
+
+# Granularities whose group on a 1x1 conv / linear layer would be a single weight.
+POINTWISE_GROUPED: tuple[str, ...] = ("row", "kernel", "window", "window+kernel")
 
 
 @dataclass(frozen=True)
@@ -134,16 +140,17 @@ def layer_plan(info: LayerInfo, cfg: SparsityConfig) -> LayerPlan:
     k, c, r, s = info.shape
     if g == "element":
         return LayerPlan(g, RowView("element", info.shape, 1), False, False)
+    if g in POINTWISE_GROUPED and info.pointwise:
+        if cfg.pointwise_grouping == "element":
+            return LayerPlan("element", RowView("element", info.shape, 1), False, False)
+        balanced = g in ("window", "window+kernel")
+        return LayerPlan(g, RowView("cblock", info.shape, cfg.pointwise_block), balanced, g == "window+kernel")
     if g == "row":
         return LayerPlan(g, RowView("row", info.shape, s), False, False)
     if g == "kernel":
         return LayerPlan(g, RowView("kernel", info.shape, r * s), False, False)
     if g in ("window", "window+kernel"):
-        if not info.pointwise:
-            return LayerPlan(g, RowView("kernel", info.shape, r * s), True, g == "window+kernel")
-        if cfg.pointwise_grouping == "element":
-            return LayerPlan("element", RowView("element", info.shape, 1), False, False)
-        return LayerPlan(g, RowView("cblock", info.shape, cfg.pointwise_block), True, g == "window+kernel")
+        return LayerPlan(g, RowView("kernel", info.shape, r * s), True, g == "window+kernel")
     if g == "n:m":
         return LayerPlan(g, RowView("nm", info.shape, cfg.m), True, False)
     return LayerPlan(g, None, False, False)  # filter / channel: see allocation.channel_masks
@@ -158,3 +165,29 @@ def topk_rows_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
         order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :keep]
         out.scatter_(1, order, True)
     return out
+
+
+def group_description(spec: dict[str, Any] | None, shape: tuple[int, int, int, int]) -> str:
+    """What one group of a layer is, in words, from its metadata spec (`LayerPlan.spec`).
+
+    Examples: `1 weight`, `3x3 kernel`, `1x3 kernel row`, `8 input channels`,
+    `3 of each 3x3 kernel`, `2 of each 8 input channels`, `whole filter`.
+    """
+    if not spec:
+        return ""
+    g = spec.get("granularity")
+    if spec.get("view") == "channel" or g in ("filter", "channel"):
+        return "whole filter" if g == "filter" else "whole input channel"
+    view, block = spec.get("view"), int(spec.get("block", 1))
+    _, _, r, s = shape
+    unit = {
+        "element": "1 weight",
+        "row": f"1x{s} kernel row",
+        "kernel": f"{r}x{s} kernel",
+        "cblock": f"{block} input channels",
+        "nm": f"{block} input channels",
+    }.get(view, "")
+    if "keep" not in spec or not unit:
+        return unit
+    text = f"{spec['keep']} of each {unit}"
+    return f"whole {unit}s, then {text}" if spec.get("kernel_stage") else text

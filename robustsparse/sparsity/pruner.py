@@ -30,6 +30,7 @@ from torch import nn
 from robustsparse.errors import CheckpointError
 from robustsparse.sparsity.allocation import MaskResult, channel_granularity_masks, row_granularity_masks
 from robustsparse.sparsity.coupling import ChannelGroup, find_channel_groups
+from robustsparse.sparsity.granularity import POINTWISE_GROUPED
 from robustsparse.sparsity.layers import LayerInfo, resolve_layers
 from robustsparse.sparsity.masks import achieved_sparsity, mask_sparsity, zero_masked_state_
 from robustsparse.sparsity.schedule import last_update_step, schedule_sparsity, update_plan
@@ -347,7 +348,16 @@ class CampfirePruner:
             return f"{head}: every group keeps " + "; ".join(parts) if parts else head
         if g in CHANNEL_GRANULARITIES:
             return f"{head}: whole channels only, in {len(self._engine.groups) if self._engine else 0} channel group(s)"
-        return f"{head}: whole {g}s, the nearest count in each layer" if g != "element" else head
+        if g == "element":
+            return head
+        unit = "kernel rows" if g == "row" else "kernels"
+        views = {spec.get("view") for spec in self._result.specs.values()}
+        grains = {spec.get("granularity") for spec in self._result.specs.values()}
+        if "cblock" in views:
+            unit += f" (1x1 conv / linear layers: blocks of {self.cfg.pointwise_block} input channels)"
+        elif "element" in grains:
+            unit += " (1x1 conv / linear layers: single weights, pointwise_grouping: element)"
+        return f"{head}: whole {unit}, the nearest count in each layer"
 
     def metadata(self) -> dict[str, Any]:
         """Every setting used, the schedule's state, achieved and nearest achievable sparsity,
@@ -381,7 +391,7 @@ class CampfirePruner:
             "pointwise_grouping": {
                 "mode": self.cfg.pointwise_grouping,
                 "block": self.cfg.pointwise_block,
-                "applies": self.cfg.granularity in ("window", "window+kernel"),
+                "applies": self.cfg.granularity in POINTWISE_GROUPED,
                 "layers": pointwise,
             },
             "prunable_layers": [layer.module for layer in layers],

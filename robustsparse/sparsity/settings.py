@@ -79,11 +79,12 @@ class SparsityConfig:
             weights (pruned weights keep accumulating their updates in a shadow copy, with
             their optimizer state kept so they move as kept weights would, and come back with
             that value when they win; at the freeze their state is cleared).
-        pointwise_grouping: how `window` / `window+kernel` group 1x1 convolutions and linear
-            layers, where a spatial window is a single weight: `channel_block` (a window is
-            `pointwise_block` consecutive input channels of one filter) or `element`
-            (unstructured pruning of those layers at the same target).
-        pointwise_block: the window size along the input channels for `channel_block`.
+        pointwise_grouping: how `row`, `kernel`, `window` and `window+kernel` group 1x1
+            convolutions and linear layers, where a kernel (and a spatial window) is a single
+            weight: `channel_block` (a group is `pointwise_block` consecutive input channels of
+            one filter, pruned whole or, for window, balanced inside) or `element`
+            (unstructured pruning of those layers at the same target, recorded as `element`).
+        pointwise_block: the group size along the input channels for `channel_block`.
         window_kernel_split: for `window+kernel`, the share of the target (in log-density,
             (1-s) = (1-s_kernel)(1-s_window)) given to kernel pruning: 0 all window,
             1 all kernel, 0.5 an even split. The window keep count is rounded to an integer

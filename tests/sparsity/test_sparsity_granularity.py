@@ -15,6 +15,7 @@ from robustsparse.sparsity import (
     achieved_sparsity,
     apply_masks_,
     compute_masks,
+    layer_sparsity_table,
     prunable_layers,
     verify_structure,
 )
@@ -186,4 +187,34 @@ def test_pointwise_grouping_element_prunes_1x1_and_linear_unstructured(tiny_net)
         "layers": ["pointwise", "fc1"],
     }
     assert "3 of 9" in meta["achievable_note"]
+    assert verify_structure(tiny_net, pruner.masks, meta) == []
+
+
+@pytest.mark.parametrize("granularity", ["kernel", "row"])
+def test_kernel_on_1x1_and_linear_layers_prunes_blocks_of_input_channels(tiny_net, granularity: str) -> None:
+    """A 1x1 or linear 'kernel' is one weight: there the groups are blocks of input channels."""
+    pruner = one_shot(tiny_net, granularity, 0.7)
+    meta = pruner.metadata()
+    # pointwise (32, 16, 1, 1) and fc1 (32, 128): blocks of 8 consecutive input channels of one filter
+    for name, shape in (("pointwise.weight", (32, 2, 8)), ("fc1.weight", (32, 16, 8))):
+        kept = pruner.masks[name].reshape(shape).sum(-1)
+        assert set(kept.unique().tolist()) == {0, 8}, name
+        assert meta["layers"][name] == {"granularity": granularity, "view": "cblock", "block": 8}
+    assert meta["pointwise_grouping"]["applies"] and meta["pointwise_grouping"]["layers"] == ["pointwise", "fc1"]
+    assert abs(achieved_sparsity(tiny_net, pruner.masks)["prunable"] - 0.7) <= 0.005
+    assert verify_structure(tiny_net, pruner.masks, meta) == []
+    rows = layer_sparsity_table(tiny_net, pruner.masks, meta).set_index("name")
+    assert rows.loc["pointwise.weight", "group"] == rows.loc["fc1.weight", "group"] == "8 input channels"
+    assert rows.loc["conv3.weight", "group"] == ("3x3 kernel" if granularity == "kernel" else "1x3 kernel row")
+
+
+def test_kernel_with_pointwise_grouping_element_reports_those_layers_as_element(tiny_net) -> None:
+    pruner = one_shot(tiny_net, "kernel", 0.7, pointwise_grouping="element")
+    meta = pruner.metadata()
+    rows = layer_sparsity_table(tiny_net, pruner.masks, meta).set_index("name")
+    for name in ("pointwise.weight", "fc1.weight"):
+        assert meta["layers"][name]["granularity"] == rows.loc[name, "granularity"] == "element"
+        assert rows.loc[name, "group"] == "1 weight"
+    assert rows.loc["conv3.weight", "granularity"] == "kernel" and rows.loc["conv3.weight", "group"] == "3x3 kernel"
+    assert "single weights" in meta["achievable_note"]
     assert verify_structure(tiny_net, pruner.masks, meta) == []
