@@ -1,9 +1,14 @@
 """How the target is spread: per-layer or global counts of groups to prune, and the masks.
 
 `uniform` gives every prunable layer the same target (the nearest whole number of groups);
-`global` ranks all groups of all prunable layers together by their norm per weight and prunes
-the lowest until the target over the whole prunable set is reached (nearest crossing). Each
-layer always keeps at least one group. Balanced granularities (window, window+kernel, n:m)
+`global` ranks all groups of all prunable layers together and prunes the lowest until the
+target over the whole prunable set is reached (nearest crossing). A group's global score is its
+norm per weight divided by the mean score of its layer's groups (pruned groups count as 0, so
+a layer already thinned scores its survivors higher): magnitudes differ between layers by
+orders of magnitude (initialisation scale, BatchNorm after the conv), and a plain ranking
+empties the small layers while leaving the large ones dense. No layer loses more than
+`max_layer_sparsity` of its weights under `global`, and each layer always keeps at least one
+group. Balanced granularities (window, window+kernel, n:m)
 are uniform by construction: every row keeps `keep = round((1 - s) * block)` weights.
 
 For `window+kernel` the final target s is split as (1 - s) = (1 - s_kernel)(1 - s_window):
@@ -44,7 +49,14 @@ from robustsparse.sparsity.importance import (
 from robustsparse.sparsity.layers import LayerInfo
 from robustsparse.sparsity.settings import SparsityConfig
 
-__all__ = ["MaskResult", "row_granularity_masks", "channel_granularity_masks", "channel_param_names", "window_share"]
+__all__ = [
+    "MaskResult",
+    "row_granularity_masks",
+    "channel_granularity_masks",
+    "channel_param_names",
+    "window_share",
+    "layer_normalised",
+]
 
 _NEG = float("-inf")
 _POS = float("inf")
@@ -157,6 +169,8 @@ def _allocate_rows(pending: list, cfg: SparsityConfig, target: float, result: Ma
     for info, plan, table, valid, prev_tab, shape in pending:
         sizes = plan.view.row_sizes(table.device)
         scores = row_scores(table, cfg.importance, sizes if cfg.allocation == "global" else None)
+        if cfg.allocation == "global":
+            scores = layer_normalised(scores)
         n_prev = 0
         if prev_tab is not None:
             prev_dead = ~(prev_tab & valid).any(dim=1)
@@ -172,23 +186,37 @@ def _allocate_rows(pending: list, cfg: SparsityConfig, target: float, result: Ma
             d[torch.argsort(scores, stable=True)[:n_prune]] = True
             dead.append(d)
     else:
-        dead = _global_rows(scored, target)
+        dead = _global_rows(scored, target, cfg.max_layer_sparsity)
     for (info, plan, valid, *_, shape), d in zip(scored, dead):
         kept = valid & ~d[:, None]
         result.masks[info.param] = plan.view.unrows(kept).reshape(shape)
         result.specs[info.param] = plan.spec()
 
 
-def _global_rows(scored: list, target: float) -> list[torch.Tensor]:
-    """One ranking of every row of every layer by norm per weight; prune to the nearest crossing."""
+def layer_normalised(scores: torch.Tensor) -> torch.Tensor:
+    """A layer's group scores divided by their mean (unchanged when the mean is 0)."""
+    mean = scores.double().mean()
+    return scores / mean.to(scores.dtype) if float(mean) > 0 else scores
+
+
+def _global_rows(scored: list, target: float, cap: float) -> list[torch.Tensor]:
+    """One ranking of every row of every layer by layer-normalised score; prune to the nearest
+    crossing, no layer beyond `cap` of its weights."""
     device = scored[0][3].device
     all_scores, all_sizes = [], []
-    for _, _, _, scores, sizes, *_ in scored:
+    for _, _, _, scores, sizes, n_prev, _ in scored:
         s = scores.to(device).clone()
+        sizes = sizes.to(device)
         # Every layer keeps its best row, so no layer is cut off entirely.
         s[torch.argmax(torch.where(torch.isfinite(s), s, torch.full_like(s, -1e30)))] = _POS
+        # The cap: only the weakest rows of the layer up to `cap` of its weights may go (never
+        # fewer than were pruned before). Stable sorts keep this prefix the global order's.
+        order = torch.argsort(s, stable=True)
+        within = torch.cumsum(sizes[order].double(), 0) <= cap * float(sizes.sum()) + 1e-9
+        allowed = max(int(within.sum()), n_prev)
+        s[order[allowed:]] = _POS
         all_scores.append(s)
-        all_sizes.append(sizes.to(device))
+        all_sizes.append(sizes)
     scores = torch.cat(all_scores)
     sizes = torch.cat(all_sizes).double()
     order = torch.argsort(scores, stable=True)
@@ -259,6 +287,8 @@ def channel_granularity_masks(
             cols = [_consumer_columns(weights[f"{name}.weight"], g.channels, block) for name, block in g.consumers]
             s = channel_scores_from_columns(cols, cfg.importance, normalize)
         s = s.cpu().double()
+        if cfg.allocation == "global":
+            s = layer_normalised(s)
         dead_before = 0
         if prev is not None:
             gone = ~prev[f"{g.producer}.weight"].reshape(g.channels, -1).any(dim=1).cpu()
@@ -267,6 +297,8 @@ def channel_granularity_masks(
         scores.append(s)
         n_prev.append(dead_before)
     picks, chosen = _channel_sequence(groups, scores, cfg.allocation)
+    if cfg.allocation == "global":
+        picks, chosen = _capped_picks(picks, chosen, groups, layers, cfg.max_layer_sparsity, sum(n_prev))
     counter = _ZeroCounter(layers, groups)
     total = sum(layer.numel for layer in layers)
     k_min = _min_prefix(picks, n_prev, cfg.allocation)
@@ -341,6 +373,35 @@ def _channel_sequence(
     chan = np.concatenate(chans) if chans else np.zeros(0, dtype=np.int64)
     order = np.argsort(val, kind="stable")
     return owner[order].astype(np.int64), chan[order].astype(np.int64)
+
+
+def _capped_picks(
+    picks: np.ndarray, chosen: np.ndarray, groups: list[ChannelGroup], layers: list[LayerInfo], cap: float, forced: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The global pick sequence without the picks that would take a layer beyond `cap`.
+
+    A channel removes a row of its producer and `block` columns of each consumer; a layer's
+    fraction of zeros is `1 - (K - rows)(C - cols) / (K C)`. The first `forced` picks (the
+    channels removed before) are always kept.
+    """
+    index = {layer.module: i for i, layer in enumerate(layers)}
+    size = np.array([[layer.shape[0], layer.shape[1]] for layer in layers], dtype=np.float64).reshape(-1, 2)
+    removed = np.zeros_like(size)  # (rows, columns) removed per layer
+    effects = [[(index[g.producer], 0, 1)] + [(index[name], 1, block) for name, block in g.consumers] for g in groups]
+    keep = []
+    for j, gi in enumerate(picks):
+        step = effects[int(gi)]
+        after = removed.copy()
+        for li, axis, n in step:
+            after[li, axis] += n
+        touched = [li for li, _, _ in step]
+        dense_share = (size[touched, 0] - after[touched, 0]) * (size[touched, 1] - after[touched, 1])
+        if j >= forced and bool((1.0 - dense_share / size[touched].prod(1) > cap + 1e-12).any()):
+            continue
+        removed = after
+        keep.append(j)
+    keep_idx = np.asarray(keep, dtype=np.int64)
+    return picks[keep_idx], chosen[keep_idx]
 
 
 def _min_prefix(picks: np.ndarray, n_prev: list[int], allocation: str) -> int:

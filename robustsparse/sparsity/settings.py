@@ -60,8 +60,15 @@ class SparsityConfig:
             at 0.7 keeps 3 of 9 weights: 0.667); the pruner's metadata states it.
         importance: group score, `l1` (sum of |w|, Mao et al.) or `l2` (Euclidean norm).
         allocation: `uniform` (the same target in every prunable layer) or `global` (one
-            ranking of all groups, each score divided by its group size); `global` is not
-            allowed for the balanced granularities (window, window+kernel, n:m).
+            ranking of all groups of all layers). For `global` a group's score is its norm per
+            weight divided by the mean of that layer's group scores (pruned groups count as
+            0), so a layer's scale does not decide how much of it goes: groups are compared
+            with their own layer's typical group. `global` is not allowed for the balanced
+            granularities (window, window+kernel, n:m).
+        max_layer_sparsity: for `global` allocation, the most any one layer may lose (its
+            fraction of zeros, coupled filter / channel columns included); must be at least
+            `target_sparsity`. 0.95 by default: a global ranking may thin a layer far more
+            than the target, but never nearly empty it. `uniform` ignores it.
         keep_first_conv_dense: never prune the first convolution (the stem).
         keep_last_linear_dense: never prune the last linear layer (the classifier).
         keep_dense: more layers never pruned, as fnmatch patterns on module names
@@ -106,6 +113,7 @@ class SparsityConfig:
     target_sparsity: float = 0.0
     importance: Literal["l1", "l2"] = "l1"
     allocation: Literal["uniform", "global"] = "uniform"
+    max_layer_sparsity: float = 0.95
     keep_first_conv_dense: bool = True
     keep_last_linear_dense: bool = True
     keep_dense: tuple[str, ...] = ()
@@ -153,6 +161,20 @@ class SparsityConfig:
             self.allocation,
             f"'uniform' with granularity {self.granularity!r} (a global ranking breaks the per-group balance)",
         )
+        _require(
+            _is_number(self.max_layer_sparsity) and 0.0 < self.max_layer_sparsity <= 1.0,
+            "max_layer_sparsity",
+            self.max_layer_sparsity,
+            "a fraction of zeros in (0, 1]",
+        )
+        if self.allocation == "global":
+            _require(
+                self.max_layer_sparsity >= self.target_sparsity,
+                "max_layer_sparsity",
+                self.max_layer_sparsity,
+                f"at least target_sparsity = {self.target_sparsity} with allocation 'global' "
+                "(no layer could reach the target otherwise)",
+            )
         _require(
             isinstance(self.start_epoch, int) and self.start_epoch >= 0,
             "start_epoch",

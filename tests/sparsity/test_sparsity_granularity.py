@@ -218,3 +218,52 @@ def test_kernel_with_pointwise_grouping_element_reports_those_layers_as_element(
     assert rows.loc["conv3.weight", "granularity"] == "kernel" and rows.loc["conv3.weight", "group"] == "3x3 kernel"
     assert "single weights" in meta["achievable_note"]
     assert verify_structure(tiny_net, pruner.masks, meta) == []
+
+
+GLOBAL_ROW_AND_CHANNEL = ["element", "row", "kernel", "filter", "channel"]
+
+
+def _layer_sparsity(model: torch.nn.Module, pruner: CampfirePruner) -> dict[str, float]:
+    params = dict(model.named_parameters())
+    return {n: float((params[f"{n}.weight"] == 0).float().mean()) for n in pruner.metadata()["prunable_layers"]}
+
+
+@pytest.mark.parametrize("granularity", GLOBAL_ROW_AND_CHANNEL)
+def test_global_allocation_does_not_depend_on_a_layers_scale(tiny_net, granularity: str) -> None:
+    """Scores are normalised per layer: scaling one layer's weights (exactly, by a power of 2) or
+    another's down must not move any mask, where a plain magnitude ranking empties the small layer."""
+    reference = one_shot(copy.deepcopy(tiny_net), granularity, 0.7, "global", max_layer_sparsity=1.0)
+    scaled = copy.deepcopy(tiny_net)
+    with torch.no_grad():
+        scaled.block_conv1.weight.mul_(2.0**-6)
+        scaled.conv3.weight.mul_(2.0**6)
+    pruner = one_shot(scaled, granularity, 0.7, "global", max_layer_sparsity=1.0)
+    assert all(torch.equal(reference.masks[k], pruner.masks[k]) for k in reference.masks)
+
+
+@pytest.mark.parametrize("granularity", GLOBAL_ROW_AND_CHANNEL)
+def test_global_allocation_caps_every_layers_sparsity(tiny_net, granularity: str) -> None:
+    # conv3 is tiny weights except one filter and one input channel: relative to its own mean
+    # almost every group of it is weak, so without a cap the global ranking removes nearly all of it.
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        w = tiny_net.conv3.weight
+        w.copy_(1e-3 * torch.rand(w.shape, generator=g))
+        w[0] = 1.0
+        w[:, 0] = 1.0
+    uncapped = one_shot(copy.deepcopy(tiny_net), granularity, 0.6, "global", max_layer_sparsity=1.0)
+    assert max(_layer_sparsity(uncapped.model, uncapped).values()) > 0.8  # the case the cap is for
+    pruner = one_shot(tiny_net, granularity, 0.6, "global", max_layer_sparsity=0.75)
+    per_layer = _layer_sparsity(tiny_net, pruner)
+    assert max(per_layer.values()) <= 0.75 + 1e-9
+    meta = pruner.metadata()
+    assert abs(achieved_sparsity(tiny_net, pruner.masks)["prunable"] - meta["nearest_achievable_sparsity"]) <= 0.005
+    if granularity not in ("filter", "channel"):
+        assert abs(achieved_sparsity(tiny_net, pruner.masks)["prunable"] - 0.6) <= 0.005
+    assert verify_structure(tiny_net, pruner.masks, meta) == []
+
+
+def test_max_layer_sparsity_below_the_target_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max_layer_sparsity"):
+        SparsityConfig(method="campfire", target_sparsity=0.9, allocation="global", max_layer_sparsity=0.8)
+    SparsityConfig(method="campfire", target_sparsity=0.9, allocation="uniform", max_layer_sparsity=0.8)
