@@ -150,9 +150,12 @@ def train_job(
     state_file = model_dir / STATE_NAME
     if state_file.is_file():
         start_epoch, rows, best_acc = _restore(state_file, job, model, optimizer, scheduler, pruner)
-        log.info("%s: resuming after epoch %d", job.model_id, start_epoch)
-    elif pruner is not None:
-        pruner.step(0, optimizer)  # the schedule's target at step 0 (e.g. one-shot or a non-zero initial sparsity)
+        if start_epoch > 0:
+            log.info("%s: resuming after epoch %d", job.model_id, start_epoch)
+    if start_epoch == 0 and pruner is not None:
+        # Training starts from scratch (no state, or an unreadable one): the schedule's target at
+        # step 0 (one-shot, a non-zero initial sparsity) applies before the first step.
+        pruner.step(0, optimizer)
 
     def on_step_end(step: int) -> None:
         if pruner is not None:

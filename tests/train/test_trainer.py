@@ -237,3 +237,38 @@ def test_data_label_names_the_dataset_without_changing_the_model(tmp_path, digit
     assert labelled.digest == plain.digest
     meta = train_job(labelled, tmp_path / "m", device=CPU, bundle=digits, progress=False)
     assert meta["dataset"] == "Digits (8x8)" and meta["data"]["dataset"] == "digits"
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"schedule": "one_shot", "start_epoch": 0, "end_epoch": 0},
+        {"schedule": "cubic", "initial_sparsity": 0.3, "start_epoch": 0, "end_epoch": 1},
+    ],
+    ids=["one_shot", "initial_sparsity"],
+)
+def test_a_corrupt_resume_file_restarts_with_the_step_zero_masks(tmp_path, digits, schedule):
+    cfg = config_from_dict(
+        {
+            "name": "t",
+            "train": {"epochs": 1, "batch_size": 128},
+            "sparsity": {
+                "method": "campfire",
+                "granularity": "kernel",
+                "target_sparsity": 0.7,
+                "from_dense": False,
+                **schedule,
+            },
+        }
+    )
+    job = sparse_job(cfg, cfg.sparsity[0], 0)
+    train_job(job, tmp_path / "clean", device=CPU, bundle=digits, progress=False)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "last.pt").write_bytes(b"half a file")
+    train_job(job, corrupt, device=CPU, bundle=digits, progress=False)
+    assert not (corrupt / "last.pt").exists()
+    a, b = (load_checkpoint(tmp_path / name)[0].state_dict() for name in ("clean", "corrupt"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the first step already trained the sparse model
+    logs = [pd.read_csv(tmp_path / name / "train_log.csv") for name in ("clean", "corrupt")]
+    assert logs[0]["train_loss"].tolist() == logs[1]["train_loss"].tolist()
