@@ -3,7 +3,6 @@
 Model folder layout (design.md):
     model.pt            final weights + masks + pruner state + metadata (written at the end)
     meta.json           metadata; written last, so its presence marks a finished model
-    best.pt             best test accuracy among epochs at the final sparsity (masks frozen)
     train_log.csv       one row per epoch
     layer_sparsity.csv  per-layer accounting of the final model
     last.pt             training state after the latest epoch (removed when finished)
@@ -46,12 +45,11 @@ from robustsparse.train.optim import build_optimizer, build_scheduler
 from robustsparse.utils.atomic import torch_save_atomic, write_csv_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
-__all__ = ["train_job", "is_finished", "load_job_data", "STATE_NAME", "BEST_NAME", "LOG_NAME", "LAYERS_NAME"]
+__all__ = ["train_job", "is_finished", "load_job_data", "STATE_NAME", "LOG_NAME", "LAYERS_NAME"]
 
 log = logging.getLogger(__name__)
 
 STATE_NAME = "last.pt"
-BEST_NAME = "best.pt"
 LOG_NAME = "train_log.csv"
 LAYERS_NAME = "layer_sparsity.csv"
 STATE_FORMAT = "robustsparse.train_state"
@@ -146,10 +144,10 @@ def train_job(
     scheduler = build_scheduler(optimizer, job.train, steps_per_epoch, sparsity=sparsity)
     adversary = make_adversary(job.train.adversarial)
 
-    start_epoch, rows, best_acc = 0, [], -1.0
+    start_epoch, rows = 0, []
     state_file = model_dir / STATE_NAME
     if state_file.is_file():
-        start_epoch, rows, best_acc = _restore(state_file, job, model, optimizer, scheduler, pruner)
+        start_epoch, rows = _restore(state_file, job, model, optimizer, scheduler, pruner)
         if start_epoch > 0:
             log.info("%s: resuming after epoch %d", job.model_id, start_epoch)
     if start_epoch == 0 and pruner is not None:
@@ -210,19 +208,14 @@ def train_job(
             test["acc"],
             row["achieved_sparsity"],
         )
-        if row["masks_frozen"] and test["acc"] > best_acc:
-            best_acc = test["acc"]
-            torch_save_atomic(
-                model_dir / BEST_NAME, {"state_dict": _cpu_state(model), "epoch": epoch + 1, "test_acc": best_acc}
-            )
         write_csv_atomic(model_dir / LOG_NAME, pd.DataFrame(rows))
-        _save_state(state_file, job, epoch + 1, rows, best_acc, model, optimizer, scheduler, pruner)
+        _save_state(state_file, job, epoch + 1, rows, model, optimizer, scheduler, pruner)
 
     # The metadata's accuracy must be what load_checkpoint reproduces in float32: reuse the last
     # epoch's evaluation when it was a plain float32 pass, else evaluate once more.
     mixed_precision = job.train.amp and device.type == "cuda"
     final = test if test is not None and not mixed_precision else evaluate(model, test_loader, device=device)
-    meta = _metadata(job, bundle, model, spec, pruner, final, rows, parent_meta, time.perf_counter() - started, device)
+    meta = _metadata(job, bundle, model, spec, pruner, final, parent_meta, time.perf_counter() - started, device)
     masks = pruner.masks if pruner is not None else None
     model_cpu = model.to("cpu")
     layer_table = layer_sparsity_table(model_cpu, masks, pruner.granularity_info() if pruner is not None else None)
@@ -251,7 +244,6 @@ def _save_state(
     job: TrainJob,
     epoch: int,
     rows: list[dict],
-    best_acc: float,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
@@ -264,7 +256,6 @@ def _save_state(
             "config_digest": job.digest,
             "epoch": epoch,
             "rows": rows,
-            "best_acc": best_acc,
             "state_dict": _cpu_state(model),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -280,7 +271,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     pruner: CampfirePruner | None,
-) -> tuple[int, list[dict], float]:
+) -> tuple[int, list[dict]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt state file is a restart from scratch, not a crash
@@ -288,7 +279,7 @@ def _restore(
             "%s: cannot read %s (%s); training this model from the start", job.model_id, path, type(exc).__name__
         )
         path.unlink(missing_ok=True)
-        return 0, [], -1.0
+        return 0, []
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or state.get("config_digest") != job.digest:
         raise CheckpointError(
             f"{path} holds the training state of another model or setting; delete {path.parent} to train {job.model_id} afresh"
@@ -299,7 +290,7 @@ def _restore(
     if pruner is not None:
         pruner.load_state_dict(state["pruner"])
         pruner.apply_(optimizer)
-    return int(state["epoch"]), list(state["rows"]), float(state["best_acc"])
+    return int(state["epoch"]), list(state["rows"])
 
 
 def _metadata(
@@ -309,7 +300,6 @@ def _metadata(
     spec: ModelSpec,
     pruner: CampfirePruner | None,
     final: dict[str, float],
-    rows: list[dict],
     parent_meta: dict | None,
     seconds: float,
     device: torch.device,
@@ -318,8 +308,6 @@ def _metadata(
     example = (1, info.in_channels, info.image_size, info.image_size)
     cost = model_cost(model, example, pruner.masks if pruner is not None else None)
     achieved = pruner.achieved() if pruner is not None else {"prunable": 0.0, "all": 0.0}
-    frozen_rows = [r for r in rows if r["masks_frozen"]]
-    best = max(frozen_rows, key=lambda r: r["test_acc"]) if frozen_rows else None
     nonzero = cost["nonzero_params"]
     meta = {
         "model_id": job.model_id,
@@ -334,8 +322,6 @@ def _metadata(
         "epochs": job.train.epochs,
         "clean_acc": float(final["acc"]),
         "n_test": int(final["n"]),
-        "best_acc": None if best is None else float(best["test_acc"]),
-        "best_epoch": None if best is None else int(best["epoch"]),
         "variant": job.variant,
         "parent": job.parent_id,
         "parent_clean_acc": None if parent_meta is None else parent_meta.get("clean_acc"),

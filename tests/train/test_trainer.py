@@ -30,9 +30,9 @@ def test_dense_training_writes_a_loadable_model_that_reproduces_its_accuracy(tmp
     job = dense_job(small_cfg(epochs=3), seed=0)
     meta = train_job(job, tmp_path / job.model_id, device=CPU, bundle=digits, progress=False)
     folder = tmp_path / job.model_id
-    assert {"model.pt", "meta.json", "train_log.csv", "layer_sparsity.csv", "best.pt"} <= {
-        p.name for p in folder.iterdir()
-    }
+    files = {p.name for p in folder.iterdir()}
+    assert {"model.pt", "meta.json", "train_log.csv", "layer_sparsity.csv"} <= files
+    assert "best.pt" not in files and "best_acc" not in meta  # no model is chosen on the test split
     assert not (folder / "last.pt").exists()
     log = pd.read_csv(folder / "train_log.csv")
     assert list(log["epoch"]) == [1, 2, 3]
