@@ -178,10 +178,34 @@ def _shrink_kept_weights_then_update(model, allow_regrowth: bool) -> tuple[dict,
     return before, dense, pruner
 
 
-def test_regrowth_only_when_allowed(tiny_net) -> None:
-    before, _, pruner = _shrink_kept_weights_then_update(copy.deepcopy(tiny_net), allow_regrowth=False)
-    assert all(not bool((pruner.masks[k] & ~before[k]).any()) for k in before)
+@pytest.mark.parametrize("granularity", ["element", "kernel", "window+kernel", "filter"])
+def test_without_regrowth_pruned_weights_stay_pruned_whatever_the_weights_say(tiny_net, granularity: str) -> None:
+    """Only the previous masks can decide here: every kept weight is 0 (tied with the pruned
+    ones) and the pruned positions hold large leftovers of an optimizer step (before apply_)."""
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity=granularity,
+        target_sparsity=0.5,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=2,
+        update_unit="epochs",
+    )
+    pruner = CampfirePruner(tiny_net, cfg, steps_per_epoch=1)
+    pruner.step(0)
+    before = {k: v.clone() for k, v in pruner.masks.items()}
+    params = dict(tiny_net.named_parameters())
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, mask in before.items():
+            p = params[name]
+            p[mask] = 0.0
+            p[~mask] = 1.0 + torch.rand(int((~mask).sum()), generator=g)
+    assert pruner.step(1) is False
+    assert all(torch.equal(pruner.masks[k], before[k]) for k in before)
 
+
+def test_regrowth_only_when_allowed(tiny_net) -> None:
     model = copy.deepcopy(tiny_net)
     before, dense, pruner = _shrink_kept_weights_then_update(model, allow_regrowth=True)
     params = dict(model.named_parameters())

@@ -24,7 +24,19 @@ def test_endpoints_monotone_and_constant_outside(fn, initial: float, final: floa
     values = [fn(float(t), **kw) for t in ts]
     assert all(b >= a for a, b in zip(values, values[1:]))
     assert all(initial <= v <= final for v in values)
-    assert [fn(float(t), **kw) for t in ts] == values  # pure: same input, same output
+    assert_pure(fn, kw, ts, values)
+
+
+def assert_pure(fn, kw: dict, ts, values: list[float]) -> None:
+    """Same input, same output, whatever was asked before: the points in a shuffled order, each
+    right after a call far outside the window and after one with other settings, must give the
+    values of the in-order pass (a function that remembers earlier calls fails)."""
+    rng = np.random.default_rng(0)
+    other = {**kw, "initial": 0.0, "final": 0.99, "start": 0, "end": 1}
+    for i in rng.permutation(len(ts)):
+        fn(float(ts[-1]) + 100.0, **kw)
+        fn(0.5, **other)
+        assert fn(float(ts[i]), **kw) == values[i]
 
 
 def test_cubic_prunes_fast_early_and_slow_late() -> None:

@@ -12,7 +12,8 @@ from robustsparse.checkpoints import ModelSpec, load_checkpoint_with_masks
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_dataset, load_tensors
 from robustsparse.train.jobs import dense_job, experiment_jobs, sparse_job
-from robustsparse.train.trainer import is_finished, train_job
+from robustsparse.train.optim import build_optimizer
+from robustsparse.train.trainer import is_finished, load_job_data, train_job
 
 CPU = torch.device("cpu")
 
@@ -177,14 +178,16 @@ def test_interrupted_sparse_training_resumes_to_identical_weights_and_masks(tmp_
     assert a_meta["parent"] == "dense-s0"
 
 
-def test_sparse_training_keeps_masked_weights_and_momentum_zero(tmp_path, digits):
+@pytest.mark.parametrize("granularity", ["filter", "kernel"])
+def test_sparse_training_keeps_masked_weights_and_momentum_zero(tmp_path, digits, monkeypatch, granularity):
     cfg = config_from_dict(
         {
             "name": "t",
-            "train": {"epochs": 2, "batch_size": 128},
+            "data": {"train_examples": 512},
+            "train": {"epochs": 3, "batch_size": 64},
             "sparsity": {
                 "method": "campfire",
-                "granularity": "filter",
+                "granularity": granularity,
                 "target_sparsity": 0.5,
                 "start_epoch": 0,
                 "end_epoch": 1,
@@ -192,16 +195,49 @@ def test_sparse_training_keeps_masked_weights_and_momentum_zero(tmp_path, digits
             },
         }
     )
+    bundle = load_job_data(cfg.data)
     job = sparse_job(cfg, cfg.sparsity[0], 0)
-    meta = train_job(job, tmp_path / job.model_id, device=CPU, bundle=digits, progress=False)
-    model, _, masks = load_checkpoint_with_masks(tmp_path / job.model_id)
+    folder = tmp_path / job.model_id
+
+    # Stop in epoch 3 so the state after epoch 2 (8 steps after the freeze) stays on disk.
+    calls = {"n": 0}
+    real_evaluate = trainer_module.evaluate
+
+    def evaluate_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "evaluate", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_job(job, folder, device=CPU, bundle=bundle, progress=False)
+    monkeypatch.undo()
+    state = torch.load(folder / "last.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["pruner"]["last_update_step"] == 8  # frozen after epoch 1
+    model = ModelSpec("small_cnn", 10, 1, 8, (0.3,), (0.4,)).build()
+    model.load_state_dict(state["state_dict"])
+    optimizer = build_optimizer(model, cfg.train)
+    optimizer.load_state_dict(state["optimizer"])
+    params = dict(model.named_parameters())
+    masks = state["pruner"]["masks"]
+    assert masks and all(not bool(m.all()) for n, m in masks.items() if params[n].dim() > 1)
+    for name, mask in masks.items():
+        momentum = optimizer.state[params[name]]["momentum_buffer"]
+        assert bool((params[name].detach()[~mask] == 0).all()), name
+        assert bool((momentum[~mask] == 0).all()), f"momentum leaks into pruned entries of {name}"
+        if params[name].dim() > 1:
+            assert bool((momentum[mask] != 0).any()), name  # the check above is not vacuous
+
+    meta = train_job(job, folder, device=CPU, bundle=bundle, progress=False)
+    model, _, masks = load_checkpoint_with_masks(folder)
     params = dict(model.named_parameters())
     assert masks and all((params[n].detach()[~m] == 0).all() for n, m in masks.items())
-    assert meta["parent"] is None and meta["granularity"] == "filter"
-    log = pd.read_csv(tmp_path / job.model_id / "train_log.csv")
+    assert meta["parent"] is None and meta["granularity"] == granularity
+    log = pd.read_csv(folder / "train_log.csv")
     assert bool(log["masks_frozen"].iloc[-1])
-    state = torch.load(tmp_path / job.model_id / "model.pt", weights_only=True)
-    assert state["pruner_state"]  # the pruner state needed to resume is saved
+    saved = torch.load(folder / "model.pt", weights_only=True)
+    assert saved["pruner_state"]  # the pruner state needed to resume is saved
 
 
 def test_adversarial_training_uses_examples_inside_the_eps_ball(tmp_path, digits):
