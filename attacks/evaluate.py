@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks._runner import loader_batches, prepare_specs, run, tensor_batches
+from attacks.batching import loader_batches, prepare_specs, run, tensor_batches
 from attacks.errors import AttackInputError
 from attacks.result import EvaluationResult
 from attacks.spec import AttackSpec

@@ -3,7 +3,7 @@
 Every name maps to one torchattacks class with our defaults; nothing here subclasses or patches
 torchattacks. Models take [0, 1] inputs and normalise inside, so torchattacks' normalisation
 switches are never used. ``fgsm``, ``bim``, ``pgd``, ``pgd_l2`` and ``mifgsm`` also have an
-efficient engine (``attacks.engines``) that gives the same attack per example; the torchattacks
+efficient implementation (``attacks.fast_attacks``) that gives the same attack per example; the torchattacks
 builders below are the reference path (``evaluate(..., efficient=False)``) for them.
 
 AutoAttack is assembled here, not taken from ``torchattacks.AutoAttack``: that class leaves APGD,
@@ -17,20 +17,35 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torchattacks
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from attacks.spec import AttackSpec
+from attacks.errors import AttackInputError, AttackSpecError
 
 __all__ = ["AttackInfo", "list_attacks", "attack_info", "build_torchattack", "REFERENCE_TARGET_CLASSES"]
 
 REFERENCE_TARGET_CLASSES = 9
 """Target classes of APGD-T and FAB-T in the reference AutoAttack (fewer when the model has fewer classes)."""
 
-Engine = Literal["clean", "fgsm", "iterative", "torchattacks"]
+Engine = Literal["clean", "fgsm", "iterative", "cw", "torchattacks"]
+
+
+class AttackSpec(Protocol):
+    """What the builders read of an ``attacks.spec.AttackSpec`` (a protocol, so that ``spec``
+    imports ``registry`` and not the other way round)."""
+
+    name: str
+    norm: str
+    eps: float
+    steps: int | None
+    alpha: float
+    restarts: int | None
+
+    def option(self, key: str) -> float | int | str:
+        """Value of an attack-specific option."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -221,8 +236,6 @@ def attack_info(name: str) -> AttackInfo:
     Raises:
         AttackSpecError: unknown name (the message lists the allowed ones).
     """
-    from attacks.errors import AttackSpecError
-
     try:
         return _INFOS[name]
     except (KeyError, TypeError):
@@ -366,8 +379,6 @@ def build_torchattack(model: nn.Module, spec: AttackSpec, *, n_classes: int, see
         AttackSpecError: ``clean`` has no attack object.
         AttackInputError: the model has too few classes for the attack.
     """
-    from attacks.errors import AttackInputError, AttackSpecError
-
     if spec.name not in _BUILDERS:
         raise AttackSpecError(f"attack {spec.name!r} has no torchattacks object; allowed: {', '.join(_BUILDERS)}")
     need = MIN_CLASSES.get(spec.name, 2)

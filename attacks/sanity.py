@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attacks._model import attack_mode, resolve_device
-from attacks._runner import tensor_batches
+from attacks.batching import tensor_batches
 from attacks.result import EvaluationResult
 
 __all__ = ["SanityFlag", "sanity_checks", "flags_frame", "zero_gradient_fraction", "CHECK_NAMES"]

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from attacks._runner import prepare_specs, run, tensor_batches
+from attacks.batching import prepare_specs, run, tensor_batches
 from attacks.errors import AttackInputError
 from attacks.evaluate import SpecsLike
 from attacks.result import EvaluationResult

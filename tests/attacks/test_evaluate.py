@@ -14,8 +14,8 @@ from torch import nn
 import attacks
 from attacks import AttackInputError, AttackSpec, evaluate
 from attacks.checks import check_adversarial
-from attacks.engines import derive_seed, random_start
 from attacks.errors import AttackCheckError
+from attacks.fast_attacks import derive_seed, random_start
 
 FGSM_EPS = ["1/255", "4/255", "16/255", "32/255", "0.2"]
 

@@ -1,7 +1,7 @@
-"""The evaluation loop shared by ``evaluate``, ``evaluate_loader`` and ``transfer``.
+"""The batching loop shared by ``evaluate``, ``evaluate_loader`` and ``transfer``.
 
 For every batch: clean predictions; then, per group of specs, adversarial pieces crafted on the
-source model (efficient engines or torchattacks), each piece checked (shape, finite, [0, 1], eps
+source model (``fast_attacks``, ``carlini_wagner`` or torchattacks), each piece checked (shape, finite, [0, 1], eps
 ball) and scored by every target model with fresh predictions in eval mode under ``no_grad``.
 For ``evaluate`` the source is the target and only clean-correct examples are attacked.
 """
@@ -20,8 +20,8 @@ from torch import nn
 
 from attacks._model import attack_mode, logits_of, predict, resolve_device
 from attacks.checks import check_adversarial, enforce_budget
-from attacks.engines import ITERATIVE, Piece, derive_seed, fgsm_sweep, input_grad, iterative
 from attacks.errors import AttackInputError
+from attacks.fast_attacks import ITERATIVE, Piece, derive_seed, fgsm_sweep, input_grad, iterative
 from attacks.registry import build_torchattack
 from attacks.result import AttackOutcome, EvaluationResult
 from attacks.spec import AttackSpec, parse_specs

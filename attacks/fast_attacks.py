@@ -1,4 +1,6 @@
-"""Efficient attack engines: the same attacks as torchattacks, fewer gradient computations.
+"""Attack maths of FGSM, BIM, PGD, L2 PGD and MI-FGSM: torchattacks' attacks, fewer gradient computations.
+
+Why these exist beside torchattacks (the measured speed-up, the agreement tests): ``attacks/__init__.py``.
 
 - ``fgsm_sweep``: one input gradient serves every eps of an FGSM sweep; ``x + eps * sign(grad)``
   is computed per eps exactly as ``torchattacks.FGSM`` does.
