@@ -20,7 +20,7 @@ from torch import nn
 from attacks.batching import loader_batches, prepare_specs, run, tensor_batches
 from attacks.errors import AttackInputError
 from attacks.result import EvaluationResult
-from attacks.spec import AttackSpec
+from attacks.spec import DEFAULT_SEED, AttackSpec
 
 __all__ = ["evaluate", "evaluate_loader", "SpecsLike"]
 
@@ -35,7 +35,7 @@ def evaluate(
     specs: SpecsLike,
     *,
     batch_size: int = 256,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     device: str | torch.device | None = None,
     progress: bool = False,
     efficient: bool = True,
@@ -98,7 +98,7 @@ def evaluate_loader(
     *,
     max_examples: int | None = None,
     batch_size: int = 256,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     device: str | torch.device | None = None,
     progress: bool = False,
     efficient: bool = True,

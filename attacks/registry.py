@@ -231,14 +231,14 @@ def list_attacks() -> list[str]:
 
 
 def attack_info(name: str) -> AttackInfo:
-    """The registry entry for ``name``.
+    """The registry entry for ``name`` (case-insensitive).
 
     Raises:
         AttackSpecError: unknown name (the message lists the allowed ones).
     """
     try:
-        return _INFOS[name]
-    except (KeyError, TypeError):
+        return _INFOS[name.strip().lower()]  # names are case-insensitive: "PGD" is "pgd"
+    except (KeyError, TypeError, AttributeError):
         raise AttackSpecError(f"unknown attack {name!r}; allowed: {', '.join(_INFOS)}") from None
 
 

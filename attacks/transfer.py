@@ -21,6 +21,7 @@ from attacks.batching import prepare_specs, run, tensor_batches
 from attacks.errors import AttackInputError
 from attacks.evaluate import SpecsLike
 from attacks.result import EvaluationResult
+from attacks.spec import DEFAULT_SEED
 
 __all__ = ["transfer", "TransferResult"]
 
@@ -68,7 +69,7 @@ def transfer(
     *,
     source_name: str = "source",
     batch_size: int = 256,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> TransferResult:
