@@ -47,7 +47,7 @@ from attacks.registry import AttackInfo, attack_info, list_attacks
 from attacks.result import FRAME_COLUMNS, OUTCOME_COLUMNS, AttackOutcome, EvaluationResult, paired_comparison
 from attacks.sanity import SanityFlag, flags_frame, sanity_checks, zero_gradient_fraction
 from attacks.spec import AttackSpec, expand_eps, format_eps, parse_eps, parse_specs
-from attacks.transfer import TransferResult, transfer
+from attacks.transfer import TRANSFER_COLUMNS, TransferResult, transfer
 
 __all__ = [
     "AttackSpec",
@@ -69,6 +69,7 @@ __all__ = [
     "OUTCOME_COLUMNS",
     "transfer",
     "TransferResult",
+    "TRANSFER_COLUMNS",
     "paired_comparison",
     "wilson_interval",
     "robust_accuracy",

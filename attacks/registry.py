@@ -1,10 +1,12 @@
 """Attack registry: stable names -> what each attack accepts, and its torchattacks builder.
 
-Every name maps to one torchattacks class with our defaults; nothing here subclasses or patches
+Every name but ``cw`` maps to one torchattacks class with our defaults; nothing here subclasses or patches
 torchattacks. Models take [0, 1] inputs and normalise inside, so torchattacks' normalisation
 switches are never used. ``fgsm``, ``bim``, ``pgd``, ``pgd_l2`` and ``mifgsm`` also have an
 efficient implementation (``attacks.fast_attacks``) that gives the same attack per example; the torchattacks
-builders below are the reference path (``evaluate(..., efficient=False)``) for them.
+builders below are the reference path (``evaluate(..., efficient=False)``) for them. ``cw`` is not
+torchattacks' CW (one constant c, no gradient at pixels of exactly 0 or 1) but the reference C&W L2
+of ``attacks.carlini_wagner``, on both paths.
 
 AutoAttack is assembled here, not taken from ``torchattacks.AutoAttack``: that class leaves APGD,
 APGD-T and FAB at 10 iterations, while the reference standard version (Croce & Hein 2020,
@@ -22,6 +24,7 @@ from typing import Literal, Protocol
 import torchattacks
 from torch import nn
 
+from attacks.carlini_wagner import DEFAULTS as CW_DEFAULTS
 from attacks.errors import AttackInputError, AttackSpecError
 
 __all__ = ["AttackInfo", "list_attacks", "attack_info", "build_torchattack", "REFERENCE_TARGET_CLASSES"]
@@ -29,7 +32,7 @@ __all__ = ["AttackInfo", "list_attacks", "attack_info", "build_torchattack", "RE
 REFERENCE_TARGET_CLASSES = 9
 """Target classes of APGD-T and FAB-T in the reference AutoAttack (fewer when the model has fewer classes)."""
 
-Engine = Literal["clean", "fgsm", "iterative", "cw", "torchattacks"]
+Engine = Literal["clean", "fgsm", "iterative", "cw", "noise", "torchattacks"]
 
 
 class AttackSpec(Protocol):
@@ -148,14 +151,15 @@ _INFOS: dict[str, AttackInfo] = {
         ),
         AttackInfo(
             "cw",
-            "Carlini-Wagner L2, 2017 (arXiv:1608.04644); minimum-norm",
+            "Carlini-Wagner L2 with the reference binary search over c, 2017 (arXiv:1608.04644); minimum-norm",
             ("L2",),
             "optional",
-            50,
+            CW_DEFAULTS["steps"],
             False,
             False,
             False,
-            options={"c": 1.0, "kappa": 0.0, "lr": 0.01},
+            options={k: v for k, v in CW_DEFAULTS.items() if k != "steps"},
+            engine="cw",
         ),
         AttackInfo(
             "deepfool",
@@ -167,6 +171,17 @@ _INFOS: dict[str, AttackInfo] = {
             False,
             False,
             options={"overshoot": 0.02},
+        ),
+        AttackInfo(
+            "noise",
+            "uniform random noise in the eps ball: a baseline that gradient attacks must beat",
+            ("Linf", "L2"),
+            "required",
+            None,
+            False,
+            False,
+            True,
+            engine="noise",
         ),
         AttackInfo(
             "square",
@@ -267,12 +282,6 @@ def _mifgsm(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> to
     return torchattacks.MIFGSM(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, decay=spec.option("decay"))
 
 
-def _cw(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
-    return torchattacks.CW(
-        model, c=spec.option("c"), kappa=spec.option("kappa"), steps=spec.steps, lr=spec.option("lr")
-    )
-
-
 def _deepfool(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
     return torchattacks.DeepFool(model, steps=spec.steps, overshoot=spec.option("overshoot"))
 
@@ -349,7 +358,6 @@ _BUILDERS: dict[str, Callable[[nn.Module, AttackSpec, int, int], torchattacks.At
     "pgd": _pgd,
     "pgd_l2": _pgd_l2,
     "mifgsm": _mifgsm,
-    "cw": _cw,
     "deepfool": _deepfool,
     "square": _square,
     "apgd_ce": _apgd_ce,

@@ -25,9 +25,11 @@ from typing import Any
 from attacks.errors import AttackSpecError
 from attacks.registry import AttackInfo, attack_info, list_attacks
 
-__all__ = ["AttackSpec", "parse_eps", "format_eps", "expand_eps", "parse_specs", "NORMS", "DEFAULT_SEED"]
+__all__ = ["AttackSpec", "parse_eps", "format_eps", "expand_eps", "parse_specs", "NORMS", "DEFAULT_SEED", "EPS_KINDS"]
 
 NORMS = ("Linf", "L2")
+EPS_KINDS = ("clean", "bounded", "minimum_norm")
+"""Values of ``AttackSpec.eps_kind`` (the ``eps_kind`` column of results tables)."""
 DEFAULT_SEED = 0
 """The seed of randomised attacks when neither the spec nor the caller sets one (``evaluate``'s default).
 
@@ -264,6 +266,13 @@ class AttackSpec:
     def info(self) -> AttackInfo:
         """The registry entry of this attack."""
         return attack_info(self.name)
+
+    @property
+    def eps_kind(self) -> str:
+        """``"clean"`` (no attack), ``"minimum_norm"`` (an unbounded attack, eps = inf) or ``"bounded"``."""
+        if self.is_clean:
+            return "clean"
+        return "minimum_norm" if math.isinf(self.eps) else "bounded"  # type: ignore[arg-type]
 
     @property
     def is_clean(self) -> bool:

@@ -22,7 +22,9 @@ def test_defaults_are_filled_so_equivalent_specs_share_a_key() -> None:
     a = AttackSpec.parse("pgd:eps=0.03137254901960784")
     b = AttackSpec.parse("pgd:eps=8/255,steps=10,alpha=2/255,restarts=1")
     assert a == b and a.key == b.key
-    assert AttackSpec.parse("cw") == AttackSpec.parse("cw:c=1,kappa=0,lr=0.01,steps=50,eps=inf")
+    assert AttackSpec.parse("cw") == AttackSpec.parse(
+        "cw:c=0.001,kappa=0,lr=0.01,binary_search_steps=9,steps=1000,eps=inf"
+    )
 
 
 @pytest.mark.parametrize("name", list_attacks())
@@ -116,7 +118,12 @@ def test_expand_eps_and_parse_specs() -> None:
     assert all(s.steps == 20 and s.alpha == pytest.approx(s.eps / 4) for s in sweep)
     items = ["clean", {"name": "fgsm", "eps": ["1/255", "2/255"]}, "fgsm:eps=1/255", {"attack": "cw", "c": 0.1}]
     keys = [s.key for s in parse_specs(items)]
-    assert keys == ["clean", "fgsm:eps=1/255", "fgsm:eps=2/255", "cw:eps=inf,steps=50,c=0.1,kappa=0,lr=0.01"]
+    assert keys == [
+        "clean",
+        "fgsm:eps=1/255",
+        "fgsm:eps=2/255",
+        "cw:eps=inf,steps=1000,binary_search_steps=9,c=0.1,kappa=0,lr=0.01",
+    ]
 
 
 def test_registry_lists_the_required_names() -> None:
