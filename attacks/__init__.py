@@ -41,6 +41,7 @@ from attacks.metrics import (
     mcnemar_test,
     perturbation_norms,
     robust_accuracy,
+    success_rate_interval,
     wilson_interval,
 )
 from attacks.registry import AttackInfo, attack_info, list_attacks
@@ -72,6 +73,7 @@ __all__ = [
     "TRANSFER_COLUMNS",
     "paired_comparison",
     "wilson_interval",
+    "success_rate_interval",
     "robust_accuracy",
     "attack_success_rate",
     "ensemble_correct",

@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from attacks.errors import AttackSpecError
-from attacks.metrics import attack_success_rate, ensemble_correct, mcnemar_test, wilson_interval
+from attacks.metrics import (
+    attack_success_rate,
+    ensemble_correct,
+    mcnemar_test,
+    success_rate_interval,
+    wilson_interval,
+)
 from attacks.spec import AttackSpec
 
 __all__ = [
@@ -222,8 +228,7 @@ class EvaluationResult:
         rows = []
         for o in self.outcomes.values():
             low, high = wilson_interval(o.n_correct, o.n_examples, confidence)
-            n_broken = int((self.clean_correct & ~o.correct).sum())
-            asr_low, asr_high = wilson_interval(n_broken, n_clean, confidence) if n_clean else (math.nan, math.nan)
+            asr_low, asr_high = success_rate_interval(self.clean_correct, o.correct, confidence)
             linf, l2 = o.linf[o.fooled], o.l2[o.fooled]
             spec = o.spec
             rows.append(

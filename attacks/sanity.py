@@ -342,7 +342,7 @@ def sanity_checks(
         large_eps: norm -> eps from which accuracy must be near zero; default ``{"Linf": 64/255}``.
         near_zero: the accuracy that counts as near zero at a large eps.
         zero_grad_fraction: from ``zero_gradient_fraction`` (a mapping ``model_id -> fraction``
-            for a multi-model frame); ``None`` leaves that check ``n/a``.
+            for a multi-model frame); ``None`` leaves that check ``not_run``.
         max_zero_grad_fraction: the largest fraction of all-zero gradients that passes.
         transfer: the same attacks crafted on a copy of the model (e.g. one without its
             preprocessing, or an independently trained twin) and scored on this model: a
