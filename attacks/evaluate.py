@@ -53,9 +53,10 @@ def evaluate(
         seed: seed of randomised attacks whose spec has none.
         device: where to compute; default the model's device (it must already be there).
         progress: show a progress bar over batches.
-        efficient: use the efficient engines (one-gradient FGSM sweeps, early-stopped iterative
+        efficient: use ``attacks.fast_attacks`` (one-gradient FGSM sweeps, early-stopped iterative
             attacks, clean-wrong examples skipped). ``False`` runs every attack through its plain
-            torchattacks object on every example (the reference path).
+            torchattacks object on every example (the reference path); ``cw`` and ``noise`` are
+            this package's own on both paths.
         example_ids: identifiers of the examples for ``outcomes_frame`` (default 0..N-1).
 
     Returns:
