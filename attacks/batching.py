@@ -139,11 +139,16 @@ class _Crafter:
         self.n_classes = 0
         self._attacks: dict[str, object] = {}
 
+    def _seeded_key(self, spec: AttackSpec) -> str:
+        # The key with the seed the spec runs with: a spec without its own seed derives the same
+        # torchattacks seeds as the equal spec that names that seed (they share one key).
+        return spec.key if spec.seed is not None else f"{spec.key},seed={self.seed_of[spec.key]}"
+
     def _torchattack(self, spec: AttackSpec) -> object:
         if spec.key not in self._attacks:
             if next(self.model.parameters(), None) is None:
                 raise AttackInputError(f"{spec.name} runs through torchattacks, which needs a model with parameters")
-            seed = derive_seed(spec.key, self.seed_of[spec.key]) % 2**31
+            seed = derive_seed(self._seeded_key(spec), self.seed_of[spec.key]) % 2**31
             self._attacks[spec.key] = build_torchattack(self.model, spec, n_classes=self.n_classes, seed=seed)
         return self._attacks[spec.key]
 
@@ -194,7 +199,8 @@ class _Crafter:
                 # torchattacks draws from (and some attacks reseed) the global RNG: fork it so the
                 # caller's random state is untouched, and seed it per chunk for reproducibility.
                 with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(derive_seed(spec.key, self.seed_of[spec.key], batch.offset + int(chunk[0])))
+                    offset = batch.offset + int(chunk[0])
+                    torch.manual_seed(derive_seed(self._seeded_key(spec), self.seed_of[spec.key], offset))
                     adversarial = attack(x[chunk], y[chunk])  # type: ignore[operator]
                 adversarial = enforce_budget(x[chunk], adversarial.to(x.dtype), spec)
                 yield Piece(spec, chunk, adversarial.detach())
