@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from attacks._runner import loader_batches, prepare_specs, run, tensor_batches
+from attacks.batching import loader_batches, prepare_specs, run, tensor_batches
 from attacks.errors import AttackInputError
 from attacks.result import EvaluationResult
-from attacks.spec import AttackSpec
+from attacks.spec import DEFAULT_SEED, AttackSpec
 
 __all__ = ["evaluate", "evaluate_loader", "SpecsLike"]
 
@@ -35,7 +35,7 @@ def evaluate(
     specs: SpecsLike,
     *,
     batch_size: int = 256,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     device: str | torch.device | None = None,
     progress: bool = False,
     efficient: bool = True,
@@ -53,9 +53,10 @@ def evaluate(
         seed: seed of randomised attacks whose spec has none.
         device: where to compute; default the model's device (it must already be there).
         progress: show a progress bar over batches.
-        efficient: use the efficient engines (one-gradient FGSM sweeps, early-stopped iterative
+        efficient: use ``attacks.fast_attacks`` (one-gradient FGSM sweeps, early-stopped iterative
             attacks, clean-wrong examples skipped). ``False`` runs every attack through its plain
-            torchattacks object on every example (the reference path).
+            torchattacks object on every example (the reference path); ``cw`` and ``noise`` are
+            this package's own on both paths.
         example_ids: identifiers of the examples for ``outcomes_frame`` (default 0..N-1).
 
     Returns:
@@ -98,7 +99,7 @@ def evaluate_loader(
     *,
     max_examples: int | None = None,
     batch_size: int = 256,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     device: str | torch.device | None = None,
     progress: bool = False,
     efficient: bool = True,

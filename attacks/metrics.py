@@ -4,7 +4,7 @@
   counts as not robust (as RobustBench does);
 - attack success rate: over the examples that are correct on clean input;
 - ensemble (worst case over attacks): an example is robust only if every attack fails on it;
-- Wilson score intervals for accuracies;
+- Wilson score intervals (scipy's) for accuracies and attack success rates;
 - McNemar's exact test for two models (or attacks) evaluated on the same examples;
 - Linf and L2 norms of perturbations.
 """
@@ -21,6 +21,7 @@ from scipy import stats
 
 __all__ = [
     "wilson_interval",
+    "success_rate_interval",
     "robust_accuracy",
     "attack_success_rate",
     "ensemble_correct",
@@ -31,10 +32,11 @@ __all__ = [
 
 
 def wilson_interval(n_correct: int, n_total: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``n_correct / n_total``.
+    """Wilson score interval of a binomial proportion ``n_correct / n_total`` (scipy's).
 
-    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`` with ``z`` the normal quantile; unlike
-    the normal approximation it stays inside [0, 1] and behaves at 0 and N successes.
+    ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")``: unlike the normal approximation
+    it stays inside [0, 1] and behaves at 0 and N successes. Used for accuracies and attack success
+    rates alike.
 
     Returns:
         ``(low, high)``; ``(nan, nan)`` when ``n_total == 0``.
@@ -48,13 +50,18 @@ def wilson_interval(n_correct: int, n_total: int, confidence: float = 0.95) -> t
         raise ValueError(f"need 0 <= n_correct <= n_total, got {n_correct} of {n_total}")
     if n_total == 0:
         return math.nan, math.nan
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = n_correct / n_total
-    denom = 1 + z * z / n_total
-    centre = (p + z * z / (2 * n_total)) / denom
-    half = z * math.sqrt(p * (1 - p) / n_total + z * z / (4 * n_total * n_total)) / denom
-    # Clip rounding noise so the exact endpoints are 0 and 1.
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = stats.binomtest(int(n_correct), int(n_total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def success_rate_interval(
+    clean_correct: Sequence[bool] | np.ndarray, adv_correct: Sequence[bool] | np.ndarray, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Wilson interval of the attack success rate (over the clean-correct examples); NaNs if none."""
+    clean, adv = _bool(clean_correct, "clean_correct"), _bool(adv_correct, "adv_correct")
+    if clean.shape != adv.shape:
+        raise ValueError(f"outcome vectors differ in length: {clean.shape[0]} and {adv.shape[0]}")
+    return wilson_interval(int((clean & ~adv).sum()), int(clean.sum()), confidence)
 
 
 def _bool(a: object, what: str) -> np.ndarray:

@@ -1,10 +1,12 @@
 """Attack registry: stable names -> what each attack accepts, and its torchattacks builder.
 
-Every name maps to one torchattacks class with our defaults; nothing here subclasses or patches
+Every name but ``cw`` maps to one torchattacks class with our defaults; nothing here subclasses or patches
 torchattacks. Models take [0, 1] inputs and normalise inside, so torchattacks' normalisation
 switches are never used. ``fgsm``, ``bim``, ``pgd``, ``pgd_l2`` and ``mifgsm`` also have an
-efficient engine (``attacks.engines``) that gives the same attack per example; the torchattacks
-builders below are the reference path (``evaluate(..., efficient=False)``) for them.
+efficient implementation (``attacks.fast_attacks``) that gives the same attack per example; the torchattacks
+builders below are the reference path (``evaluate(..., efficient=False)``) for them. ``cw`` is not
+torchattacks' CW (one constant c, no gradient at pixels of exactly 0 or 1) but the reference C&W L2
+of ``attacks.carlini_wagner``, on both paths.
 
 AutoAttack is assembled here, not taken from ``torchattacks.AutoAttack``: that class leaves APGD,
 APGD-T and FAB at 10 iterations, while the reference standard version (Croce & Hein 2020,
@@ -17,20 +19,36 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torchattacks
 from torch import nn
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from attacks.spec import AttackSpec
+from attacks.carlini_wagner import DEFAULTS as CW_DEFAULTS
+from attacks.errors import AttackInputError, AttackSpecError
 
 __all__ = ["AttackInfo", "list_attacks", "attack_info", "build_torchattack", "REFERENCE_TARGET_CLASSES"]
 
 REFERENCE_TARGET_CLASSES = 9
 """Target classes of APGD-T and FAB-T in the reference AutoAttack (fewer when the model has fewer classes)."""
 
-Engine = Literal["clean", "fgsm", "iterative", "torchattacks"]
+Engine = Literal["clean", "fgsm", "iterative", "cw", "noise", "torchattacks"]
+
+
+class AttackSpec(Protocol):
+    """What the builders read of an ``attacks.spec.AttackSpec`` (a protocol, so that ``spec``
+    imports ``registry`` and not the other way round)."""
+
+    name: str
+    norm: str
+    eps: float
+    steps: int | None
+    alpha: float
+    restarts: int | None
+
+    def option(self, key: str) -> float | int | str:
+        """Value of an attack-specific option."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -133,14 +151,15 @@ _INFOS: dict[str, AttackInfo] = {
         ),
         AttackInfo(
             "cw",
-            "Carlini-Wagner L2, 2017 (arXiv:1608.04644); minimum-norm",
+            "Carlini-Wagner L2 with the reference binary search over c, 2017 (arXiv:1608.04644); minimum-norm",
             ("L2",),
             "optional",
-            50,
+            CW_DEFAULTS["steps"],
             False,
             False,
             False,
-            options={"c": 1.0, "kappa": 0.0, "lr": 0.01},
+            options={k: v for k, v in CW_DEFAULTS.items() if k != "steps"},
+            engine="cw",
         ),
         AttackInfo(
             "deepfool",
@@ -152,6 +171,17 @@ _INFOS: dict[str, AttackInfo] = {
             False,
             False,
             options={"overshoot": 0.02},
+        ),
+        AttackInfo(
+            "noise",
+            "uniform random noise in the eps ball: a baseline that gradient attacks must beat",
+            ("Linf", "L2"),
+            "required",
+            None,
+            False,
+            False,
+            True,
+            engine="noise",
         ),
         AttackInfo(
             "square",
@@ -216,16 +246,14 @@ def list_attacks() -> list[str]:
 
 
 def attack_info(name: str) -> AttackInfo:
-    """The registry entry for ``name``.
+    """The registry entry for ``name`` (case-insensitive).
 
     Raises:
         AttackSpecError: unknown name (the message lists the allowed ones).
     """
-    from attacks.errors import AttackSpecError
-
     try:
-        return _INFOS[name]
-    except (KeyError, TypeError):
+        return _INFOS[name.strip().lower()]  # names are case-insensitive: "PGD" is "pgd"
+    except (KeyError, TypeError, AttributeError):
         raise AttackSpecError(f"unknown attack {name!r}; allowed: {', '.join(_INFOS)}") from None
 
 
@@ -252,12 +280,6 @@ def _pgd_l2(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> to
 
 def _mifgsm(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
     return torchattacks.MIFGSM(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, decay=spec.option("decay"))
-
-
-def _cw(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
-    return torchattacks.CW(
-        model, c=spec.option("c"), kappa=spec.option("kappa"), steps=spec.steps, lr=spec.option("lr")
-    )
 
 
 def _deepfool(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
@@ -336,7 +358,6 @@ _BUILDERS: dict[str, Callable[[nn.Module, AttackSpec, int, int], torchattacks.At
     "pgd": _pgd,
     "pgd_l2": _pgd_l2,
     "mifgsm": _mifgsm,
-    "cw": _cw,
     "deepfool": _deepfool,
     "square": _square,
     "apgd_ce": _apgd_ce,
@@ -366,8 +387,6 @@ def build_torchattack(model: nn.Module, spec: AttackSpec, *, n_classes: int, see
         AttackSpecError: ``clean`` has no attack object.
         AttackInputError: the model has too few classes for the attack.
     """
-    from attacks.errors import AttackInputError, AttackSpecError
-
     if spec.name not in _BUILDERS:
         raise AttackSpecError(f"attack {spec.name!r} has no torchattacks object; allowed: {', '.join(_BUILDERS)}")
     need = MIN_CLASSES.get(spec.name, 2)

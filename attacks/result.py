@@ -1,9 +1,15 @@
 """Evaluation results: per-example outcomes per spec, and their tidy tables.
 
 ``EvaluationResult`` keeps, for every spec, which examples are still classified correctly under
-the attack, which examples were attacked (the clean-correct ones), the Linf and L2 norms of the
-adversarial examples actually returned, and the time taken. ``to_frame()`` is the tidy table,
-one row per spec; ``outcomes_frame()`` the long per-example table used for paired comparisons.
+the attack, which examples were attacked (the clean-correct ones), which of them fooled the model
+the attack was crafted on (the source), the Linf and L2 norms of the attack's output, and the time
+taken. ``to_frame()`` is the tidy table, one row per spec; ``outcomes_frame()`` the long
+per-example table used for paired comparisons and norm thresholds.
+
+One semantics for every attack: an example's adversarial example is the attack's output where it
+fools the source model, and its clean image elsewhere (torchattacks' APGD, APGD-T, FAB and Square
+return the clean image where they fail, FGSM and PGD the perturbed one; this makes them agree).
+Perturbation norms are statistics over the fooled examples only.
 """
 
 from __future__ import annotations
@@ -16,7 +22,13 @@ import numpy as np
 import pandas as pd
 
 from attacks.errors import AttackSpecError
-from attacks.metrics import attack_success_rate, ensemble_correct, mcnemar_test, wilson_interval
+from attacks.metrics import (
+    attack_success_rate,
+    ensemble_correct,
+    mcnemar_test,
+    success_rate_interval,
+    wilson_interval,
+)
 from attacks.spec import AttackSpec
 
 __all__ = [
@@ -39,6 +51,8 @@ FRAME_COLUMNS = (
     "restarts",
     "seed",
     "options",
+    "eps_kind",
+    "batch_size",
     "n_examples",
     "n_correct",
     "accuracy",
@@ -47,15 +61,29 @@ FRAME_COLUMNS = (
     "n_clean_correct",
     "clean_accuracy",
     "attack_success_rate",
+    "asr_ci_low",
+    "asr_ci_high",
+    "n_fooled",
     "linf_max",
     "l2_mean",
     "l2_median",
-    "l2_median_fooled",
     "elapsed_s",
 )
 """Columns of ``EvaluationResult.to_frame()``, in order."""
 
-OUTCOME_COLUMNS = ("key", "attack", "norm", "eps", "eps_label", "example", "label", "correct")
+OUTCOME_COLUMNS = (
+    "key",
+    "attack",
+    "norm",
+    "eps",
+    "eps_label",
+    "example",
+    "label",
+    "correct",
+    "source_correct",
+    "source_fooled",
+    "perturbation_norm",
+)
 """Columns of ``EvaluationResult.outcomes_frame()``, in order."""
 
 ENSEMBLE_COLUMNS = ("norm", "eps", "eps_label", "attacks", "n_examples", "n_correct", "accuracy", "ci_low", "ci_high")
@@ -72,7 +100,10 @@ class AttackOutcome:
         correct: (N,) bool, correct under attack; always False where the clean prediction is wrong.
         attacked: (N,) bool, whether the example was attacked (clean-correct ones, or all for
             ``efficient=False``); False for every example of ``clean``.
-        linf: (N,) Linf norm of the returned perturbation (0 where not attacked); ``l2`` likewise.
+        fooled: (N,) bool, the attack's output fools the source model on an example the source
+            classifies correctly (white-box: the model itself). Only there is the output scored;
+            elsewhere the example's clean image is.
+        linf: (N,) Linf norm of the attack's output minus the image (0 where not attacked); ``l2`` likewise.
         elapsed_s: wall time of this spec. Specs computed together (an FGSM sweep, stacked PGD eps)
             share their time evenly; the clean pass, which also yields the FGSM gradient when an
             FGSM sweep is evaluated, is counted for ``clean``.
@@ -82,6 +113,7 @@ class AttackOutcome:
     seed: int
     correct: np.ndarray
     attacked: np.ndarray
+    fooled: np.ndarray
     linf: np.ndarray
     l2: np.ndarray
     elapsed_s: float
@@ -101,6 +133,16 @@ class AttackOutcome:
         """Robust accuracy over all N examples."""
         return self.n_correct / self.n_examples if self.n_examples else math.nan
 
+    @property
+    def perturbation_norm(self) -> np.ndarray:
+        """(N,) norm of the perturbation in the spec's threat model where the source was fooled, NaN elsewhere.
+
+        For a minimum-norm attack, robust accuracy at a threshold ``t`` is the fraction of examples
+        that are clean-correct and not fooled within ``t``: ``clean & ~(perturbation_norm <= t)``.
+        """
+        norms = self.linf if self.spec.norm == "Linf" else self.l2
+        return np.where(self.fooled, norms, np.nan)
+
 
 @dataclass
 class EvaluationResult:
@@ -112,6 +154,11 @@ class EvaluationResult:
         clean_correct: (N,) correct on clean input.
         example_ids: (N,) identifiers of the examples (positions unless given).
         n_classes: number of logits of the model.
+        source_correct: (N,) correct on clean input for the model the attacks were crafted on
+            (the model itself for white-box results; ``None`` means ``clean_correct``).
+        batch_size: the batch size the attacks ran with. The fast attacks and ``cw`` give the same
+            result at any batch size; torchattacks' randomised attacks (square, apgd_*, fab,
+            autoattack) draw per batch, so their results depend on it: it is recorded per row.
         meta: free-form metadata (e.g. ``{"source": ..., "target": ...}`` for transfer results).
     """
 
@@ -120,7 +167,13 @@ class EvaluationResult:
     clean_correct: np.ndarray
     example_ids: np.ndarray
     n_classes: int
+    source_correct: np.ndarray | None = None
+    batch_size: int | None = None
     meta: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source_correct is None:
+            self.source_correct = self.clean_correct
 
     # ------------------------------------------------------------------ access
     @property
@@ -166,17 +219,17 @@ class EvaluationResult:
         """Tidy table, one row per spec, columns ``FRAME_COLUMNS``.
 
         ``accuracy = n_correct / n_examples`` over all N; ``ci_low``/``ci_high`` its Wilson
-        interval; ``attack_success_rate`` over the ``n_clean_correct`` examples;
-        ``linf_max`` over all examples; ``l2_mean``/``l2_median`` over the attacked examples
-        (0 when none was attacked); ``l2_median_fooled`` over attacked examples the attack made
-        wrong (NaN when none).
+        interval; ``attack_success_rate`` over the ``n_clean_correct`` examples, with its Wilson
+        interval ``asr_ci_low``/``asr_ci_high``; ``eps_kind`` is ``clean``, ``bounded`` or
+        ``minimum_norm``; ``n_fooled`` the examples whose adversarial example fooled the source;
+        ``linf_max``, ``l2_mean``, ``l2_median`` over those fooled examples only (NaN when none).
         """
         n_clean = int(self.clean_correct.sum())
         rows = []
         for o in self.outcomes.values():
             low, high = wilson_interval(o.n_correct, o.n_examples, confidence)
-            attacked_l2 = o.l2[o.attacked]
-            fooled_l2 = o.l2[o.attacked & self.clean_correct & ~o.correct]
+            asr_low, asr_high = success_rate_interval(self.clean_correct, o.correct, confidence)
+            linf, l2 = o.linf[o.fooled], o.l2[o.fooled]
             spec = o.spec
             rows.append(
                 {
@@ -190,6 +243,8 @@ class EvaluationResult:
                     "restarts": spec.restarts,
                     "seed": o.seed,
                     "options": ",".join(f"{k}={v}" for k, v in spec.options),  # type: ignore[misc]
+                    "eps_kind": spec.eps_kind,
+                    "batch_size": self.batch_size,
                     "n_examples": o.n_examples,
                     "n_correct": o.n_correct,
                     "accuracy": o.accuracy,
@@ -198,20 +253,26 @@ class EvaluationResult:
                     "n_clean_correct": n_clean,
                     "clean_accuracy": self.clean_accuracy,
                     "attack_success_rate": attack_success_rate(self.clean_correct, o.correct),
-                    "linf_max": float(o.linf.max()) if o.linf.size else 0.0,
-                    "l2_mean": float(attacked_l2.mean()) if attacked_l2.size else 0.0,
-                    "l2_median": float(np.median(attacked_l2)) if attacked_l2.size else 0.0,
-                    "l2_median_fooled": float(np.median(fooled_l2)) if fooled_l2.size else math.nan,
+                    "asr_ci_low": asr_low,
+                    "asr_ci_high": asr_high,
+                    "n_fooled": int(o.fooled.sum()),
+                    "linf_max": float(linf.max()) if linf.size else math.nan,
+                    "l2_mean": float(l2.mean()) if l2.size else math.nan,
+                    "l2_median": float(np.median(l2)) if l2.size else math.nan,
                     "elapsed_s": o.elapsed_s,
                 }
             )
         frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
-        for col in ("steps", "restarts", "seed"):
+        for col in ("steps", "restarts", "seed", "batch_size"):
             frame[col] = frame[col].astype("Int64")
         return frame
 
     def outcomes_frame(self) -> pd.DataFrame:
-        """Long table, one row per spec x example: ``OUTCOME_COLUMNS``."""
+        """Long table, one row per spec x example: ``OUTCOME_COLUMNS``.
+
+        ``source_fooled`` is ``AttackOutcome.fooled``; ``perturbation_norm`` the norm of the
+        perturbation in the spec's threat model where the source was fooled (NaN elsewhere).
+        """
         parts = []
         for o in self.outcomes.values():
             spec = o.spec
@@ -226,6 +287,9 @@ class EvaluationResult:
                         "example": self.example_ids,
                         "label": self.labels,
                         "correct": o.correct,
+                        "source_correct": self.source_correct,
+                        "source_fooled": o.fooled,
+                        "perturbation_norm": o.perturbation_norm,
                     }
                 )
             )

@@ -25,9 +25,16 @@ from typing import Any
 from attacks.errors import AttackSpecError
 from attacks.registry import AttackInfo, attack_info, list_attacks
 
-__all__ = ["AttackSpec", "parse_eps", "format_eps", "expand_eps", "parse_specs", "NORMS"]
+__all__ = ["AttackSpec", "parse_eps", "format_eps", "expand_eps", "parse_specs", "NORMS", "DEFAULT_SEED", "EPS_KINDS"]
 
 NORMS = ("Linf", "L2")
+EPS_KINDS = ("clean", "bounded", "minimum_norm")
+"""Values of ``AttackSpec.eps_kind`` (the ``eps_kind`` column of results tables)."""
+DEFAULT_SEED = 0
+"""The seed of randomised attacks when neither the spec nor the caller sets one (``evaluate``'s default).
+
+A spec whose ``seed`` equals it is the same spec as one without a seed (same ``key``); it then runs
+with the seed passed to ``evaluate``, which is this one unless the caller changes it."""
 _CORE = ("norm", "eps", "steps", "alpha", "restarts", "seed")
 _NORM_ALIASES = {"linf": "Linf", "inf": "Linf", "l_inf": "Linf", "l2": "L2"}
 
@@ -127,7 +134,8 @@ class AttackSpec:
         steps: iterations (queries for ``square``); defaults to the registry's.
         alpha: step size of ``bim``, ``pgd``, ``pgd_l2``, ``mifgsm``; default ``eps / 4``.
         restarts: random restarts (randomised attacks only); default 1.
-        seed: fixed seed for this spec; ``None`` uses the seed given to ``evaluate``.
+        seed: fixed seed for this spec; ``None`` uses the seed given to ``evaluate``. Dropped (``None``)
+            for deterministic attacks and when equal to ``DEFAULT_SEED``, so it never makes a second key.
         options: attack-specific parameters, e.g. ``{"c": 0.1}`` for ``cw``.
 
     Attributes:
@@ -156,6 +164,7 @@ class AttackSpec:
         info = attack_info(self.name)
         name = info.name
         set_ = object.__setattr__
+        set_(self, "name", name)  # names are case-insensitive: keep the registry's spelling
 
         norm = self.norm
         if info.eps == "none":
@@ -182,6 +191,11 @@ class AttackSpec:
                 raise AttackSpecError(
                     f"{name}: eps must be finite, got {self.eps!r}; only cw and deepfool run unbounded"
                 )
+            if norm == "Linf" and 1 < eps < math.inf:
+                raise AttackSpecError(
+                    f"{name}: Linf eps {self.eps!r} is above 1, larger than the whole [0, 1] pixel range; "
+                    "write it in pixel units, e.g. 8/255"
+                )
         set_(self, "eps", eps)
         set_(self, "eps_label", format_eps(eps, norm))
 
@@ -204,7 +218,7 @@ class AttackSpec:
             set_(self, "alpha_label", "")
 
         if info.eps == "none" or name == "autoattack" or name == "fgsm":
-            if self.restarts not in (None, 1):
+            if self.restarts is not None and _as_int(self.restarts, "restarts", name, 1) != 1:
                 raise AttackSpecError(f"{name} runs once; restarts must be 1, got {self.restarts!r}")
             set_(self, "restarts", None if info.eps == "none" else 1)
         else:
@@ -217,7 +231,10 @@ class AttackSpec:
             set_(self, "restarts", restarts)
 
         if self.seed is not None:
-            set_(self, "seed", _as_int(self.seed, "seed", name, 0))
+            seed = _as_int(self.seed, "seed", name, 0)
+            # One key per attack: a seed that changes nothing (a deterministic attack) or that equals
+            # the default is dropped, so "pgd:eps=8/255,seed=0" and "pgd:eps=8/255" are one spec.
+            set_(self, "seed", None if (seed == DEFAULT_SEED or not info.randomized) else seed)
 
         given = dict(self.options.items() if isinstance(self.options, Mapping) else self.options)
         unknown = sorted(set(given) - set(info.options))
@@ -249,6 +266,13 @@ class AttackSpec:
     def info(self) -> AttackInfo:
         """The registry entry of this attack."""
         return attack_info(self.name)
+
+    @property
+    def eps_kind(self) -> str:
+        """``"clean"`` (no attack), ``"minimum_norm"`` (an unbounded attack, eps = inf) or ``"bounded"``."""
+        if self.is_clean:
+            return "clean"
+        return "minimum_norm" if math.isinf(self.eps) else "bounded"  # type: ignore[arg-type]
 
     @property
     def is_clean(self) -> bool:

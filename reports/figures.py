@@ -35,6 +35,8 @@ __all__ = [
     "fig_clean_vs_robust",
     "fig_layer_sparsity",
     "fig_attack_success",
+    "fig_accuracy_vs_norm",
+    "ACCURACY_VS_NORM_CAPTION",
 ]
 
 log = logging.getLogger(__name__)
@@ -562,10 +564,8 @@ def _norm_column(sub: pd.DataFrame) -> tuple[str, str]:
     norms = set(sub["norm"].astype(str).str.lower())
     if norms == {"linf"} and sub["linf_max"].notna().any():
         return "linf_max", "largest Linf perturbation"
-    # the median over fooled examples only, when the run kept it, is the usual minimum-norm statistic
-    if "l2_median_fooled" in sub.columns and pd.to_numeric(sub["l2_median_fooled"], errors="coerce").notna().any():
-        return "l2_median_fooled", "median L2 perturbation (fooled examples)"
-    return "l2_median", "median L2 perturbation"
+    # the attacks package computes l2_median over the fooled examples only
+    return "l2_median", "median L2 perturbation (fooled examples)"
 
 
 def fig_attack_success(results: pd.DataFrame, *, eps: float | str | None = None) -> Figure:
@@ -634,3 +634,61 @@ def fig_attack_success(results: pd.DataFrame, *, eps: float | str | None = None)
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
         fig.suptitle("Attack success rate" + (f" at eps {label_eps}" if label_eps else "") + " and perturbation norms")
     return fig
+
+
+def fig_accuracy_vs_norm(results: pd.DataFrame, outcomes: pd.DataFrame) -> Figure:
+    """Robust accuracy against the perturbation-norm threshold, from minimum-norm attacks' per-example norms.
+
+    At threshold ``t`` an example counts as robust when the model classifies it correctly on
+    clean input and the attack needed a perturbation larger than ``t`` (or never fooled it):
+    ``clean_correct & ~(perturbation_norm <= t)``, over all examples. One panel per minimum-norm
+    attack (results rows with ``eps_kind == "minimum_norm"``), one line per model.
+
+    Args:
+        results: Results table (``model_id``, ``key``, ``attack``, ``norm``, ``eps_kind``).
+        outcomes: Per-example outcomes (``model_id``, ``key``, ``example``, ``correct``,
+            ``perturbation_norm``), including each model's ``clean`` rows.
+
+    Raises:
+        NothingToPlot: If no minimum-norm attack was run or its outcomes hold no norm.
+    """
+    if "eps_kind" not in results.columns or "perturbation_norm" not in outcomes.columns:
+        raise NothingToPlot("no eps_kind or perturbation_norm column: re-run the attack sweep")
+    keys = results.loc[results["eps_kind"] == "minimum_norm", ["key", "attack", "norm"]].drop_duplicates("key")
+    if keys.empty:
+        raise NothingToPlot("no minimum-norm attack (eps = inf) in the results")
+    clean = outcomes[outcomes["key"] == "clean"].set_index(["model_id", "example"])["correct"].astype(bool)
+    with _style():
+        fig, axes = _new_figure(len(keys), width=4.6, height=3.6)
+        drawn = 0
+        for ax, (_, spec) in zip(axes, keys.iterrows()):
+            rows = outcomes[outcomes["key"] == spec["key"]]
+            norms = pd.to_numeric(rows["perturbation_norm"], errors="coerce")
+            if norms.notna().sum() == 0:
+                ax.set_axis_off()
+                continue
+            grid = np.linspace(0.0, float(norms.max()) * 1.05, 200)
+            for model_id, part in rows.groupby("model_id", sort=False):
+                ok = clean.reindex(list(zip(part["model_id"], part["example"]))).fillna(False).to_numpy(bool)
+                norm = pd.to_numeric(part["perturbation_norm"], errors="coerce").to_numpy(float)
+                fooled_by = np.where(np.isnan(norm), np.inf, norm)
+                accuracy = [(ok & ~(fooled_by <= t)).mean() * 100 for t in grid]
+                ax.plot(grid, accuracy, lw=1.4, label=str(model_id))
+            ax.set(
+                title=str(spec["key"]), xlabel=f"{spec['norm']} threshold", ylabel="robust accuracy (%)", ylim=(0, 100)
+            )
+            drawn += 1
+        if not drawn:
+            raise NothingToPlot("the minimum-norm attacks' outcomes hold no perturbation norm")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", frameon=False)
+        fig.suptitle("Robust accuracy against the perturbation-norm threshold (minimum-norm attacks)")
+    return fig
+
+
+ACCURACY_VS_NORM_CAPTION = (
+    "Robust accuracy against the perturbation-norm threshold: at each threshold, the share of all "
+    "examples that the model classifies correctly and that the minimum-norm attack could not fool "
+    "with a smaller perturbation. A curve further right means larger perturbations were needed."
+)
+"""Caption of `fig_accuracy_vs_norm`, kept beside it."""

@@ -23,6 +23,7 @@ from reports.schema import (
     META_REQUIRED,
     OUTCOME_COLUMNS,
     SANITY_COLUMNS,
+    SANITY_STATUSES,
     validate_columns,
     validate_results,
 )
@@ -169,6 +170,7 @@ def load_outcomes(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFr
     validate_columns(df, OUTCOME_COLUMNS, str(path))
     df = df[OUTCOME_COLUMNS].copy()
     df["correct"] = _as_bool(df["correct"], f"{path} column 'correct'").astype("int8")
+    df["perturbation_norm"] = pd.to_numeric(df["perturbation_norm"], errors="coerce")
     df["example"] = pd.to_numeric(df["example"], errors="coerce")
     if df["example"].isna().any():
         raise ReportError(f"{path} column 'example' holds a non-integer; it must be the example index")
@@ -179,7 +181,7 @@ def load_outcomes(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFr
 
 
 def load_sanity(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame | None:
-    """Load the sanity-check flags (model_id, check, passed as bool, evidence).
+    """Load the sanity-check flags (model_id, check, status, evidence; `passed` = status is "passed").
 
     Args:
         run_dir: The run directory.
@@ -196,7 +198,13 @@ def load_sanity(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFram
     df = _read_csv(path, "sanity table", dtype={"model_id": str, "check": str, "evidence": str}, keep_default_na=False)
     validate_columns(df, SANITY_COLUMNS, str(path))
     df = df.copy()
-    df["passed"] = _as_bool(df["passed"], f"{path} column 'passed'")
+    bad = ~df["status"].isin(SANITY_STATUSES)
+    if bad.any():
+        raise ReportError(
+            f"{path} column 'status' holds {df.loc[bad, 'status'].iloc[0]!r}; allowed: {', '.join(SANITY_STATUSES)}"
+        )
+    # A check that did not run is not a pass (counting not_run apart is the report's job).
+    df["passed"] = df["status"] == "passed"
     return df
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "OUTCOME_COLUMNS",
     "SANITY_COLUMNS",
+    "SANITY_STATUSES",
     "LAYER_SPARSITY_COLUMNS",
     "META_REQUIRED",
     "validate_results",
@@ -51,13 +52,20 @@ RESULT_COLUMNS: list[str] = [
     "l2_median",
     "elapsed_s",
     "config_digest",
+    # --- written by the attacks package (attacks.result.FRAME_COLUMNS) ---
+    "eps_kind",  # clean | bounded | minimum_norm
+    "batch_size",  # torchattacks' randomised attacks depend on it
 ]
 
 #: Per-example outcomes (outcomes.csv.gz): one row per model x attack key x example.
-OUTCOME_COLUMNS: list[str] = ["model_id", "key", "example", "correct"]
+#: `perturbation_norm`: the example's perturbation norm in the spec's threat model where the attack
+#: fooled the model, NaN elsewhere (attacks.AttackOutcome.perturbation_norm).
+OUTCOME_COLUMNS: list[str] = ["model_id", "key", "example", "correct", "perturbation_norm"]
 
 #: Sanity-check flags (sanity.csv).
-SANITY_COLUMNS: list[str] = ["model_id", "check", "passed", "evidence"]
+#: `status`: one of SANITY_STATUSES; a check that could not run is `not_run`, never `passed`.
+SANITY_COLUMNS: list[str] = ["model_id", "check", "status", "evidence"]
+SANITY_STATUSES: tuple[str, ...] = ("passed", "failed", "not_run")
 
 #: Per-layer sparsity of one model (models/<model_id>/layer_sparsity.csv).
 LAYER_SPARSITY_COLUMNS: list[str] = [
@@ -91,6 +99,7 @@ _NUMERIC_RESULT_COLUMNS = [
     "l2_mean",
     "l2_median",
     "elapsed_s",
+    "batch_size",
 ]
 
 

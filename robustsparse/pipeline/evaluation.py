@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from attacks import AttackSpec, evaluate, sanity_checks, zero_gradient_fraction
+from attacks import FRAME_COLUMNS, AttackSpec, evaluate, sanity_checks, zero_gradient_fraction
 from reports.schema import OUTCOME_COLUMNS, RESULT_COLUMNS, SANITY_COLUMNS
 from robustsparse.checkpoints import load_checkpoint, read_meta
 from robustsparse.config import config_digest
@@ -155,6 +155,11 @@ def _evaluate_folder(
     outcomes_path = model_dir / EVAL_DIR / "outcomes.csv.gz"
     cached = _read_cached(results_path, digest)
     cached_outcomes = _read_cached(outcomes_path, digest)
+    # Files written before a column was added are recomputed rather than read half-filled.
+    if cached is not None and not set(FRAME_COLUMNS) <= set(cached.columns):
+        cached = None
+    if cached_outcomes is not None and "perturbation_norm" not in cached_outcomes.columns:
+        cached_outcomes = None
     wanted = [spec.key for spec in specs]
     done = set()
     if cached is not None and cached_outcomes is not None:
@@ -180,7 +185,9 @@ def _evaluate_folder(
             sum(o.elapsed_s for o in result),
         )
         new_rows = result.to_frame().assign(eval_digest=digest)
-        new_outcomes = result.outcomes_frame()[["key", "example", "correct"]].assign(eval_digest=digest)
+        new_outcomes = result.outcomes_frame()[["key", "example", "correct", "perturbation_norm"]].assign(
+            eval_digest=digest
+        )
         new_rows = new_rows[new_rows["key"].isin([s.key for s in missing])]
         all_rows = _append(cached, new_rows).drop_duplicates("key", keep="last")
         all_outcomes = _append(cached_outcomes, new_outcomes).drop_duplicates(["key", "example"], keep="last")
@@ -206,17 +213,9 @@ def _model_sanity(
     images, labels = examples.tensors()
     zero_fraction = zero_gradient_fraction(folder.model(), images, labels, batch_size=settings.batch_size)
     flags = sanity_checks(rows, zero_grad_fraction=zero_fraction)
-    # A check with nothing to compare ("n/a") did not fail; its evidence says it was not checked.
+    # A check with nothing to compare is "not_run", never passed.
     frame = pd.DataFrame(
-        [
-            {
-                "model_id": meta["model_id"],
-                "check": f.name,
-                "passed": f.status != "flag",
-                "evidence": f.evidence if f.status != "n/a" else f"not checked: {f.evidence}",
-            }
-            for f in flags
-        ],
+        [{"model_id": meta["model_id"], "check": f.name, "status": f.status, "evidence": f.evidence} for f in flags],
         columns=SANITY_COLUMNS,
     )
     write_csv_atomic(path, frame.assign(eval_digest=digest))
@@ -241,7 +240,7 @@ def dataset_of(meta: dict[str, Any], *, data_root: str | Path | None = None) -> 
     )
 
 
-INTEGER_COLUMNS = ("seed", "steps", "restarts", "n_examples", "n_correct", "n_clean_correct")
+INTEGER_COLUMNS = ("seed", "steps", "restarts", "n_examples", "n_correct", "n_clean_correct", "batch_size")
 
 
 def _typed(results: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from attacks import (
     mcnemar_test,
     perturbation_norms,
     robust_accuracy,
+    success_rate_interval,
     wilson_interval,
 )
 
@@ -81,3 +82,10 @@ def test_perturbation_norms_hand_computed() -> None:
     linf, l2 = perturbation_norms(x, adv)
     assert linf.tolist() == pytest.approx([0.4, 0.0])
     assert l2.tolist() == pytest.approx([0.5, 0.0])
+
+
+def test_success_rate_interval_is_over_the_clean_correct_examples() -> None:
+    clean = np.array([1, 1, 1, 1, 0, 0], bool)
+    adv = np.array([0, 0, 1, 1, 0, 0], bool)  # 2 of the 4 clean-correct broken
+    assert success_rate_interval(clean, adv) == pytest.approx(wilson_interval(2, 4))
+    assert all(math.isnan(v) for v in success_rate_interval(np.zeros(3, bool), np.zeros(3, bool)))

@@ -22,7 +22,9 @@ def test_defaults_are_filled_so_equivalent_specs_share_a_key() -> None:
     a = AttackSpec.parse("pgd:eps=0.03137254901960784")
     b = AttackSpec.parse("pgd:eps=8/255,steps=10,alpha=2/255,restarts=1")
     assert a == b and a.key == b.key
-    assert AttackSpec.parse("cw") == AttackSpec.parse("cw:c=1,kappa=0,lr=0.01,steps=50,eps=inf")
+    assert AttackSpec.parse("cw") == AttackSpec.parse(
+        "cw:c=0.001,kappa=0,lr=0.01,binary_search_steps=9,steps=1000,eps=inf"
+    )
 
 
 @pytest.mark.parametrize("name", list_attacks())
@@ -116,7 +118,12 @@ def test_expand_eps_and_parse_specs() -> None:
     assert all(s.steps == 20 and s.alpha == pytest.approx(s.eps / 4) for s in sweep)
     items = ["clean", {"name": "fgsm", "eps": ["1/255", "2/255"]}, "fgsm:eps=1/255", {"attack": "cw", "c": 0.1}]
     keys = [s.key for s in parse_specs(items)]
-    assert keys == ["clean", "fgsm:eps=1/255", "fgsm:eps=2/255", "cw:eps=inf,steps=50,c=0.1,kappa=0,lr=0.01"]
+    assert keys == [
+        "clean",
+        "fgsm:eps=1/255",
+        "fgsm:eps=2/255",
+        "cw:eps=inf,steps=1000,binary_search_steps=9,c=0.1,kappa=0,lr=0.01",
+    ]
 
 
 def test_registry_lists_the_required_names() -> None:
@@ -137,3 +144,31 @@ def test_registry_lists_the_required_names() -> None:
     }
     assert required <= set(attacks.list_attacks())
     assert attacks.attack_info("square").randomized and not attacks.attack_info("fgsm").randomized
+
+
+def test_numeric_text_values_are_typed_before_checks() -> None:
+    # "restarts=1" arrives as the text "1" from a spec string; it must mean the integer 1.
+    assert AttackSpec.parse("fgsm:eps=8/255,restarts=1") == AttackSpec(name="fgsm", eps=8 / 255)
+    with pytest.raises(AttackSpecError, match="restarts must be 1"):
+        AttackSpec.parse("fgsm:eps=8/255,restarts=2")
+
+
+def test_a_seed_that_changes_nothing_makes_no_second_key() -> None:
+    assert AttackSpec.parse("pgd:eps=8/255,seed=0").key == AttackSpec.parse("pgd:eps=8/255").key
+    assert AttackSpec.parse("fgsm:eps=8/255,seed=3").key == "fgsm:eps=8/255"  # deterministic attack
+    assert AttackSpec.parse("pgd:eps=8/255,seed=3").key.endswith("seed=3")
+    assert len(parse_specs(["pgd:eps=8/255", "pgd:eps=8/255,seed=0"])) == 1
+
+
+def test_linf_eps_above_one_is_refused_in_one_line() -> None:
+    with pytest.raises(AttackSpecError, match="above 1") as info:
+        AttackSpec.parse("pgd:eps=8")
+    assert "\n" not in str(info.value)
+    assert AttackSpec.parse("pgd_l2:eps=3").eps == 3.0  # an L2 budget above 1 is fine
+    assert AttackSpec.parse("pgd:eps=1").eps == 1.0
+
+
+def test_attack_names_are_case_insensitive() -> None:
+    spec = AttackSpec.parse("PGD:eps=8/255")
+    assert spec == AttackSpec.parse("pgd:eps=8/255") and spec.name == "pgd" and spec.key.startswith("pgd:")
+    assert AttackSpec.from_dict({"name": "Square", "eps": "8/255"}).name == "square"

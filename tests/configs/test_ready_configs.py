@@ -89,11 +89,18 @@ def test_attack_sweep_parses_clean_first(path: Path):
     attacked = specs[1:]
     assert attacked, "a sweep with attacks"
     assert all(s.name != "clean" for s in attacked)
-    assert all(0 < s.eps < math.inf for s in attacked)
+    assert all(0 <= s.eps < math.inf for s in attacked)
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys), f"duplicate attacks in the sweep: {keys}"
     assert any(s.norm == "Linf" and s.eps >= LARGE_LINF_EPS - 1e-12 for s in attacked), (
         "include one Linf budget >= 64/255 so the large-eps sanity check is not n/a"
+    )
+    # What the other sanity checks need, so none of them is "not_run" for want of a row.
+    assert any(s.eps == 0 for s in attacked), "include an attack at eps 0 (eps0_equals_clean)"
+    assert any(s.name == "square" for s in attacked), "include a gradient-free attack (square_not_stronger)"
+    noise = {(s.norm, s.eps) for s in attacked if s.name == "noise"}
+    assert noise & {(s.norm, s.eps) for s in attacked if s.name not in ("noise", "square")}, (
+        "include the noise baseline at an eps a gradient attack runs at (noise_not_stronger)"
     )
 
 

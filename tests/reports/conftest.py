@@ -146,11 +146,21 @@ def make_run(
                     l2_median=np.nan if attack == "clean" else l2,
                     elapsed_s=0.5,
                     config_digest="abc123",
+                    eps_kind="clean" if attack == "clean" else ("minimum_norm" if np.isinf(eps) else "bounded"),
+                    batch_size=256,
                 )
             )
             outcome_frames.append(
                 pd.DataFrame(
-                    {"model_id": m["model_id"], "key": key, "example": np.arange(n_examples), "correct": correct}
+                    {
+                        "model_id": m["model_id"],
+                        "key": key,
+                        "example": np.arange(n_examples),
+                        "correct": correct,
+                        "perturbation_norm": np.where(
+                            (clean_correct == 1) & (correct == 0) & (attack != "clean"), l2, np.nan
+                        ),
+                    }
                 )
             )
         _write_model(root, m, rows)
@@ -160,17 +170,27 @@ def make_run(
     sanity = []
     for m in models:
         sanity.append(
-            dict(model_id=m["model_id"], check="masked_weights_zero", passed=True, evidence="0 non-zero masked weights")
+            dict(
+                model_id=m["model_id"],
+                check="masked_weights_zero",
+                status="passed",
+                evidence="0 non-zero masked weights",
+            )
         )
         sanity.append(
-            dict(model_id=m["model_id"], check="robust_le_clean", passed=True, evidence="robust <= clean at every eps")
+            dict(
+                model_id=m["model_id"],
+                check="robust_le_clean",
+                status="passed",
+                evidence="robust <= clean at every eps",
+            )
         )
     if failing_check:
         sanity.append(
             dict(
                 model_id=models[-1]["model_id"],
                 check="gradient_masking",
-                passed=False,
+                status="failed",
                 evidence="square beats pgd by 12 points",
             )
         )

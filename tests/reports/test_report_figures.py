@@ -153,7 +153,7 @@ def test_attack_success_with_a_minimum_norm_attack(run_factory) -> None:
     fig = fig_attack_success(results)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["FGSM at eps 8/255", "PGD at eps 8/255", "CW (minimum-norm)"]
-    assert fig.axes[2].get_ylabel() == "median L2 perturbation"
+    assert fig.axes[2].get_ylabel() == "median L2 perturbation (fooled examples)"
     # CW has no eps budget (eps=inf), so the eps figure still has only FGSM and PGD
     assert len(fig_accuracy_vs_eps(results).axes) == 2
     assert "CW (minimum-norm)" in summarize(results)[0].text

@@ -76,9 +76,9 @@ def test_outcomes_match_results_counts(shared_run: Path) -> None:
 
 
 def test_bad_outcome_values_are_refused(tmp_path: Path) -> None:
-    pd.DataFrame({"model_id": ["a"], "key": ["clean"], "example": [0], "correct": [2]}).to_csv(
-        tmp_path / "outcomes.csv.gz", index=False
-    )
+    pd.DataFrame(
+        {"model_id": ["a"], "key": ["clean"], "example": [0], "correct": [2], "perturbation_norm": [""]}
+    ).to_csv(tmp_path / "outcomes.csv.gz", index=False)
     with pytest.raises(ReportError, match="0/1"):
         load_outcomes(tmp_path)
     empty = tmp_path / "empty"

@@ -1,9 +1,13 @@
-"""The evaluation loop shared by ``evaluate``, ``evaluate_loader`` and ``transfer``.
+"""The batching loop shared by ``evaluate``, ``evaluate_loader`` and ``transfer``.
 
 For every batch: clean predictions; then, per group of specs, adversarial pieces crafted on the
-source model (efficient engines or torchattacks), each piece checked (shape, finite, [0, 1], eps
-ball) and scored by every target model with fresh predictions in eval mode under ``no_grad``.
-For ``evaluate`` the source is the target and only clean-correct examples are attacked.
+source model (``fast_attacks``, ``carlini_wagner`` or torchattacks) for the examples the source
+classifies correctly, each piece checked (shape, finite, [0, 1], eps ball). The source's prediction
+on the piece says which examples it fooled; every target then scores, with fresh predictions in eval
+mode under ``no_grad``, the attack's output where the source was fooled and the clean image elsewhere
+(one semantics for every attack, see ``attacks.result``). For ``evaluate`` the source is the target.
+An attack at eps = 0 is run like any other (never replaced by the identity), so the
+``eps0_equals_clean`` sanity check tests the attack.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import torch
 from torch import nn
 
 from attacks._model import attack_mode, logits_of, predict, resolve_device
+from attacks.carlini_wagner import carlini_wagner_l2
 from attacks.checks import check_adversarial, enforce_budget
-from attacks.engines import ITERATIVE, Piece, derive_seed, fgsm_sweep, input_grad, iterative
 from attacks.errors import AttackInputError
+from attacks.fast_attacks import ITERATIVE, Piece, derive_seed, fgsm_sweep, input_grad, iterative, uniform_noise
 from attacks.registry import build_torchattack
 from attacks.result import AttackOutcome, EvaluationResult
 from attacks.spec import AttackSpec, parse_specs
@@ -92,7 +97,7 @@ def loader_batches(loader: Iterable[object], batch_size: int, max_examples: int 
 
 @dataclass(frozen=True)
 class _Group:
-    kind: str  # "clean", "identity", "fgsm", "iterative", "torchattacks"
+    kind: str  # "clean", "fgsm", "iterative", "cw", "noise", "torchattacks"
     specs: tuple[AttackSpec, ...]
 
 
@@ -103,8 +108,10 @@ def _groups(specs: Sequence[AttackSpec], efficient: bool, seed_of: Mapping[str, 
     for spec in specs:
         if spec.is_clean:
             groups.append(_Group("clean", (spec,)))
-        elif spec.eps == 0:
-            groups.append(_Group("identity", (spec,)))  # the ball is one point: nothing to attack
+        elif spec.name == "cw":
+            groups.append(_Group("cw", (spec,)))
+        elif spec.name == "noise":
+            groups.append(_Group("noise", (spec,)))
         elif efficient and spec.name == "fgsm":
             fgsm.append(spec)
         elif efficient and spec.name in ITERATIVE:
@@ -132,18 +139,40 @@ class _Crafter:
         self.n_classes = 0
         self._attacks: dict[str, object] = {}
 
+    def _seeded_key(self, spec: AttackSpec) -> str:
+        # The key with the seed the spec runs with: a spec without its own seed derives the same
+        # torchattacks seeds as the equal spec that names that seed (they share one key).
+        return spec.key if spec.seed is not None else f"{spec.key},seed={self.seed_of[spec.key]}"
+
     def _torchattack(self, spec: AttackSpec) -> object:
         if spec.key not in self._attacks:
             if next(self.model.parameters(), None) is None:
                 raise AttackInputError(f"{spec.name} runs through torchattacks, which needs a model with parameters")
-            seed = derive_seed(spec.key, self.seed_of[spec.key]) % 2**31
+            seed = derive_seed(self._seeded_key(spec), self.seed_of[spec.key]) % 2**31
             self._attacks[spec.key] = build_torchattack(self.model, spec, n_classes=self.n_classes, seed=seed)
         return self._attacks[spec.key]
 
     def pieces(self, group: _Group, batch: Batch, rows: torch.Tensor, grad: torch.Tensor | None) -> Iterator[Piece]:
         x, y = batch.images, batch.labels
-        if group.kind == "identity":
-            yield Piece(group.specs[0], rows, x[rows])
+        if group.kind == "noise":
+            spec = group.specs[0]
+            numbers = (rows.cpu() + batch.offset).tolist()
+            yield Piece(spec, rows, uniform_noise(spec, x[rows], self.seed_of[spec.key], numbers))
+        elif group.kind == "cw":
+            spec = group.specs[0]
+            for chunk in rows.split(self.max_rows):
+                if len(chunk):
+                    adversarial = carlini_wagner_l2(
+                        self.model,
+                        x[chunk],
+                        y[chunk],
+                        binary_search_steps=int(spec.option("binary_search_steps")),
+                        steps=spec.steps or 1,
+                        lr=float(spec.option("lr")),
+                        c=float(spec.option("c")),
+                        kappa=float(spec.option("kappa")),
+                    )
+                    yield Piece(spec, chunk, enforce_budget(x[chunk], adversarial, spec).detach())
         elif group.kind == "fgsm":
             yield from fgsm_sweep(self.model, x, y, group.specs, rows, max_rows=self.max_rows, grad=grad)
         elif group.kind == "iterative":
@@ -170,7 +199,8 @@ class _Crafter:
                 # torchattacks draws from (and some attacks reseed) the global RNG: fork it so the
                 # caller's random state is untouched, and seed it per chunk for reproducibility.
                 with torch.random.fork_rng(devices=devices):
-                    torch.manual_seed(derive_seed(spec.key, self.seed_of[spec.key], batch.offset + int(chunk[0])))
+                    offset = batch.offset + int(chunk[0])
+                    torch.manual_seed(derive_seed(self._seeded_key(spec), self.seed_of[spec.key], offset))
                     adversarial = attack(x[chunk], y[chunk])  # type: ignore[operator]
                 adversarial = enforce_budget(x[chunk], adversarial.to(x.dtype), spec)
                 yield Piece(spec, chunk, adversarial.detach())
@@ -182,20 +212,35 @@ class _Accumulator:
     def __init__(self, specs: Sequence[AttackSpec]) -> None:
         self.specs = list(specs)
         self.parts: dict[str, dict[str, list[np.ndarray]]] = {
-            s.key: {"correct": [], "attacked": [], "linf": [], "l2": []} for s in specs
+            s.key: {"correct": [], "attacked": [], "fooled": [], "linf": [], "l2": []} for s in specs
         }
         self.elapsed = {s.key: 0.0 for s in specs}
         self.current: dict[str, dict[str, np.ndarray]] = {}
 
     def start_batch(self, n: int) -> None:
         self.current = {
-            s.key: {"correct": np.zeros(n, bool), "attacked": np.zeros(n, bool), "linf": np.zeros(n), "l2": np.zeros(n)}
+            s.key: {
+                "correct": np.zeros(n, bool),
+                "attacked": np.zeros(n, bool),
+                "fooled": np.zeros(n, bool),
+                "linf": np.zeros(n),
+                "l2": np.zeros(n),
+            }
             for s in self.specs
         }
 
-    def record(self, spec: AttackSpec, rows: np.ndarray, correct: np.ndarray, linf: np.ndarray, l2: np.ndarray) -> None:
+    def record(
+        self,
+        spec: AttackSpec,
+        rows: np.ndarray,
+        correct: np.ndarray,
+        fooled: np.ndarray,
+        linf: np.ndarray,
+        l2: np.ndarray,
+    ) -> None:
         cur = self.current[spec.key]
         cur["correct"][rows] = correct
+        cur["fooled"][rows] = fooled
         cur["attacked"][rows] = True
         cur["linf"][rows] = linf
         cur["l2"][rows] = l2
@@ -216,6 +261,7 @@ class _Accumulator:
                 seed=seed_of[spec.key],
                 correct=arrays["correct"].astype(bool),
                 attacked=arrays["attacked"].astype(bool),
+                fooled=arrays["fooled"].astype(bool),
                 linf=arrays["linf"].astype(np.float64),
                 l2=arrays["l2"].astype(np.float64),
                 elapsed_s=self.elapsed[spec.key],
@@ -240,9 +286,9 @@ def run(
 ) -> dict[str, EvaluationResult]:
     """Craft on ``source``, score on every target; one ``EvaluationResult`` per target name.
 
-    ``transfer=False`` (white-box): only examples the source gets right are attacked, and the
-    iterative engines stop per example once fooled. ``transfer=True``: every example is attacked
-    with every step.
+    Only examples the source gets right are attacked (every example with ``efficient=False``).
+    ``transfer=False`` (white-box): the iterative attacks stop per example once fooled.
+    ``transfer=True``: they run every step (fooling the source is not the goal).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise AttackInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -256,6 +302,7 @@ def run(
     crafter = _Crafter(source, dev, batch_size, early_stop=not transfer, seed_of=seed_of)
     accs = {name: _Accumulator(specs) for name in targets}
     labels_all: list[np.ndarray] = []
+    source_all: list[np.ndarray] = []
     clean_all: dict[str, list[np.ndarray]] = {name: [] for name in targets}
     n_classes = 0
 
@@ -298,8 +345,9 @@ def run(
                 for name, model in targets.items()
             }
             clean_time = time.perf_counter() - t0
-            rows = torch.arange(n, device=dev) if (transfer or not efficient) else source_correct.nonzero().squeeze(1)
+            rows = source_correct.nonzero().squeeze(1) if efficient else torch.arange(n, device=dev)
             labels_all.append(y.cpu().numpy())
+            source_all.append(source_correct.cpu().numpy())
             for name, acc in accs.items():
                 acc.start_batch(n)
                 clean_all[name].append(target_correct[name].cpu().numpy())
@@ -313,14 +361,23 @@ def run(
                         acc.elapsed[spec.key] += clean_time
                     continue
                 for piece in crafter.pieces(group, batch, rows, grad):
-                    orig = x[piece.rows]
+                    orig, labels = x[piece.rows], y[piece.rows]
                     linf, l2 = check_adversarial(orig, piece.adversarial, piece.spec)
                     rows_np = piece.rows.cpu().numpy()
+                    source_pred = predict(source, piece.adversarial, batch_size)
+                    fooled = source_correct[piece.rows] & (source_pred != labels)
+                    # The adversarial example is the output where it fools the source, else the clean image.
+                    scored = torch.where(fooled.view(-1, *([1] * (orig.ndim - 1))), piece.adversarial, orig)
                     for name, model in targets.items():
-                        pred = predict(model, piece.adversarial, batch_size)
-                        correct = (pred == y[piece.rows]) & target_correct[name][piece.rows]
+                        pred = source_pred if model is source else predict(model, scored, batch_size)
+                        correct = (pred == labels) & target_correct[name][piece.rows]
                         accs[name].record(
-                            piece.spec, rows_np, correct.cpu().numpy(), linf.cpu().numpy(), l2.cpu().numpy()
+                            piece.spec,
+                            rows_np,
+                            correct.cpu().numpy(),
+                            fooled.cpu().numpy(),
+                            linf.cpu().numpy(),
+                            l2.cpu().numpy(),
                         )
                 share = (time.perf_counter() - t0) / len(group.specs)
                 for acc in accs.values():
@@ -342,6 +399,8 @@ def run(
             clean_correct=clean.astype(bool),
             example_ids=ids,
             n_classes=n_classes,
+            source_correct=np.concatenate(source_all).astype(bool) if source_all else np.zeros(0, dtype=bool),
+            batch_size=batch_size,
         )
         for o in results[name]:
             log.debug(
