@@ -9,6 +9,8 @@ Example:
 """
 
 from reports.build import build_report
+from reports.content import Finding
+from reports.contract import RESULT_COLUMNS, validate_results
 from reports.errors import NothingToPlot, ReportError
 from reports.figures import (
     fig_accuracy_vs_eps,
@@ -20,16 +22,16 @@ from reports.figures import (
     try_figure,
 )
 from reports.load import (
+    RunConfigFile,
     find_run_dir,
-    load_config,
     load_layer_sparsity,
     load_meta,
     load_outcomes,
     load_results,
     load_sanity,
+    read_run_config_file,
 )
-from reports.schema import RESULT_COLUMNS, validate_results
-from reports.summary import Finding, summarize
+from reports.summary import summarize
 from reports.tables import paired_outcomes, paired_table, paired_test
 
 __all__ = [
@@ -40,7 +42,8 @@ __all__ = [
     "load_meta",
     "load_layer_sparsity",
     "load_sanity",
-    "load_config",
+    "read_run_config_file",
+    "RunConfigFile",
     "RESULT_COLUMNS",
     "validate_results",
     "ReportError",
