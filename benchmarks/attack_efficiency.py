@@ -8,7 +8,7 @@ values, on 1,000 examples the model was not trained on, either
 - with ``--checkpoint PATH``: a checkpoint written by ``robustsparse train`` (e.g. CIFAR-10
   ResNet-20), attacked on 1,000 test examples of its own dataset spread evenly over the split
   (the examples ``robustsparse attack --n-examples 1000`` uses); its default grid is the one
-  ``configs/cifar10-resnet20.yaml`` and the issue's CLI example use: FGSM at 1, 2, ..., 8 /255 and
+  ``configs/cifar10-resnet20.yaml`` and the README's ``robustsparse attack`` example use: FGSM at 1, 2, ..., 8 /255 and
   PGD at 1, 2, 4, 8 /255.
 
 The variants timed:
@@ -55,7 +55,7 @@ import attacks
 FGSM_EPS = [f"{k}/255" for k in (1, 2, 4, 8, 16, 32, 64, 128)]
 PGD_EPS = [f"{k}/255" for k in (8, 16, 32, 64)]
 PGD_STEPS = 10
-# Checkpoint default: the FGSM sweep of configs/cifar10-resnet20.yaml, the PGD eps of the CLI example.
+# Checkpoint default: the FGSM sweep of configs/cifar10-resnet20.yaml, the PGD eps of the README's attack example.
 CHECKPOINT_FGSM_EPS = [f"{k}/255" for k in range(1, 9)]
 CHECKPOINT_PGD_EPS = [f"{k}/255" for k in (1, 2, 4, 8)]
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from reports.contract import MODELS_DIR, TRAIN_LOG_FILE
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,7 +64,7 @@ def main() -> int:
         tic = time.perf_counter()
         subprocess.run(command, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         wall = time.perf_counter() - tic
-        log = pd.read_csv(Path(out) / "models" / "dense-s0" / "train_log.csv")
+        log = pd.read_csv(Path(out) / MODELS_DIR / "dense-s0" / TRAIN_LOG_FILE)
     epoch = float(log["epoch_seconds"].iloc[0])
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
-import shutil
-import tempfile
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,26 +19,36 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from reports.atomic import atomic_dir
+from reports.content import FigureItem, ReportContent, TableItem
+from reports.contract import REPORT_DIR
 from reports.errors import NothingToPlot, ReportError
 from reports.figures import (
+    accuracy_vs_eps_caption,
+    attack_success_caption,
+    clean_vs_robust_caption,
+    delta_heatmap_caption,
+    delta_vs_eps_caption,
     fig_accuracy_vs_eps,
     fig_attack_success,
     fig_clean_vs_robust,
     fig_delta_heatmap,
     fig_delta_vs_eps,
     fig_layer_sparsity,
+    layer_sparsity_caption,
 )
 from reports.labels import choose_eps, eps_label_of, settings_of
 from reports.load import (
-    load_config,
     load_layer_sparsity,
     load_meta,
     load_outcomes,
     load_results,
     load_sanity,
+    read_run_config_file,
 )
 from reports.render import render_html, render_markdown
-from reports.summary import Finding, summarize
+from reports.stats import CORRECTIONS, correction_words
+from reports.summary import summarize
 from reports.tables import (
     accuracy_table,
     aggregate_accuracy,
@@ -57,51 +62,11 @@ from reports.tables import (
     sanity_table,
 )
 
-__all__ = ["FigureItem", "TableItem", "ReportContent", "assemble_report", "write_report", "build_report"]
+__all__ = ["assemble_report", "write_report", "build_report"]
 
 log = logging.getLogger(__name__)
 
 _DPI = 110
-# the eps axes of the per-eps figures (see figures._eps_axis)
-_EPS_AXIS = (
-    "The eps axis is linear from 0 to the smallest eps of each panel and logarithmic above it, so a "
-    "sweep that doubles eps is evenly spaced."
-)
-
-
-@dataclass
-class FigureItem:
-    """One figure of the report, already rendered to PNG bytes."""
-
-    name: str
-    title: str
-    caption: str
-    png: bytes
-
-
-@dataclass
-class TableItem:
-    """One table: `data` (raw numbers) goes to tables/<name>.csv, `shown` (a column subset) onto the pages."""
-
-    name: str
-    title: str
-    caption: str
-    data: pd.DataFrame
-    shown: pd.DataFrame | None = None
-    collapsed: bool = False
-
-
-@dataclass
-class ReportContent:
-    """Everything the report shows, computed from the run's files; rendering and writing come after."""
-
-    title: str
-    findings: list[Finding]
-    figures: list[FigureItem]
-    tables: list[TableItem]
-    metadata: pd.DataFrame
-    config_text: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def _png(fig: Figure) -> bytes:
@@ -131,6 +96,7 @@ def _figures_for(
     layers: pd.DataFrame,
     eps: float | str | None,
     alpha: float,
+    correction: str,
     suffix: str,
     notes: list[str],
 ) -> list[FigureItem]:
@@ -144,49 +110,35 @@ def _figures_for(
     names = f" ({suffix})" if suffix else ""
     tag = f"__{_slug(suffix)}" if suffix else ""
     specs: list[tuple[str, str, str, Callable[[], Figure]]] = [
-        (
-            "accuracy_vs_eps",
-            "Robust accuracy vs eps",
-            "Accuracy under each attack as eps grows (eps 0: clean accuracy). Lines: mean over seeds per granularity "
-            "(colour) and target sparsity (marker); dashed black: dense. Bands: 95% interval, the wider of the Wilson "
-            f"interval on the test examples and the between-seed t-interval. {_EPS_AXIS}",
-            lambda: fig_accuracy_vs_eps(df),
-        ),
+        ("accuracy_vs_eps", "Robust accuracy vs eps", accuracy_vs_eps_caption(), lambda: fig_accuracy_vs_eps(df)),
         (
             "delta_vs_eps",
             "Change in accuracy vs dense against eps",
-            "Mean over seeds of each sparse model's accuracy minus its dense counterpart's, in percentage points, "
-            "under each attack as eps grows (eps 0: the change in clean accuracy). Lines: granularity (colour) and "
-            f"target sparsity (marker); dashed black at 0: dense (below it: less robust than dense). {_EPS_AXIS}",
+            delta_vs_eps_caption(),
             lambda: fig_delta_vs_eps(df, meta=meta),
         ),
         (
             "delta_heatmap",
             f"Change in robust accuracy vs dense at eps {label_eps}",
-            "Mean over seeds of each sparse model's accuracy minus its dense counterpart's, in percentage points "
-            f"(blue: more robust than dense, red: less). * marks McNemar's exact test p < {alpha:g} on the same test "
-            "examples (discordant pairs pooled over seeds, no multiple-comparison correction).",
-            lambda: fig_delta_heatmap(df, outcomes, meta=meta, eps=e, alpha=alpha),
+            delta_heatmap_caption(alpha, correction),
+            lambda: fig_delta_heatmap(df, outcomes, meta=meta, eps=e, alpha=alpha, correction=correction),
         ),
         (
             "clean_vs_robust",
             "Clean accuracy, robust accuracy and compression",
-            f"One point per model. Robust accuracy: the worst accuracy over the eps-budget attacks at eps {label_eps}. "
-            "Compression: total / non-zero weights. Dotted: Pareto front (no other model is better on both axes).",
+            clean_vs_robust_caption(label_eps),
             lambda: fig_clean_vs_robust(df, meta, eps=e),
         ),
         (
             "layer_sparsity",
             "Per-layer sparsity",
-            "Fraction of zero weights per layer (mean over seeds), one panel per target sparsity; dotted: the target.",
+            layer_sparsity_caption(),
             lambda: fig_layer_sparsity(layers[layers["model_id"].isin(df["model_id"])], df),
         ),
         (
             "attack_success",
             "Attack success rate and perturbation norms",
-            f"Share of clean-correct examples the attack fools at eps {label_eps} (bars: mean over seeds, error bar: "
-            "seed sd; dashed: dense). Minimum-norm attacks: size of the perturbations they need (larger is more "
-            "robust).",
+            attack_success_caption(label_eps),
             lambda: fig_attack_success(df, eps=e),
         ),
     ]
@@ -214,7 +166,10 @@ def _deltas_shown(grid: pd.DataFrame, several: bool) -> pd.DataFrame:
         "delta_sd",
         "sparse_only",
         "dense_only",
+        "delta_low_pp",
+        "delta_high_pp",
         "p_value",
+        "p_adjusted",
     ]
     order = grid.sort_values(
         ["setting", "is_clean", "series", "eps_key", "target_sparsity", "label"],
@@ -236,6 +191,7 @@ def assemble_report(
     title: str = "robustsparse report",
     eps: float | str | None = None,
     alpha: float = 0.05,
+    correction: str = "holm",
 ) -> ReportContent:
     """Compute every finding, figure and table of the report from the run's tables.
 
@@ -250,6 +206,7 @@ def assemble_report(
         title: Page title.
         eps: The eps for one-eps views (default: see `labels.choose_eps`).
         alpha: Significance level.
+        correction: Multiple-comparison correction of the McNemar p-values (`stats.CORRECTIONS`).
 
     Returns:
         The report's content, with figures rendered to PNG bytes.
@@ -272,20 +229,28 @@ def assemble_report(
     if sanity is None:
         notes.append("No sanity-check table (sanity.csv).")
 
-    findings = summarize(df, outcomes, meta=meta, sanity=sanity, eps=eps, alpha=alpha)
+    findings = summarize(df, outcomes, meta=meta, sanity=sanity, eps=eps, alpha=alpha, correction=correction)
     settings = settings_of(df)
     several = len(settings) > 1
     figures: list[FigureItem] = []
     for setting in settings:
         figures += _figures_for(
-            df[df["setting"] == setting], outcomes, meta, layer_sparsity, eps, alpha, setting if several else "", notes
+            df[df["setting"] == setting],
+            outcomes,
+            meta,
+            layer_sparsity,
+            eps,
+            alpha,
+            correction,
+            setting if several else "",
+            notes,
         )
 
     tables: list[TableItem] = []
     has_pairs = bool(df["is_dense"].any() and (~df["is_dense"]).any())
     if has_pairs:
-        per_model = model_deltas(df, outcomes, meta)
-        grid = grid_deltas(per_model)
+        per_model = model_deltas(df, outcomes, meta, correction=correction)
+        grid = grid_deltas(per_model, correction=correction)
         shown = _deltas_shown(grid, several)
         at_eps = grid["is_clean"].copy()
         for setting in settings:
@@ -298,7 +263,8 @@ def assemble_report(
             TableItem(
                 "deltas_at_eps",
                 "Change vs dense at the headline eps",
-                "Mean over seeds; change in percentage points; McNemar p on discordant pairs pooled over seeds",
+                "Mean over seeds; change in percentage points with the exact 95% interval of the pooled paired "
+                f"difference; McNemar p on discordant pairs pooled over seeds, {correction_words(correction)}",
                 grid[at_eps].reset_index(drop=True),
                 _deltas_shown(grid[at_eps], several),
             )
@@ -324,7 +290,10 @@ def assemble_report(
                         "delta_pp",
                         "sparse_only",
                         "dense_only",
+                        "delta_low_pp",
+                        "delta_high_pp",
                         "p_value",
+                        "p_adjusted",
                     ]
                 ],
                 collapsed=True,
@@ -337,7 +306,7 @@ def assemble_report(
         TableItem(
             "accuracy",
             "Accuracy per model, attack and eps",
-            "With 95% Wilson intervals",
+            "With 95% Wilson intervals of the accuracy and of the attack success rate",
             acc,
             acc.drop(columns=["eps", "key", "setting"] if not several else ["eps", "key"]),
             collapsed=True,
@@ -404,10 +373,10 @@ def assemble_report(
             TableItem(
                 "sanity",
                 "Sanity checks",
-                "Failures first, with their evidence",
+                "Failures first, then the checks that could not run (neither passed nor failed), with their evidence",
                 flags,
                 flags,
-                collapsed=bool(flags["passed"].all()),
+                collapsed=bool((flags["status"] == "passed").all()),
             )
         )
     if meta is not None:
@@ -428,15 +397,11 @@ def assemble_report(
     )
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
-
-
 def write_report(content: ReportContent, out_dir: str | Path) -> Path:
     """Write the report's files into `out_dir`, replacing what was there, atomically.
 
     Everything is written into a temporary sibling folder first, which then takes the place of
-    `out_dir` by rename, so a crash leaves either the old report or the new one, never half of one.
+    `out_dir` (`atomic.atomic_dir`), so a crash leaves either the old report or the new one, never half of one.
 
     Args:
         content: What `assemble_report` computed.
@@ -451,28 +416,15 @@ def write_report(content: ReportContent, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"report path {str(out)!r} exists and is not a folder; remove it or choose another out_dir")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a report is meant to be read
+    with atomic_dir(out) as tmp:
         (tmp / "figures").mkdir()
         (tmp / "tables").mkdir()
         for fig in content.figures:
             (tmp / "figures" / f"{fig.name}.png").write_bytes(fig.png)
         for table in content.tables:
             table.data.to_csv(tmp / "tables" / f"{table.name}.csv", index=False)
-        _write_text(tmp / "report.md", render_markdown(content))
-        _write_text(tmp / "index.html", render_html(content))
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "report.md").write_text(render_markdown(content), encoding="utf-8")
+        (tmp / "index.html").write_text(render_html(content), encoding="utf-8")
     return out / "index.html"
 
 
@@ -482,6 +434,7 @@ def build_report(
     out_dir: str | Path | None = None,
     eps: float | str | None = None,
     alpha: float = 0.05,
+    correction: str = "holm",
 ) -> Path:
     """Read a finished run directory and write its report.
 
@@ -494,22 +447,27 @@ def build_report(
         out_dir: Where to write the report (default: run_dir/report).
         eps: The eps for the heatmap, trade-off and success-rate views, e.g. "8/255"
             (default: the budget shared by most attacks, ties to the larger).
-        alpha: Significance level for McNemar marks and words.
+        alpha: Significance level for McNemar marks and words (applied to the adjusted p-values).
+        correction: Multiple-comparison correction over each setting's McNemar tests: "holm"
+            (default; family-wise error), "bh" (Benjamini-Hochberg; false discovery rate) or "none".
 
     Returns:
         The path of the written index.html.
 
     Raises:
-        ReportError: If results.csv is missing or malformed, or `eps` was not evaluated.
+        ReportError: If results.csv is missing or malformed, `eps` was not evaluated, or
+            `correction` is unknown.
 
     Example:
         >>> build_report("runs/digits-quick")  # doctest: +SKIP
         PosixPath('runs/digits-quick/report/index.html')
     """
+    if correction not in CORRECTIONS:
+        raise ReportError(f"unknown correction {correction!r}; choose one of {', '.join(CORRECTIONS)}")
     run = Path(run_dir)
     results = load_results(run)
-    config = load_config(run, missing_ok=True)
-    parsed, text = config if config is not None else ({}, "")
+    config = read_run_config_file(run, missing_ok=True)
+    parsed, text = (config.settings, config.text) if config is not None else ({}, "")
     name = str(parsed.get("name") or run.resolve().name)
     content = assemble_report(
         results,
@@ -522,7 +480,8 @@ def build_report(
         title=f"robustsparse report: {name}",
         eps=eps,
         alpha=alpha,
+        correction=correction,
     )
-    index = write_report(content, Path(out_dir) if out_dir is not None else run / "report")
+    index = write_report(content, Path(out_dir) if out_dir is not None else run / REPORT_DIR)
     log.info("report written to %s", index)
     return index

@@ -23,8 +23,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from reports.contract import LAYER_TOTAL_KIND, LAYER_TOTAL_NAMES
 from reports.errors import NothingToPlot, ReportError
 from reports.labels import choose_eps, eps_label_of, eps_text, settings_of, sparsity_text
+from reports.stats import correction_words
 from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas, robust_vs_clean
 
 __all__ = [
@@ -41,6 +43,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: How the per-eps figures' x axis reads (see `_eps_axis`), for their captions.
+EPS_AXIS_WORDS = (
+    "The eps axis is linear from 0 to the smallest eps of each panel and logarithmic above it, so a "
+    "sweep that doubles eps is evenly spaced."
+)
+# how the per-layer figure names the totals rows of layer_sparsity.csv
+_TOTAL_NAMES = dict(zip(LAYER_TOTAL_NAMES, ["prunable total", "all weights"]))
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 _DENSE_COLOR = "black"
 _EPS_XLABEL = "eps (pixel scale, log-spaced; 0: clean)"
@@ -243,6 +252,15 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
     return fig
 
 
+def accuracy_vs_eps_caption() -> str:
+    """The report's caption of `fig_accuracy_vs_eps`."""
+    return (
+        "Accuracy under each attack as eps grows (eps 0: clean accuracy). Lines: mean over seeds per granularity "
+        "(colour) and target sparsity (marker); dashed black: dense. Bands: 95% interval, the wider of the Wilson "
+        f"interval on the test examples and the between-seed t-interval. {EPS_AXIS_WORDS}"
+    )
+
+
 def _sparse_and_dense(results: pd.DataFrame, what: str) -> pd.DataFrame:
     """The annotated table of one setting, checked to hold both sparse and dense models."""
     df = _one_setting(annotated(results), what)
@@ -260,12 +278,14 @@ def fig_delta_heatmap(
     meta: pd.DataFrame | None = None,
     eps: float | str | None = None,
     alpha: float = 0.05,
+    correction: str = "holm",
 ) -> Figure:
     """Heatmap of target sparsity x granularity: change in robust accuracy vs dense, one panel per attack.
 
     Cells show the mean over seeds of each sparse model's accuracy minus its dense model's
     (percentage points); '*' marks cells where McNemar's exact test on the per-example outcomes
-    (discordant pairs pooled over seeds) gives p < alpha. No multiple-comparison correction.
+    (discordant pairs pooled over seeds), adjusted by `correction` over the setting's tests
+    (`stats.adjust_p_values`), gives p < alpha.
 
     Args:
         results: Results table of one setting.
@@ -273,13 +293,14 @@ def fig_delta_heatmap(
         meta: Per-model metadata (pairs each sparse model with its parent).
         eps: The eps to show (default: see `labels.choose_eps`).
         alpha: Significance level for the marks.
+        correction: "holm" (default), "bh" or "none".
 
     Raises:
         NothingToPlot: If there are no sparse or no dense models, or no attack at `eps`.
     """
     df = _sparse_and_dense(results, "fig_delta_heatmap")
     e = choose_eps(df, eps)
-    grid = grid_deltas(model_deltas(df, outcomes, meta))
+    grid = grid_deltas(model_deltas(df, outcomes, meta, correction=correction), correction=correction)
     at = grid[grid["bounded"] & np.isclose(grid["eps_key"], e, rtol=1e-6, atol=1e-9)]
     at = at[at["delta_pp"].notna()]
     if at.empty:
@@ -298,7 +319,7 @@ def fig_delta_heatmap(
                 table = sub.pivot(index="sparsity_pct", columns="label", values=values)
                 return table.reindex(index=rows, columns=cols)
 
-            delta, pval = cells("delta_pp"), cells("p_value")
+            delta, pval = cells("delta_pp"), cells("p_adjusted")
             text = np.where(
                 np.isfinite(delta.to_numpy()),
                 [
@@ -327,8 +348,18 @@ def fig_delta_heatmap(
             ax.set(title=f"{series} at eps {label_eps}", xlabel="granularity", ylabel="target sparsity")
             ax.tick_params(axis="y", rotation=0)
         fig.colorbar(axes[0].collections[0], ax=axes, label="robust accuracy vs dense (points)", shrink=0.9)
-        fig.suptitle(f"Change in robust accuracy vs dense at eps {label_eps}  (* McNemar p < {alpha:g})")
+        adjusted = {"holm": "Holm-adjusted ", "bh": "BH-adjusted "}.get(correction, "")
+        fig.suptitle(f"Change in robust accuracy vs dense at eps {label_eps}  (* {adjusted}McNemar p < {alpha:g})")
     return fig
+
+
+def delta_heatmap_caption(alpha: float, correction: str = "holm") -> str:
+    """The report's caption of `fig_delta_heatmap` (`correction`: see `stats.adjust_p_values`)."""
+    return (
+        "Mean over seeds of each sparse model's accuracy minus its dense counterpart's, in percentage points "
+        f"(blue: more robust than dense, red: less). * marks McNemar's exact test p < {alpha:g} on the same test "
+        f"examples (discordant pairs pooled over seeds), {correction_words(correction)}."
+    )
 
 
 def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None) -> Figure:
@@ -392,6 +423,15 @@ def fig_delta_vs_eps(results: pd.DataFrame, *, meta: pd.DataFrame | None = None)
         level = f" at {sparsities[0]} sparsity" if len(sparsities) == 1 else ""
         fig.suptitle(f"Change in accuracy vs dense against eps{level} (mean over seeds; dashed: dense)")
     return fig
+
+
+def delta_vs_eps_caption() -> str:
+    """The report's caption of `fig_delta_vs_eps`."""
+    return (
+        "Mean over seeds of each sparse model's accuracy minus its dense counterpart's, in percentage points, "
+        "under each attack as eps grows (eps 0: the change in clean accuracy). Lines: granularity (colour) and "
+        f"target sparsity (marker); dashed black at 0: dense (below it: less robust than dense). {EPS_AXIS_WORDS}"
+    )
 
 
 def _pareto_line(ax: Axes, data: pd.DataFrame, x: str, y: str, front: str) -> None:
@@ -491,6 +531,14 @@ def fig_clean_vs_robust(
     return fig
 
 
+def clean_vs_robust_caption(eps_label: str) -> str:
+    """The report's caption of `fig_clean_vs_robust` at eps `eps_label`."""
+    return (
+        f"One point per model. Robust accuracy: the worst accuracy over the eps-budget attacks at eps {eps_label}. "
+        "Compression: total / non-zero weights. Dotted: Pareto front (no other model is better on both axes)."
+    )
+
+
 def fig_layer_sparsity(layer_sparsity: pd.DataFrame, models: pd.DataFrame) -> Figure:
     """Per-layer sparsity of the sparse models, one panel per target sparsity, one line per granularity.
 
@@ -519,18 +567,26 @@ def fig_layer_sparsity(layer_sparsity: pd.DataFrame, models: pd.DataFrame) -> Fi
         several = info["method"].nunique() > 1
         layers["label"] = (layers["method"] + "/" + layers["granularity"]) if several else layers["granularity"]
     layers["target_sparsity"] = pd.to_numeric(layers["target_sparsity"])
-    mean = layers.groupby(["target_sparsity", "label", "layer_index"], as_index=False).agg(
-        name=("name", "first"), sparsity=("sparsity", "mean")
+    is_total = layers["kind"] == LAYER_TOTAL_KIND
+    mean = (
+        layers[~is_total]
+        .groupby(["target_sparsity", "label", "layer_index"], as_index=False)
+        .agg(name=("name", "first"), sparsity=("sparsity", "mean"))
     )
     mean["sparsity_pct"] = mean["sparsity"] * 100
-    names = layers.drop_duplicates("layer_index").set_index("layer_index")["name"].sort_index()
+    # the totals (over the prunable weights, over all weights) are not layers: drawn apart, never joined to them
+    totals = layers[is_total].groupby(["target_sparsity", "label", "name"], as_index=False)["sparsity"].mean()
+    names = layers[~is_total].drop_duplicates("layer_index").set_index("layer_index")["name"].sort_index()
+    total_names = [n for n in _TOTAL_NAMES if n in set(totals["name"])]
+    total_x = {n: len(names) + 1 + i for i, n in enumerate(total_names)}  # one empty slot after the last layer
     targets = sorted(mean["target_sparsity"].unique())
     labels = sorted(mean["label"].unique())
     palette = _palette(labels)
     # a marker per granularity too, so that lines lying on top of each other stay visible
     markers = {lab: _MARKERS[i % len(_MARKERS)] for i, lab in enumerate(labels)}
+    width = max(4.6, 0.28 * (len(names) + len(total_x)) + 2.0)
     with _style():
-        fig, axes = _new_figure(len(targets), width=max(4.6, 0.28 * len(names) + 2.0), height=3.6, ncols_max=2)
+        fig, axes = _new_figure(len(targets), width=width, height=3.6, ncols_max=2)
         for ax, target in zip(axes, targets):
             sub = mean[mean["target_sparsity"] == target]
             sns.lineplot(
@@ -548,16 +604,41 @@ def fig_layer_sparsity(layer_sparsity: pd.DataFrame, models: pd.DataFrame) -> Fi
                 legend=False,
                 ax=ax,
             )
+            for lab in labels:
+                tot = totals[(totals["target_sparsity"] == target) & (totals["label"] == lab)]
+                if len(tot):
+                    ax.plot(
+                        tot["name"].map(total_x),
+                        tot["sparsity"] * 100,
+                        ls="none",
+                        marker=markers[lab],
+                        color=palette[lab],
+                        markersize=7,
+                        gid=f"total:{lab}",
+                    )
+            if total_x:
+                ax.axvline(len(names), color="0.75", lw=1)
             ax.axhline(target * 100, ls=":", color="0.4", lw=1.2)
             step = max(1, len(names) // 40)  # keep tick labels readable on deep networks
-            ax.set_xticks(names.index[::step])
-            ax.set_xticklabels(names.to_numpy()[::step], rotation=90, fontsize=7)
+            ticks = list(names.index[::step]) + list(total_x.values())
+            ax.set_xticks(ticks)
+            ax.set_xticklabels(
+                list(names.to_numpy()[::step]) + [_TOTAL_NAMES[n] for n in total_x], rotation=90, fontsize=7
+            )
             ax.set(title=f"target {sparsity_text(target)}", xlabel="layer", ylabel="sparsity (%)", ylim=(-2, 102))
         handles = [Line2D([], [], color=palette[lab], marker=markers[lab], lw=2, label=lab) for lab in labels]
         handles.append(Line2D([], [], color="0.4", ls=":", label="target"))
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
         fig.suptitle("Per-layer sparsity of the sparse models (mean over seeds)")
     return fig
+
+
+def layer_sparsity_caption() -> str:
+    """The report's caption of `fig_layer_sparsity`."""
+    return (
+        "Fraction of zero weights per layer (mean over seeds), one panel per target sparsity; dotted: the target. "
+        "Right of the grey line, unconnected: the totals over the prunable weights and over all weights."
+    )
 
 
 def _norm_column(sub: pd.DataFrame) -> tuple[str, str]:
@@ -692,3 +773,12 @@ ACCURACY_VS_NORM_CAPTION = (
     "with a smaller perturbation. A curve further right means larger perturbations were needed."
 )
 """Caption of `fig_accuracy_vs_norm`, kept beside it."""
+
+
+def attack_success_caption(eps_label: str) -> str:
+    """The report's caption of `fig_attack_success` at eps `eps_label`."""
+    return (
+        f"Share of clean-correct examples the attack fools at eps {eps_label} (bars: mean over seeds, error bar: "
+        "seed sd; dashed: dense). Minimum-norm attacks: size of the perturbations they need (larger is more "
+        "robust)."
+    )

@@ -7,7 +7,6 @@ Everything the report shows as a name ("PGD", "window", "70%") or as a number in
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -16,10 +15,8 @@ from reports.errors import ReportError
 
 __all__ = [
     "ATTACK_DISPLAY",
-    "MIN_NORM_ATTACKS",
     "FAMILY_COLUMNS",
     "annotate",
-    "parse_eps",
     "choose_eps",
     "eps_label_of",
     "eps_text",
@@ -47,32 +44,10 @@ ATTACK_DISPLAY: dict[str, str] = {
     "fab": "FAB",
 }
 
-#: Attacks that search for the smallest perturbation instead of working inside an eps budget.
-MIN_NORM_ATTACKS: frozenset[str] = frozenset({"cw", "deepfool", "fab"})
-
 #: Columns that identify one model family across seeds (the `label` column carries the display name).
 FAMILY_COLUMNS: list[str] = ["setting", "method", "granularity", "target_sparsity", "label", "sparsity_pct"]
 
 _EPS_DECIMALS = 9
-
-
-def parse_eps(eps: float | str) -> float:
-    """Turn "8/255", "0.03" or 0.03 into a float in pixel units.
-
-    Raises:
-        ReportError: If the text is not a number or a fraction, or the value is negative.
-    """
-    if isinstance(eps, str):
-        text = eps.strip()
-        try:
-            value = float(Fraction(text))
-        except (ValueError, ZeroDivisionError) as exc:
-            raise ReportError(f"eps {eps!r} is not a number; write it like 8/255 or 0.03") from exc
-    else:
-        value = float(eps)
-    if not math.isfinite(value) or value < 0:
-        raise ReportError(f"eps {eps!r} must be a finite number >= 0, e.g. 8/255")
-    return value
 
 
 def sparsity_text(target: float) -> str:
@@ -139,8 +114,9 @@ def _series_labels(df: pd.DataFrame) -> pd.Series:
 def annotate(results: pd.DataFrame) -> pd.DataFrame:
     """Add the derived columns every report part uses.
 
-    Added: `is_dense`, `is_clean`, `min_norm` (a minimum-norm attack, or no finite eps budget),
-    `bounded` (an attack with a finite eps budget > 0; a minimum-norm attack run with a budget is both), `series`
+    Added: `is_dense`, `is_clean` (eps_kind "clean"), `min_norm` (eps_kind "minimum_norm", as the
+    attacks package wrote it), `bounded` (an attack with a finite eps budget > 0; a minimum-norm
+    attack run with a budget is both), `series`
     (attack display name, with norm/steps/restarts when one attack appears with several),
     `label` ("dense", the granularity, or method/granularity when several sparse methods exist;
     an optional input column `variant` is appended in brackets), `sparsity_pct` ("70%"),
@@ -154,9 +130,9 @@ def annotate(results: pd.DataFrame) -> pd.DataFrame:
     """
     df = results.copy()
     df["is_dense"] = (df["method"].str.lower() == "dense") | (df["granularity"].str.lower() == "dense")
-    df["is_clean"] = df["attack"].str.lower() == "clean"
+    df["is_clean"] = df["eps_kind"] == "clean"
     finite_eps = np.isfinite(df["eps"].astype(float))
-    df["min_norm"] = ~df["is_clean"] & (df["attack"].str.lower().isin(MIN_NORM_ATTACKS) | ~finite_eps)
+    df["min_norm"] = df["eps_kind"] == "minimum_norm"
     df["bounded"] = ~df["is_clean"] & finite_eps & (df["eps"] > 0)
     df["series"] = _series_labels(df)
     sparse_methods = df.loc[~df["is_dense"], "method"].unique()
@@ -200,8 +176,7 @@ def choose_eps(results: pd.DataFrame, eps: float | str | None = None) -> float:
         raise ReportError("no attack with an eps budget in the results; nothing to show at one eps")
     available = np.sort(bounded["eps_key"].unique())
     if eps is not None:
-        wanted = parse_eps(eps)
-        close = available[np.isclose(available, wanted, rtol=1e-6, atol=1e-9)]
+        close = available[np.isclose(available, _requested_eps(bounded, eps), rtol=1e-6, atol=1e-9)]
         if close.size == 0:
             shown = ", ".join(eps_text(e) for e in available)
             raise ReportError(f"eps {eps!r} was not evaluated; choose one of {shown}")
@@ -210,6 +185,20 @@ def choose_eps(results: pd.DataFrame, eps: float | str | None = None) -> float:
         counts = bounded.groupby("eps_key")["series"].nunique()
         key = counts[counts == counts.max()].index.max()
     return float(bounded.loc[bounded["eps_key"] == key, "eps"].iloc[0])
+
+
+def _requested_eps(bounded: pd.DataFrame, eps: float | str) -> float:
+    """A requested eps as a number: a float, or text naming one of the table's eps labels ("8/255") or a decimal."""
+    if not isinstance(eps, str):
+        return float(eps)
+    text = eps.replace(" ", "")
+    by_label = bounded.loc[bounded["eps_label"].str.replace(" ", "") == text, "eps_key"]
+    if len(by_label):
+        return float(by_label.iloc[0])
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan  # matches nothing: the caller lists the evaluated budgets
 
 
 def eps_label_of(results: pd.DataFrame, eps: float) -> str:

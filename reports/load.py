@@ -1,8 +1,6 @@
 """Read the files of a finished run directory into DataFrames; never loads a model.
 
-Layout read (written by the pipeline):
-    <run_dir>/config.yaml, results.csv, outcomes.csv.gz, sanity.csv,
-    <run_dir>/models/<model_id>/meta.json, <run_dir>/models/<model_id>/layer_sparsity.csv
+The layout, file names and columns are those of `reports.contract` (which the pipeline writes by).
 """
 
 from __future__ import annotations
@@ -11,29 +9,30 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from reports.errors import ReportError
-from reports.schema import (
-    LAYER_SPARSITY_COLUMNS,
+from reports.contract import (
+    CONFIG_FILE,
+    LAYER_SPARSITY,
+    META_FILE,
     META_REQUIRED,
-    OUTCOME_COLUMNS,
-    SANITY_COLUMNS,
-    SANITY_STATUSES,
-    validate_columns,
+    MODELS_DIR,
+    OUTCOMES,
+    OUTCOMES_FILE,
+    RESULTS_FILE,
+    SANITY,
+    SANITY_FILE,
     validate_results,
+    validate_table,
 )
+from reports.errors import ReportError
 
 __all__ = [
-    "RESULTS_FILE",
-    "OUTCOMES_FILE",
-    "SANITY_FILE",
-    "CONFIG_FILE",
-    "MODELS_DIR",
     "RUN_DIR_ENV",
     "DEFAULT_RUN_DIR",
     "find_run_dir",
@@ -42,22 +41,15 @@ __all__ = [
     "load_meta",
     "load_layer_sparsity",
     "load_sanity",
-    "load_config",
+    "RunConfigFile",
+    "read_run_config_file",
 ]
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.csv"
-OUTCOMES_FILE = "outcomes.csv.gz"
-SANITY_FILE = "sanity.csv"
-CONFIG_FILE = "config.yaml"
-MODELS_DIR = "models"
 #: The environment variable that names the run the notebooks read, and its fallback (what `make run` writes).
 RUN_DIR_ENV = "ROBUSTSPARSE_RUN_DIR"
 DEFAULT_RUN_DIR = "runs/digits-quick"
-
-_TRUE = {"1", "true", "yes"}
-_FALSE = {"0", "false", "no"}
 
 
 def _run_dir(run_dir: str | Path) -> Path:
@@ -72,15 +64,6 @@ def _read_csv(path: Path, what: str, **kwargs: Any) -> pd.DataFrame:
         return pd.read_csv(path, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise ReportError(f"{what} at {str(path)!r} cannot be read ({exc}); re-run the step that writes it") from exc
-
-
-def _as_bool(series: pd.Series, what: str) -> pd.Series:
-    """Turn 0/1, True/False or 'true'/'false' into bools; raise on anything else."""
-    text = series.astype(str).str.strip().str.lower()
-    bad = ~text.isin(_TRUE | _FALSE)
-    if bad.any():
-        raise ReportError(f"{what} holds {series[bad].iloc[0]!r}; allowed values are 0/1 or true/false")
-    return text.isin(_TRUE)
 
 
 def find_run_dir(path: str | Path | None = None, *, roots: Sequence[str | Path] | None = None) -> Path:
@@ -131,7 +114,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
         The results, one row per model x attack spec, numeric columns typed.
 
     Raises:
-        ReportError: If the file is missing, unreadable or lacks columns of `RESULT_COLUMNS`.
+        ReportError: If the file is missing, unreadable or does not fit `contract.RESULTS`.
 
     Example:
         >>> df = load_results("runs/digits-quick")  # doctest: +SKIP
@@ -167,21 +150,19 @@ def load_outcomes(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFr
             return None
         raise ReportError(f"no per-example outcomes at {str(path)!r}; the attack sweep writes them")
     df = _read_csv(path, "outcomes table", dtype={"model_id": str, "key": str})
-    validate_columns(df, OUTCOME_COLUMNS, str(path))
-    df = df[OUTCOME_COLUMNS].copy()
-    df["correct"] = _as_bool(df["correct"], f"{path} column 'correct'").astype("int8")
-    df["perturbation_norm"] = pd.to_numeric(df["perturbation_norm"], errors="coerce")
-    df["example"] = pd.to_numeric(df["example"], errors="coerce")
+    df = validate_table(df, OUTCOMES, what=str(path))[OUTCOMES.names]
+    df["correct"] = df["correct"].astype("int8")  # 0/1: sums count correct examples
     if df["example"].isna().any():
-        raise ReportError(f"{path} column 'example' holds a non-integer; it must be the example index")
+        raise ReportError(f"{path} column 'example' has an empty cell; it must be the example index")
     df["example"] = df["example"].astype("int64")
-    if df.duplicated(["model_id", "key", "example"]).any():
-        raise ReportError(f"{path} repeats a (model_id, key, example); each outcome must appear once")
     return df
 
 
 def load_sanity(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame | None:
-    """Load the sanity-check flags (model_id, check, status, evidence; `passed` = status is "passed").
+    """Load the sanity-check flags (model_id, check, status, evidence).
+
+    `status` is one of `contract.SANITY_STATUSES`: passed, failed, or not_run (the check had
+    nothing to compare; it neither passed nor failed).
 
     Args:
         run_dir: The run directory.
@@ -195,17 +176,8 @@ def load_sanity(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFram
         if missing_ok:
             return None
         raise ReportError(f"no sanity-check table at {str(path)!r}; the attack sweep writes it")
-    df = _read_csv(path, "sanity table", dtype={"model_id": str, "check": str, "evidence": str}, keep_default_na=False)
-    validate_columns(df, SANITY_COLUMNS, str(path))
-    df = df.copy()
-    bad = ~df["status"].isin(SANITY_STATUSES)
-    if bad.any():
-        raise ReportError(
-            f"{path} column 'status' holds {df.loc[bad, 'status'].iloc[0]!r}; allowed: {', '.join(SANITY_STATUSES)}"
-        )
-    # A check that did not run is not a pass (counting not_run apart is the report's job).
-    df["passed"] = df["status"] == "passed"
-    return df
+    df = _read_csv(path, "sanity table", dtype=str, keep_default_na=False)
+    return validate_table(df, SANITY, what=str(path))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -241,7 +213,7 @@ def load_meta(run_dir: str | Path, *, missing_ok: bool = False) -> pd.DataFrame:
     root = _run_dir(run_dir)
     rows = []
     for model_dir in _model_dirs(root):
-        path = model_dir / "meta.json"
+        path = model_dir / META_FILE
         if not path.is_file():
             log.warning("model folder %s has no meta.json; left out of the report", model_dir)
             continue
@@ -276,34 +248,42 @@ def load_layer_sparsity(run_dir: str | Path, *, missing_ok: bool = False) -> pd.
     root = _run_dir(run_dir)
     frames = []
     for model_dir in _model_dirs(root):
-        path = model_dir / "layer_sparsity.csv"
+        path = model_dir / LAYER_SPARSITY.file
         if not path.is_file():
             continue
         df = _read_csv(path, "layer sparsity table", dtype={"name": str, "shape": str, "granularity": str})
-        validate_columns(df, LAYER_SPARSITY_COLUMNS, str(path))
-        df = df.copy()
-        for col in ["weights", "nonzeros", "sparsity"]:
-            df[col] = pd.to_numeric(df[col], errors="coerce")
-        df["structure_ok"] = _as_bool(df["structure_ok"], f"{path} column 'structure_ok'")
+        df = validate_table(df, LAYER_SPARSITY, what=str(path))
         df.insert(0, "layer_index", range(len(df)))
         df.insert(0, "model_id", model_dir.name)
         frames.append(df)
     if not frames:
         if missing_ok:
-            return pd.DataFrame(columns=["model_id", "layer_index", *LAYER_SPARSITY_COLUMNS])
+            return pd.DataFrame(columns=["model_id", "layer_index", *LAYER_SPARSITY.names])
         raise ReportError(f"no models/<model_id>/layer_sparsity.csv under {str(root)!r}; train models first")
     return pd.concat(frames, ignore_index=True)
 
 
-def load_config(run_dir: str | Path, *, missing_ok: bool = False) -> tuple[dict[str, Any], str] | None:
-    """Load the resolved experiment config.
+@dataclass(frozen=True)
+class RunConfigFile:
+    """A run's config.yaml as stored: the settings as plain YAML data (not validated) and the text.
+
+    `reports` shows these and reads a few names from them; the typed, validated configuration is
+    `robustsparse.load_config`'s business.
+    """
+
+    settings: dict[str, Any]
+    text: str
+
+
+def read_run_config_file(run_dir: str | Path, *, missing_ok: bool = False) -> RunConfigFile | None:
+    """Read the resolved experiment config a run folder stores (config.yaml), untyped.
 
     Args:
         run_dir: The run directory.
         missing_ok: Return None instead of raising when config.yaml is absent.
 
     Returns:
-        (parsed mapping, raw YAML text), or None if absent and `missing_ok`.
+        The settings and the raw text, or None if absent and `missing_ok`.
 
     Raises:
         ReportError: If the file is absent (and not `missing_ok`) or is not a YAML mapping.
@@ -312,7 +292,7 @@ def load_config(run_dir: str | Path, *, missing_ok: bool = False) -> tuple[dict[
     if not path.is_file():
         if missing_ok:
             return None
-        raise ReportError(f"no config.yaml in {str(path.parent)!r}; the pipeline writes the resolved config there")
+        raise ReportError(f"no {CONFIG_FILE} in {str(path.parent)!r}; the pipeline writes the resolved config there")
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text)
@@ -322,4 +302,4 @@ def load_config(run_dir: str | Path, *, missing_ok: bool = False) -> tuple[dict[
         data = {}
     if not isinstance(data, dict):
         raise ReportError(f"{path} holds a {type(data).__name__}, not a mapping of settings")
-    return data, text
+    return RunConfigFile(data, text)

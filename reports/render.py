@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jinja2
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from reports.content import ReportContent
 from reports.labels import format_p
-
-if TYPE_CHECKING:
-    from reports.build import ReportContent
 
 __all__ = ["display_table", "html_table", "markdown_table", "render_html", "render_markdown"]
 
@@ -35,8 +33,10 @@ _PERCENT = {
     "target_sparsity",
     "band_low",
     "band_high",
+    "success_ci_low",
+    "success_ci_high",
 }
-_POINTS = {"delta_pp"}
+_POINTS = {"delta_pp", "delta_low_pp", "delta_high_pp"}
 _RENAME = {
     "label": "granularity",
     "sparsity_pct": "sparsity",
@@ -45,6 +45,11 @@ _RENAME = {
     "delta_pp": "change (points)",
     "delta_sd": "sd over seeds",
     "p_value": "McNemar p",
+    "p_adjusted": "adjusted p",
+    "delta_low_pp": "95% CI low (points)",
+    "delta_high_pp": "95% CI high (points)",
+    "success_ci_low": "success 95% CI low",
+    "success_ci_high": "success 95% CI high",
     "sparse_only": "only sparse right",
     "dense_only": "only dense right",
     "n_seeds": "seeds",
@@ -93,7 +98,7 @@ def _formatter(col: str) -> Callable[[Any], str]:
         return lambda x: "" if pd.isna(x) else f"{float(x):.1f}"
     if col == "accuracy_sd":
         return lambda x: "" if pd.isna(x) else f"{float(x) * 100:.1f}"
-    if col == "p_value":
+    if col in ("p_value", "p_adjusted"):
         return _fmt_p
     if col == "compression":
         return lambda x: "" if pd.isna(x) else f"{float(x):.2f}x"

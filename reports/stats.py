@@ -1,4 +1,5 @@
-"""Small statistics the report needs: Wilson intervals, McNemar's exact test, seed intervals, Pareto fronts.
+"""Small statistics the report needs: Wilson intervals, McNemar's exact test and the interval of a paired
+difference, multiple-comparison corrections, seed intervals, Pareto fronts.
 
 Thin wrappers over scipy.stats so that every number in the report comes from one place.
 """
@@ -14,7 +15,11 @@ from scipy import stats
 __all__ = [
     "wilson_interval",
     "mcnemar_exact",
+    "paired_difference_interval",
     "discordant_counts",
+    "CORRECTIONS",
+    "adjust_p_values",
+    "correction_words",
     "seed_interval",
     "pareto_mask",
 ]
@@ -56,6 +61,79 @@ def mcnemar_exact(b: int, c: int) -> float:
     if b + c == 0:
         return 1.0
     return float(stats.binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
+
+
+def paired_difference_interval(only_a: int, only_b: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact interval of the paired accuracy difference (B minus A) on `n` shared examples, as fractions.
+
+    The difference is ``(only_b - only_a) / n``. Conditional on the number of discordant examples
+    ``m = only_a + only_b`` (the conditioning of McNemar's exact test), ``only_b`` is binomial with
+    m trials, so the Clopper-Pearson interval ``[lo, hi]`` of ``only_b / m`` maps to the difference
+    interval ``m / n * (2 * [lo, hi] - 1)``. With no discordant example the difference is exactly 0.
+
+    Args:
+        only_a: Examples only A gets right.
+        only_b: Examples only B gets right.
+        n: Shared examples (both models evaluated on them).
+        confidence: Confidence level.
+
+    Returns:
+        (low, high) as fractions in [-1, 1]; (nan, nan) when n == 0.
+    """
+    only_a, only_b, n = int(only_a), int(only_b), int(n)
+    if n <= 0:
+        return math.nan, math.nan
+    m = only_a + only_b
+    if m == 0:
+        return 0.0, 0.0
+    ci = stats.binomtest(only_b, m).proportion_ci(confidence_level=confidence, method="exact")
+    return m / n * (2 * float(ci.low) - 1), m / n * (2 * float(ci.high) - 1)
+
+
+#: Multiple-comparison corrections the report offers: Holm (family-wise error, the default),
+#: Benjamini-Hochberg (false discovery rate), or none.
+CORRECTIONS: tuple[str, ...] = ("holm", "bh", "none")
+
+
+def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: str = "holm") -> np.ndarray:
+    """Adjust a family of p-values for the number of tests; NaNs (no test) are kept and not counted.
+
+    - ``"holm"``: Holm's step-down adjustment, ``p_(i) * (m - i + 1)`` made monotone and capped at
+      1; controls the family-wise error rate, valid under any dependence between the tests.
+    - ``"bh"``: Benjamini-Hochberg (``scipy.stats.false_discovery_control``); controls the
+      false discovery rate.
+    - ``"none"``: the p-values as they are.
+
+    Raises:
+        ValueError: An unknown method (one line naming the allowed ones).
+    """
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r}; allowed: {', '.join(CORRECTIONS)}")
+    p = np.asarray(p_values, dtype=float)
+    out = p.copy()
+    tested = np.isfinite(p)
+    if method == "none" or not tested.any():
+        return out
+    values = p[tested]
+    if method == "bh":
+        out[tested] = stats.false_discovery_control(values, method="bh")
+        return out
+    m = values.size
+    order = np.argsort(values, kind="stable")
+    stepped = np.maximum.accumulate(values[order] * (m - np.arange(m)))
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(stepped, 1.0)
+    out[tested] = adjusted
+    return out
+
+
+def correction_words(method: str) -> str:
+    """How the report says which correction its p-values carry, e.g. for a caption or the method finding."""
+    return {
+        "holm": "p-values Holm-adjusted for the number of tests in each setting (family-wise error rate)",
+        "bh": "p-values Benjamini-Hochberg-adjusted for the number of tests in each setting (false discovery rate)",
+        "none": "p-values not corrected for the number of tests",
+    }[method]
 
 
 def discordant_counts(

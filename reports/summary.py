@@ -6,40 +6,28 @@ reader) can check that the words say what the numbers say.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from reports.content import Finding
 from reports.errors import ReportError
 from reports.labels import choose_eps, eps_label_of, format_p, format_pct, format_points, settings_of, sparsity_text
-from reports.stats import wilson_interval
+from reports.stats import correction_words, wilson_interval
 from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas
 
 __all__ = ["Finding", "summarize"]
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One sentence of the first screen and the numbers it came from.
-
-    Attributes:
-        kind: What the sentence is about: "overview", "dense", "sparsity", "ranking",
-            "clean_cost", "sanity", "precision" or "method".
-        text: The sentence.
-        numbers: The values the sentence states (raw, unrounded), by name.
-    """
-
-    kind: str
-    text: str
-    numbers: dict[str, Any] = field(default_factory=dict)
+_ADJUSTED = {"holm": "Holm-adjusted ", "bh": "BH-adjusted ", "none": ""}
 
 
-def _p_words(p: float, alpha: float) -> str:
+def _p_words(p: float, alpha: float, correction: str) -> str:
+    """`p` (already adjusted by `correction`) in words, naming the correction: "Holm-adjusted p=0.01, significant"."""
     if p is None or not np.isfinite(p):
         return "no paired test"
-    return f"{format_p(p)}, {'significant' if p < alpha else 'not significant'}"
+    return f"{_ADJUSTED[correction]}{format_p(p)}, {'significant' if p < alpha else 'not significant'}"
 
 
 def _names(items: list[str]) -> str:
@@ -63,7 +51,22 @@ def _best_phrase(delta: float) -> str:
 
 
 def _worst_phrase(delta: float) -> str:
-    return "loses most" if _rounded(delta) < 0 else "gains least"
+    d = _rounded(delta)
+    if d < 0:
+        return "loses most"
+    if d > 0:
+        return "gains least"
+    return "keeps robust accuracy closest to dense"
+
+
+def _clean_phrase(delta: float, *, best: bool) -> str:
+    """Words for the clean-accuracy change of the best (largest change) or worst family, by its sign."""
+    d = _rounded(delta)
+    if d > 0:
+        return "gains most" if best else "gains least"
+    if d < 0:
+        return "costs least" if best else "costs most"
+    return "leaves it unchanged"
 
 
 def _seeds_text(values: pd.Series) -> str:
@@ -143,7 +146,9 @@ def _dense_finding(agg: pd.DataFrame, series: str | None, eps: float | None, lab
     return Finding("dense", text, numbers)
 
 
-def _sparsity_findings(grid: pd.DataFrame, series: str, eps: float, label_eps: str, alpha: float) -> list[Finding]:
+def _sparsity_findings(
+    grid: pd.DataFrame, series: str, eps: float, label_eps: str, alpha: float, correction: str
+) -> list[Finding]:
     at = grid[(grid["series"] == series) & np.isclose(grid["eps_key"], eps, rtol=1e-6, atol=1e-9)]
     at = at[at["delta_pp"].notna()]
     findings = []
@@ -159,22 +164,26 @@ def _sparsity_findings(grid: pd.DataFrame, series: str, eps: float, label_eps: s
             "best": best["label"],
             "best_delta_pp": float(best["delta_pp"]),
             "best_p": float(best["p_value"]),
+            "best_p_adjusted": float(best["p_adjusted"]),
             "worst": worst["label"],
             "worst_delta_pp": float(worst["delta_pp"]),
             "worst_p": float(worst["p_value"]),
+            "worst_p_adjusted": float(worst["p_adjusted"]),
             "n_seeds": int(sub["n_seeds"].max()),
+            "correction": correction,
         }
+        best_p = _p_words(best["p_adjusted"], alpha, correction)
         if len(sub) == 1:
             text = (
                 f"{where}, {best['label']} changes robust accuracy by {format_points(best['delta_pp'])} vs dense "
-                f"({_p_words(best['p_value'], alpha)})."
+                f"({best_p})."
             )
         else:
             text = (
                 f"{where}, {best['label']} {_best_phrase(best['delta_pp'])}: "
                 f"{format_points(best['delta_pp'])} vs dense "
-                f"({_p_words(best['p_value'], alpha)}); {worst['label']} {_worst_phrase(worst['delta_pp'])}: "
-                f"{format_points(worst['delta_pp'])} ({_p_words(worst['p_value'], alpha)})."
+                f"({best_p}); {worst['label']} {_worst_phrase(worst['delta_pp'])}: "
+                f"{format_points(worst['delta_pp'])} ({_p_words(worst['p_adjusted'], alpha, correction)})."
             )
         findings.append(Finding("sparsity", text, numbers))
     return findings
@@ -208,12 +217,17 @@ def _ranking_finding(grid: pd.DataFrame, series: str, eps: float, label_eps: str
     return Finding("ranking", text, numbers)
 
 
-def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float) -> Finding | None:
+def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float, correction: str) -> Finding | None:
     clean = grid[grid["is_clean"] & grid["delta_pp"].notna()]
     dense = agg[agg["is_dense"] & agg["is_clean"]]
     if clean.empty or dense.empty:
         return None
-    parts, numbers = [], {"dense_clean_accuracy": float(dense["accuracy"].mean()), "by_sparsity": {}}
+    parts = []
+    numbers: dict[str, Any] = {
+        "dense_clean_accuracy": float(dense["accuracy"].mean()),
+        "by_sparsity": {},
+        "correction": correction,
+    }
     for target, sub in clean.groupby("target_sparsity", sort=True):
         sub = sub.sort_values(["delta_pp", "label"], ascending=[False, True])
         best, worst = sub.iloc[0], sub.iloc[-1]
@@ -221,37 +235,57 @@ def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float) -> 
             "least": best["label"],
             "least_delta_pp": float(best["delta_pp"]),
             "least_p": float(best["p_value"]),
+            "least_p_adjusted": float(best["p_adjusted"]),
             "most": worst["label"],
             "most_delta_pp": float(worst["delta_pp"]),
             "most_p": float(worst["p_value"]),
+            "most_p_adjusted": float(worst["p_adjusted"]),
         }
+        best_p = _p_words(best["p_adjusted"], alpha, correction)
         if len(sub) == 1:
             parts.append(
-                f"at {sparsity_text(target)} sparsity {best['label']} {format_points(best['delta_pp'])} "
-                f"({_p_words(best['p_value'], alpha)})"
+                f"at {sparsity_text(target)} sparsity {best['label']} {format_points(best['delta_pp'])} ({best_p})"
             )
         else:
             parts.append(
-                f"at {sparsity_text(target)} sparsity {best['label']} costs least ({format_points(best['delta_pp'])}, "
-                f"{_p_words(best['p_value'], alpha)}) and {worst['label']} most ({format_points(worst['delta_pp'])}, "
-                f"{_p_words(worst['p_value'], alpha)})"
+                f"at {sparsity_text(target)} sparsity {best['label']} {_clean_phrase(best['delta_pp'], best=True)} "
+                f"({format_points(best['delta_pp'])}, {best_p}) and {worst['label']} "
+                f"{_clean_phrase(worst['delta_pp'], best=False)} "
+                f"({format_points(worst['delta_pp'])}, {_p_words(worst['p_adjusted'], alpha, correction)})"
             )
     text = f"Clean accuracy vs dense ({format_pct(numbers['dense_clean_accuracy'])}): " + "; ".join(parts) + "."
     return Finding("clean_cost", text, numbers)
 
 
 def _sanity_finding(sanity: pd.DataFrame) -> Finding:
-    failed = sanity[~sanity["passed"]]
+    """How many checks passed, failed and could not run; a check that did not run is never counted as passed."""
     n = len(sanity)
+    failed = sanity[sanity["status"] == "failed"]
+    not_run = sanity[sanity["status"] == "not_run"]
+    n_passed = int((sanity["status"] == "passed").sum())
+    numbers = {
+        "n_checks": n,
+        "n_passed": n_passed,
+        "n_failed": len(failed),
+        "n_not_run": len(not_run),
+        "failed": failed[["model_id", "check"]].values.tolist(),
+        "not_run": sorted(set(not_run["check"])),
+    }
+    skipped = ""
+    if len(not_run):
+        names = _names(sorted(set(not_run["check"])))
+        skipped = f"{len(not_run)} of {n} could not run (nothing to compare: {names})"
     if failed.empty:
-        return Finding("sanity", f"All {n} sanity checks passed.", {"n_checks": n, "n_failed": 0})
+        if not len(not_run):
+            return Finding("sanity", f"All {n} sanity checks passed.", numbers)
+        return Finding("sanity", f"{n_passed} of {n} sanity checks passed; {skipped}.", numbers)
     shown = [f"{r.check} on {r.model_id}" for r in failed.head(3).itertuples(index=False)]
     more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
     text = (
-        f"{len(failed)} of {n} sanity checks failed ({'; '.join(shown)}{more}); "
-        "read the sanity table before trusting the numbers above."
+        f"{len(failed)} of {n} sanity checks failed ({'; '.join(shown)}{more})"
+        + (f"; {skipped}" if skipped else "")
+        + "; read the sanity table before trusting the numbers above."
     )
-    numbers = {"n_checks": n, "n_failed": len(failed), "failed": failed[["model_id", "check"]].values.tolist()}
     return Finding("sanity", text, numbers)
 
 
@@ -275,6 +309,7 @@ def summarize(
     sanity: pd.DataFrame | None = None,
     eps: float | str | None = None,
     alpha: float = 0.05,
+    correction: str = "holm",
 ) -> list[Finding]:
     """Compute the first-screen findings from the numbers.
 
@@ -290,7 +325,9 @@ def summarize(
         meta: Per-model metadata (pairs sparse models with their parents).
         sanity: Sanity-check flags.
         eps: The eps the sentences speak about (default: see `labels.choose_eps`).
-        alpha: Significance level for "significant".
+        alpha: Significance level for "significant", applied to the adjusted p-values.
+        correction: Multiple-comparison correction (`stats.CORRECTIONS`: "holm", the default,
+            "bh" or "none") over the McNemar tests of each setting; the sentences name it.
 
     Returns:
         The findings in reading order.
@@ -318,15 +355,15 @@ def summarize(
             part.append(dense)
         has_pairs = sub["is_dense"].any() and (~sub["is_dense"]).any()
         if has_pairs:
-            grid = grid_deltas(model_deltas(sub, outcomes, meta))
+            grid = grid_deltas(model_deltas(sub, outcomes, meta, correction=correction), correction=correction)
             if headline is not None:
-                part.extend(_sparsity_findings(grid, headline, e, label_eps, alpha))
+                part.extend(_sparsity_findings(grid, headline, e, label_eps, alpha, correction))
                 for series in dict.fromkeys(grid.loc[grid["bounded"], "series"]):
                     if series != headline:
                         ranking = _ranking_finding(grid, series, e, label_eps)
                         if ranking is not None:
                             part.append(ranking)
-            clean_cost = _clean_cost_finding(grid, agg, alpha)
+            clean_cost = _clean_cost_finding(grid, agg, alpha, correction)
             if clean_cost is not None:
                 part.append(clean_cost)
         if len(settings) > 1:
@@ -346,9 +383,11 @@ def summarize(
                 "method",
                 "Changes vs dense are means over seeds of each sparse model's accuracy minus its dense counterpart's "
                 "(its parent, else the dense model of the same seed), in percentage points; p-values are exact McNemar "
-                "tests on the same test examples (discordant pairs pooled over seeds), called significant below "
-                f"{alpha:g} with no correction for the number of tests.",
-                {"alpha": alpha},
+                "tests on the same test examples (discordant pairs pooled over seeds), "
+                f"{correction_words(correction)}, called significant below {alpha:g}. The tables give each change's "
+                "exact 95% interval (Clopper-Pearson on the discordant pairs, conditional on their number) and each "
+                "attack success rate's 95% Wilson interval.",
+                {"alpha": alpha, "correction": correction},
             )
         )
     return findings

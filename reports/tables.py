@@ -14,9 +14,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.contract import SANITY_COLUMNS
 from reports.errors import ReportError
 from reports.labels import FAMILY_COLUMNS, annotate, eps_text, sparsity_text
-from reports.stats import mcnemar_exact, pareto_mask, seed_interval
+from reports.stats import (
+    adjust_p_values,
+    mcnemar_exact,
+    paired_difference_interval,
+    pareto_mask,
+    seed_interval,
+    wilson_interval,
+)
 
 __all__ = [
     "annotated",
@@ -25,6 +33,7 @@ __all__ = [
     "grid_deltas",
     "aggregate_accuracy",
     "accuracy_table",
+    "success_rate_interval",
     "robust_vs_clean",
     "sanity_table",
     "model_table",
@@ -38,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _SERIES_COLUMNS = ["series", "attack", "eps_key"]
+_SANITY_ORDER = ("failed", "not_run", "passed")
 _OUTCOME_WORDS = ["right", "wrong"]
 
 
@@ -97,20 +107,52 @@ def _paired_counts(pairs: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
     return counts.reset_index()
 
 
+def _paired_statistics(out: pd.DataFrame, correction: str) -> pd.DataFrame:
+    """Add McNemar's p, its adjusted value and the exact interval of the paired difference to rows with counts.
+
+    The family of a correction is every test of one setting (all attacks, eps and sparsity levels).
+    """
+    has = out["n_paired"].fillna(0) > 0
+    out["p_value"] = np.nan
+    out["delta_low_pp"] = np.nan
+    out["delta_high_pp"] = np.nan
+    if has.any():
+        rows = out.loc[has]
+        out.loc[has, "p_value"] = [mcnemar_exact(b, c) for b, c in zip(rows["sparse_only"], rows["dense_only"])]
+        bounds = [
+            paired_difference_interval(d, s, n)
+            for d, s, n in zip(rows["dense_only"], rows["sparse_only"], rows["n_paired"])
+        ]
+        out.loc[has, "delta_low_pp"] = [low * 100.0 for low, _ in bounds]
+        out.loc[has, "delta_high_pp"] = [high * 100.0 for _, high in bounds]
+    out["p_adjusted"] = np.nan
+    for _, idx in out.groupby("setting", sort=False).groups.items():
+        out.loc[idx, "p_adjusted"] = adjust_p_values(out.loc[idx, "p_value"].to_numpy(), correction)
+    return out
+
+
 def model_deltas(
-    results: pd.DataFrame, outcomes: pd.DataFrame | None = None, meta: pd.DataFrame | None = None
+    results: pd.DataFrame,
+    outcomes: pd.DataFrame | None = None,
+    meta: pd.DataFrame | None = None,
+    *,
+    correction: str = "holm",
 ) -> pd.DataFrame:
     """Change in accuracy of every sparse model vs its dense model, per attack spec, with McNemar p.
 
     Args:
         results: Results table (raw or annotated).
-        outcomes: Per-example outcomes; without them p-values are NaN.
+        outcomes: Per-example outcomes; without them p-values and intervals are NaN.
         meta: Per-model metadata (for the `parent` link).
+        correction: Multiple-comparison correction of `p_adjusted` (`stats.CORRECTIONS`), over
+            the tests of each setting.
 
     Returns:
         One row per sparse model x key with accuracy, dense_model_id, match, dense_accuracy,
         delta_pp (percentage points, sparse minus dense), sparse_only / dense_only (examples only
-        the sparse / only the dense model gets right), n_paired and p_value (exact McNemar).
+        the sparse / only the dense model gets right), n_paired, p_value (exact McNemar),
+        p_adjusted, and delta_low_pp / delta_high_pp (exact 95% interval of the paired difference,
+        `stats.paired_difference_interval`).
     """
     df = annotated(results)
     keep = [
@@ -146,12 +188,8 @@ def model_deltas(
         out["sparse_only"] = np.nan
         out["dense_only"] = np.nan
         out["n_paired"] = np.nan
-    has = out["n_paired"].fillna(0) > 0
-    out["p_value"] = np.nan
-    out.loc[has, "p_value"] = [
-        mcnemar_exact(b, c) for b, c in zip(out.loc[has, "sparse_only"], out.loc[has, "dense_only"])
-    ]
-    short = has & (out["n_paired"] < out["n_examples"])
+    out = _paired_statistics(out, correction)
+    short = (out["n_paired"].fillna(0) > 0) & (out["n_paired"] < out["n_examples"])
     if short.any():
         log.warning(
             "%d sparse/dense pairs share fewer examples than were evaluated; McNemar uses the shared ones", short.sum()
@@ -159,15 +197,19 @@ def model_deltas(
     return out.reset_index(drop=True)
 
 
-def grid_deltas(deltas: pd.DataFrame) -> pd.DataFrame:
+def grid_deltas(deltas: pd.DataFrame, *, correction: str = "holm") -> pd.DataFrame:
     """Aggregate `model_deltas` over seeds: one row per family x attack configuration x eps.
 
     The delta is the mean over seeds of each model's delta vs its matched dense model; the
-    p-value is McNemar's exact test on the discordant counts pooled over the seeds' pairs.
+    p-value is McNemar's exact test on the discordant counts pooled over the seeds' pairs, and
+    `p_adjusted` that p-value corrected (`correction`) over every row of the same setting. The
+    interval delta_low_pp / delta_high_pp is the exact 95% interval of the pooled paired
+    difference (`stats.paired_difference_interval`).
 
     Returns:
         Columns FAMILY_COLUMNS + series, attack, eps_key, eps_label, is_clean, min_norm, bounded, n_seeds,
-        accuracy, dense_accuracy, delta_pp, delta_sd, sparse_only, dense_only, n_paired, p_value.
+        accuracy, dense_accuracy, delta_pp, delta_sd, sparse_only, dense_only, n_paired, p_value,
+        delta_low_pp, delta_high_pp, p_adjusted.
     """
     keys = [*FAMILY_COLUMNS, *_SERIES_COLUMNS]
     grouped = deltas.groupby(keys, sort=True, dropna=False)
@@ -185,12 +227,7 @@ def grid_deltas(deltas: pd.DataFrame) -> pd.DataFrame:
         dense_only=("dense_only", lambda s: s.sum(min_count=1)),
         n_paired=("n_paired", lambda s: s.sum(min_count=1)),
     ).reset_index()
-    has = out["n_paired"].fillna(0) > 0
-    out["p_value"] = np.nan
-    out.loc[has, "p_value"] = [
-        mcnemar_exact(b, c) for b, c in zip(out.loc[has, "sparse_only"], out.loc[has, "dense_only"])
-    ]
-    return out
+    return _paired_statistics(out, correction)
 
 
 def _band(group: pd.DataFrame) -> pd.Series:
@@ -238,15 +275,33 @@ def aggregate_accuracy(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).reset_index(drop=True)
 
 
+def success_rate_interval(results: pd.DataFrame, confidence: float = 0.95) -> tuple[pd.Series, pd.Series]:
+    """95% Wilson interval of each row's attack success rate, over its `n_clean_correct` examples.
+
+    The fooled count is recovered as ``round(attack_success_rate * n_clean_correct)``; rows with no
+    success rate (clean rows) or no clean-correct example get NaN.
+    """
+    low = pd.Series(np.nan, index=results.index)
+    high = pd.Series(np.nan, index=results.index)
+    n = pd.to_numeric(results["n_clean_correct"], errors="coerce")
+    rate = pd.to_numeric(results["attack_success_rate"], errors="coerce")
+    ok = rate.notna() & n.notna() & (n > 0)
+    for i in results.index[ok]:
+        low[i], high[i] = wilson_interval(round(float(rate[i]) * float(n[i])), int(n[i]), confidence)
+    return low, high
+
+
 def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
     """Per model x attack spec accuracy with its 95% interval, dense models first.
 
     Returns:
         Columns model_id, setting, granularity, target_sparsity, seed, attack (display name),
         eps, eps_label, n_examples, n_correct, accuracy, ci_low, ci_high, attack_success_rate,
-        l2_median, linf_max, key.
+        success_ci_low, success_ci_high (95% Wilson interval of the success rate over the
+        clean-correct examples), l2_median, linf_max, key.
     """
     df = annotated(results).copy()
+    df["success_ci_low"], df["success_ci_high"] = success_rate_interval(df)
     df["granularity"] = df["label"]
     df["attack"] = df["series"]
     df = df.sort_values(
@@ -269,6 +324,8 @@ def accuracy_table(results: pd.DataFrame) -> pd.DataFrame:
         "ci_low",
         "ci_high",
         "attack_success_rate",
+        "success_ci_low",
+        "success_ci_high",
         "l2_median",
         "linf_max",
         "key",
@@ -325,9 +382,15 @@ def robust_vs_clean(results: pd.DataFrame, meta: pd.DataFrame | None = None, *, 
 
 
 def sanity_table(sanity: pd.DataFrame) -> pd.DataFrame:
-    """Sanity-check flags, failures first."""
-    out = sanity[["model_id", "check", "passed", "evidence"]].copy()
-    return out.sort_values(["passed", "model_id", "check"], kind="stable").reset_index(drop=True)
+    """Sanity-check flags: failures first, then the checks that could not run, then those that passed."""
+    out = sanity[SANITY_COLUMNS].copy()
+    order = out["status"].map({status: i for i, status in enumerate(_SANITY_ORDER)})
+    return (
+        out.assign(_order=order)
+        .sort_values(["_order", "model_id", "check"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
 
 
 _MODEL_COLUMNS = [

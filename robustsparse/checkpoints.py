@@ -26,9 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from reports.atomic import write_json_atomic
+from reports.contract import CHECKPOINT_FILE, META_FILE
 from robustsparse.errors import CheckpointError, ModelError
 from robustsparse.models import NormalizedModel, create_model
-from robustsparse.utils.atomic import torch_save_atomic, write_json_atomic
+from robustsparse.utils.atomic import torch_save_atomic
 from robustsparse.utils.runtime import resolve_device
 
 __all__ = [
@@ -49,8 +51,9 @@ log = logging.getLogger(__name__)
 
 FORMAT = "robustsparse.checkpoint"
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "model.pt"
-META_NAME = "meta.json"
+# the run folder's names (reports.contract), under the names the trainer imports
+CHECKPOINT_NAME = CHECKPOINT_FILE
+META_NAME = META_FILE
 # Measured and recorded sparsity must agree to within one weight in a million.
 SPARSITY_TOLERANCE = 1e-6
 

@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "attack",
         help="attack checkpoints over an eps sweep and write a tidy results table",
-        description="Evaluate checkpoints on the first N test examples of their dataset. Attacks come "
+        description="Evaluate checkpoints on N test examples of their dataset (spread evenly over the split, the same for every model). Attacks come "
         "from --attack/--eps or from the attack section of a config file (--config).",
     )
     p.add_argument("checkpoints", type=Path, nargs="+", help="model folders or their model.pt files")
@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config", type=Path, default=None, help="take the attacks, n_examples and seed from this experiment file"
     )
-    p.add_argument("--n-examples", type=int, default=1000, help="first N test examples (default 1000; 0 = all)")
+    p.add_argument(
+        "--n-examples",
+        type=int,
+        default=1000,
+        help="N test examples spread evenly over the split (default 1000; 0 = all)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="attack batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of randomised attacks")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -106,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_dir", type=Path, help="the run folder (runs/<name>)")
     p.add_argument("--eps", default=None, help="eps of the heatmap and findings (default: chosen from the results)")
+    p.add_argument(
+        "--correction",
+        default="holm",
+        help="multiple-comparison correction of the McNemar tests: holm (default), bh (Benjamini-Hochberg) or none",
+    )
     p.set_defaults(handler=_cmd_report)
 
     p = sub.add_parser(
@@ -221,7 +231,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from reports import ReportError, build_report
 
     try:
-        path = build_report(args.run_dir, eps=args.eps)
+        path = build_report(args.run_dir, eps=args.eps, correction=args.correction)
     except ReportError as exc:
         raise RobustSparseError(str(exc)) from None
     print(f"report: {path}")

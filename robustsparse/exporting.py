@@ -3,7 +3,7 @@
 Both are files of tensors and plain data, written atomically and read with
 `torch.load(weights_only=True)`, like every robustsparse checkpoint.
 
-- `compressed`: the sparsity engine's encoding (`sparsity.export`); loading it back gives the
+- `compressed`: the sparsity engine's encoding (`sparsity.encoding`); loading it back gives the
   masked state dict bit for bit.
 - `compact` (filter / channel granularities): the model with its removed channels cut out
   (`sparsity.compact_model`); the stored shapes tell the loader how to resize each layer of the

@@ -175,7 +175,8 @@ class AttackConfig:
     Attributes:
         specs: attack entries, each a mapping with `name` and its parameters; `eps` may be a
             list, which expands into one spec per value (e.g. {name: fgsm, eps: [1/255, 8/255]}).
-        n_examples: evaluate on the first N test examples (None: the whole test set).
+        n_examples: evaluate on N test examples spread evenly over the test split, the same for
+            every model (None: the whole test set).
         batch_size: attack batch size.
         seed: seed of the attacks' randomness (random starts, Square's sampling).
         sanity_checks: compute the gradient-masking sanity checks for every model.

@@ -92,7 +92,7 @@ def eval_subset(dataset: Dataset, n: int | None) -> Dataset:
 
 
 def load_tensors(dataset: Dataset, n: int | None = None, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack the first ``n`` examples into tensors.
+    """Stack ``n`` examples spread evenly over ``dataset`` (see `eval_subset`; all when None) into tensors.
 
     Args:
         dataset: yields ``(image, label)``.

@@ -8,13 +8,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from attacks import AttackSpec, AttackSpecError, attack_info, parse_specs
+from attacks import AttackSpec, AttackSpecError, attack_info
+from reports.atomic import write_csv_atomic
+from reports.contract import OUTCOMES_FILE, RESULTS_FILE, SANITY_FILE
 from robustsparse.checkpoints import resolve_checkpoint_path
 from robustsparse.config import load_config
 from robustsparse.errors import ConfigError
 from robustsparse.pipeline.evaluation import EvalSettings, collect_results
-from robustsparse.pipeline.experiment import OUTCOMES_NAME, RESULTS_NAME, SANITY_NAME
-from robustsparse.utils.atomic import write_csv_atomic
 
 __all__ = ["attack_specs_from_args", "attack_command"]
 
@@ -31,6 +31,18 @@ SHORT_COLUMNS = [
 ]
 
 
+def _attack_params(text: str) -> dict[str, str]:
+    """`NAME[:k=v,...]` (one `--attack`) as the mapping `AttackSpec.from_dict` takes."""
+    name, _, params = text.strip().partition(":")
+    out = {"name": name.strip()}
+    for item in filter(None, (p.strip() for p in params.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise AttackSpecError(f"bad --attack {text!r}: {item!r} is not key=value, e.g. 'pgd:steps=20'")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def attack_specs_from_args(attacks: Sequence[str], eps: str | None, steps: int | None, seed: int) -> list[AttackSpec]:
     """Specs from `--attack NAME[:k=v,...]` (repeatable), `--eps a,b,c` and `--steps` (clean first).
 
@@ -39,23 +51,23 @@ def attack_specs_from_args(attacks: Sequence[str], eps: str | None, steps: int |
     """
     if not attacks:
         raise ConfigError("no attack given: pass --attack NAME (e.g. --attack fgsm --eps 1/255,8/255) or --config FILE")
-    eps_values = [e.strip() for e in eps.split(",") if e.strip()] if eps else [None]
-    texts = ["clean"]
+    eps_values = [e.strip() for e in eps.split(",") if e.strip()] if eps else []
+    specs = [AttackSpec.clean()]
     try:
         for text in attacks:
-            name, _, params = text.strip().partition(":")
-            info = attack_info(name.strip())
-            extra = [p for p in params.split(",") if p.strip()]
-            if steps is not None and info.steps is not None and not any(p.strip().startswith("steps=") for p in extra):
-                extra.append(f"steps={steps}")
-            if info.eps != "none" and not any(p.strip().startswith("seed=") for p in extra):
-                extra.append(f"seed={seed}")
-            for value in eps_values:
-                items = extra + ([f"eps={value}"] if value is not None else [])
-                texts.append(f"{info.name}:{','.join(items)}" if items else info.name)
-        return parse_specs(texts)
+            params: dict[str, object] = _attack_params(text)
+            info = attack_info(str(params["name"]))
+            if steps is not None and info.steps is not None:
+                params.setdefault("steps", steps)
+            if info.eps != "none":
+                params.setdefault("seed", seed)
+            if eps_values:
+                specs += [AttackSpec.from_dict({**params, "eps": value}) for value in eps_values]
+            else:
+                specs.append(AttackSpec.from_dict(params))
     except AttackSpecError as exc:
         raise ConfigError(f"attack: {exc}") from None
+    return list({spec.key: spec for spec in specs}.values())  # one spec per key, first place kept
 
 
 def attack_command(
@@ -91,7 +103,7 @@ def attack_command(
         model_dirs, specs, settings, device=device, data_root=data_root, progress=progress
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(out_dir / OUTCOMES_NAME, outcomes)
-    write_csv_atomic(out_dir / SANITY_NAME, flags)
-    write_csv_atomic(out_dir / RESULTS_NAME, results)
+    write_csv_atomic(out_dir / OUTCOMES_FILE, outcomes)
+    write_csv_atomic(out_dir / SANITY_FILE, flags)
+    write_csv_atomic(out_dir / RESULTS_FILE, results)
     return results[SHORT_COLUMNS], out_dir

@@ -20,26 +20,30 @@ import torch
 from tqdm.auto import tqdm
 
 from attacks import FRAME_COLUMNS, AttackSpec, evaluate, sanity_checks, zero_gradient_fraction
-from reports.schema import OUTCOME_COLUMNS, RESULT_COLUMNS, SANITY_COLUMNS
+from reports.atomic import write_csv_atomic
+from reports.contract import (
+    EVAL_DIR,
+    MODEL_COLUMNS,
+    OUTCOMES,
+    OUTCOMES_FILE,
+    RESULTS,
+    RESULTS_FILE,
+    SANITY,
+    SANITY_FILE,
+    cast_for_writing,
+)
 from robustsparse.checkpoints import load_checkpoint, read_meta
 from robustsparse.config import config_digest
 from robustsparse.data import DatasetBundle, load_dataset, load_tensors
-from robustsparse.utils.atomic import write_csv_atomic
 
 __all__ = [
     "EvalExamples",
     "EvalSettings",
-    "evaluate_model",
     "collect_results",
     "dataset_of",
-    "META_COLUMNS",
-    "EVAL_DIR",
 ]
 
 log = logging.getLogger(__name__)
-
-EVAL_DIR = "eval"
-META_COLUMNS = ["model_id", "arch", "dataset", "method", "granularity", "target_sparsity", "achieved_sparsity", "seed"]
 
 
 class EvalExamples:
@@ -111,35 +115,6 @@ class _ModelFolder:
         return self._model
 
 
-def evaluate_model(
-    model_dir: str | Path,
-    specs: Sequence[AttackSpec],
-    settings: EvalSettings,
-    *,
-    examples: EvalExamples,
-    device: torch.device,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """Attack one model with every spec not yet on disk; return its results and outcomes.
-
-    Args:
-        model_dir: the model folder (with model.pt and meta.json).
-        specs: the attack specs (clean included).
-        settings: examples, batch size, seed.
-        examples: the model's evaluation examples (a fixed subset of its test split).
-        device: where to attack.
-        progress: progress bar over batches.
-
-    Returns:
-        `(results, outcomes, n_computed)`: the model's rows for exactly `specs` (columns of
-        `attacks`' `to_frame()` plus `eval_digest`), its per-example outcomes, and how many
-        specs had to be computed now.
-    """
-    return _evaluate_folder(
-        _ModelFolder(model_dir, device), specs, settings, examples=examples, device=device, progress=progress
-    )
-
-
 def _evaluate_folder(
     folder: _ModelFolder,
     specs: Sequence[AttackSpec],
@@ -151,8 +126,8 @@ def _evaluate_folder(
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     model_dir, meta = folder.path, folder.meta
     digest = settings.digest(meta)
-    results_path = model_dir / EVAL_DIR / "results.csv"
-    outcomes_path = model_dir / EVAL_DIR / "outcomes.csv.gz"
+    results_path = model_dir / EVAL_DIR / RESULTS_FILE
+    outcomes_path = model_dir / EVAL_DIR / OUTCOMES_FILE
     cached = _read_cached(results_path, digest)
     cached_outcomes = _read_cached(outcomes_path, digest)
     # Files written before a column was added are recomputed rather than read half-filled.
@@ -206,17 +181,17 @@ def _model_sanity(
     """Sanity flags of one model (cached in eval/sanity.csv)."""
     meta = folder.meta
     digest = settings.digest(meta) + ":" + config_digest(sorted(rows["key"]))
-    path = folder.path / EVAL_DIR / "sanity.csv"
+    path = folder.path / EVAL_DIR / SANITY_FILE
     cached = _read_cached(path, digest)
-    if cached is not None and len(cached):
-        return cached.drop(columns="eval_digest")
+    if cached is not None and len(cached) and set(SANITY.names) <= set(cached.columns):
+        return cached[SANITY.names]
     images, labels = examples.tensors()
     zero_fraction = zero_gradient_fraction(folder.model(), images, labels, batch_size=settings.batch_size)
     flags = sanity_checks(rows, zero_grad_fraction=zero_fraction)
     # A check with nothing to compare is "not_run", never passed.
     frame = pd.DataFrame(
         [{"model_id": meta["model_id"], "check": f.name, "status": f.status, "evidence": f.evidence} for f in flags],
-        columns=SANITY_COLUMNS,
+        columns=SANITY.names,
     )
     write_csv_atomic(path, frame.assign(eval_digest=digest))
     return frame
@@ -240,20 +215,6 @@ def dataset_of(meta: dict[str, Any], *, data_root: str | Path | None = None) -> 
     )
 
 
-INTEGER_COLUMNS = ("seed", "steps", "restarts", "n_examples", "n_correct", "n_clean_correct", "batch_size")
-
-
-def _typed(results: pd.DataFrame) -> pd.DataFrame:
-    """Integer columns as nullable integers, whether the rows were just computed or read from disk.
-
-    So a table assembled from cached and fresh evaluations is written identically.
-    """
-    results = results.copy()
-    for column in INTEGER_COLUMNS:
-        results[column] = pd.to_numeric(results[column]).round().astype("Int64")
-    return results
-
-
 def collect_results(
     model_dirs: Sequence[Path],
     specs: Sequence[AttackSpec],
@@ -271,9 +232,8 @@ def collect_results(
             metadata (optionally under `data_root`).
 
     Returns:
-        `(results, outcomes, sanity, n_computed)`: results with `RESULT_COLUMNS` and `variant`
-        (the grid settings besides granularity and target that set a model apart), outcomes with
-        `OUTCOME_COLUMNS`, sanity flags with `SANITY_COLUMNS`, and the number of (model, spec)
+        `(results, outcomes, sanity, n_computed)`: tables with the columns of `contract.RESULTS`,
+        `contract.OUTCOMES` and `contract.SANITY`, and the number of (model, spec)
         evaluations computed in this call.
     """
     all_rows, all_outcomes, all_flags, computed = [], [], [], 0
@@ -295,20 +255,18 @@ def collect_results(
             folder, specs, settings, examples=examples, device=device, progress=False
         )
         computed += n_new
-        for column in META_COLUMNS:
+        for column in MODEL_COLUMNS:
             rows[column] = meta.get(column)
         rows["config_digest"] = meta.get("config_digest")
         rows["variant"] = meta.get("variant") or ""
-        all_rows.append(rows[RESULT_COLUMNS + ["variant"]])
-        all_outcomes.append(outcomes.assign(model_id=meta["model_id"])[OUTCOME_COLUMNS])
+        all_rows.append(rows[RESULTS.names])
+        all_outcomes.append(outcomes.assign(model_id=meta["model_id"])[OUTCOMES.names])
         if settings.sanity:
             all_flags.append(_model_sanity(folder, rows, settings, examples))
     bar.close()
-    results = (
-        _typed(pd.concat(all_rows, ignore_index=True))
-        if all_rows
-        else pd.DataFrame(columns=RESULT_COLUMNS + ["variant"])
+    results = cast_for_writing(
+        pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame(columns=RESULTS.names), RESULTS
     )
-    outcomes = pd.concat(all_outcomes, ignore_index=True) if all_outcomes else pd.DataFrame(columns=OUTCOME_COLUMNS)
-    sanity = pd.concat(all_flags, ignore_index=True) if all_flags else pd.DataFrame(columns=SANITY_COLUMNS)
+    outcomes = pd.concat(all_outcomes, ignore_index=True) if all_outcomes else pd.DataFrame(columns=OUTCOMES.names)
+    sanity = pd.concat(all_flags, ignore_index=True) if all_flags else pd.DataFrame(columns=SANITY.names)
     return results, outcomes, sanity, computed

@@ -19,21 +19,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from reports.atomic import write_csv_atomic
+from reports.contract import MODELS_DIR, OUTCOMES_FILE, RESULTS_FILE, SANITY_FILE
 from robustsparse.config import ExperimentConfig
 from robustsparse.data import DatasetBundle
 from robustsparse.pipeline.evaluation import EvalSettings, collect_results
 from robustsparse.pipeline.run_dir import prepare_run_dir
-from robustsparse.pipeline.training import MODELS_DIR, load_experiment_data, train_experiment
+from robustsparse.pipeline.training import load_experiment_data, train_experiment
 from robustsparse.train.jobs import experiment_jobs
-from robustsparse.utils.atomic import write_csv_atomic
 
-__all__ = ["RunSummary", "attack_experiment", "run_experiment", "RESULTS_NAME", "OUTCOMES_NAME", "SANITY_NAME"]
+__all__ = ["RunSummary", "attack_experiment", "run_experiment"]
 
 log = logging.getLogger(__name__)
-
-RESULTS_NAME = "results.csv"
-OUTCOMES_NAME = "outcomes.csv.gz"
-SANITY_NAME = "sanity.csv"
 
 
 @dataclass(frozen=True)
@@ -87,9 +84,9 @@ def attack_experiment(
     results, outcomes, sanity, computed = collect_results(
         model_dirs, cfg.attack.attack_specs(), settings, bundle=bundle, device=device, progress=progress
     )
-    write_csv_atomic(run_dir / OUTCOMES_NAME, outcomes)
-    write_csv_atomic(run_dir / SANITY_NAME, sanity)
-    write_csv_atomic(run_dir / RESULTS_NAME, results)
+    write_csv_atomic(run_dir / OUTCOMES_FILE, outcomes)
+    write_csv_atomic(run_dir / SANITY_FILE, sanity)
+    write_csv_atomic(run_dir / RESULTS_FILE, results)
     return results, computed
 
 

@@ -13,15 +13,14 @@ from pathlib import Path
 
 import yaml
 
+from reports.atomic import write_text_atomic
+from reports.contract import CONFIG_FILE
 from robustsparse.config import ExperimentConfig, config_digest, config_from_dict, dump_config
 from robustsparse.errors import ConfigError
-from robustsparse.utils.atomic import write_text_atomic
 
-__all__ = ["CONFIG_NAME", "default_run_dir", "prepare_run_dir", "read_run_config"]
+__all__ = ["default_run_dir", "prepare_run_dir", "read_run_config"]
 
 log = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.yaml"
 
 
 def default_run_dir(cfg: ExperimentConfig) -> Path:
@@ -31,10 +30,10 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 
 def read_run_config(run_dir: str | Path) -> ExperimentConfig:
     """The resolved configuration stored in a run folder."""
-    path = Path(run_dir) / CONFIG_NAME
+    path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise ConfigError(
-            f"{run_dir} is not a run folder: {CONFIG_NAME} is missing; run `robustsparse run CONFIG --out {run_dir}` first"
+            f"{run_dir} is not a run folder: {CONFIG_FILE} is missing; run `robustsparse run CONFIG --out {run_dir}` first"
         )
     return config_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
@@ -46,7 +45,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, *, restart: bool
         ConfigError: the folder holds a run of a different configuration and `restart` is False.
     """
     run_dir = Path(run_dir)
-    config_file = run_dir / CONFIG_NAME
+    config_file = run_dir / CONFIG_FILE
     if config_file.is_file() and not restart:
         try:
             stored = read_run_config(run_dir)
@@ -54,7 +53,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, *, restart: bool
             stored = None
         if stored is None or config_digest(stored) != config_digest(cfg):
             raise ConfigError(
-                f"{run_dir} holds a run of a different configuration ({CONFIG_NAME} differs); "
+                f"{run_dir} holds a run of a different configuration ({CONFIG_FILE} differs); "
                 "use another --out folder, or pass --restart to delete that run and start over"
             )
         return run_dir

@@ -13,17 +13,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from reports.contract import MODELS_DIR
 from robustsparse.checkpoints import read_meta
 from robustsparse.config import ExperimentConfig
 from robustsparse.data import DatasetBundle
 from robustsparse.train.jobs import experiment_jobs
 from robustsparse.train.trainer import is_finished, load_job_data, train_job
 
-__all__ = ["load_experiment_data", "train_experiment", "MODELS_DIR", "SUMMARY_COLUMNS"]
+__all__ = ["load_experiment_data", "train_experiment", "SUMMARY_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = "models"
 SUMMARY_COLUMNS = [
     "model_id",
     "method",

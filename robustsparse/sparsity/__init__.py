@@ -1,4 +1,4 @@
-"""The sparsity engine: granularities, importance, allocation, schedules, masks, accounting, export.
+"""The sparsity engine: granularities, importance, allocation, schedules, masks, accounting, compressed encoding.
 
 Works on any `nn.Module` with conv / linear layers. The training loop calls `CampfirePruner`;
 everything else is plain functions over a model and its masks (`dict[name, BoolTensor]`).
@@ -13,7 +13,7 @@ Example:
 from robustsparse.sparsity.accounting import layer_sparsity_table, model_cost, structure_problems, verify_structure
 from robustsparse.sparsity.compact import compact_model, removable_channels
 from robustsparse.sparsity.coupling import ChannelGroup, find_channel_groups
-from robustsparse.sparsity.export import compressed_size_bytes, dense_size_bytes, export_compressed, load_compressed
+from robustsparse.sparsity.encoding import compressed_size_bytes, dense_size_bytes, export_compressed, load_compressed
 from robustsparse.sparsity.layers import prunable_layers
 from robustsparse.sparsity.masks import achieved_sparsity, apply_masks_, mask_grads_, zero_masked_state_
 from robustsparse.sparsity.pruner import CampfirePruner, compute_masks

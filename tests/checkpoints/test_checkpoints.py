@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from reports.atomic import atomic_path
 from robustsparse.checkpoints import ModelSpec, load_checkpoint, read_meta, save_checkpoint
 from robustsparse.errors import CheckpointError
 from robustsparse.sparsity import achieved_sparsity
-from robustsparse.utils.atomic import atomic_path
 
 SPEC = ModelSpec("small_cnn", num_classes=10, in_channels=1, image_size=8, mean=(0.3,), std=(0.4,))
 

@@ -202,6 +202,10 @@ def test_report_command_rebuilds_a_report_and_refuses_a_folder_without_results(t
     assert (run_dir / "report" / "index.html").is_file() and (run_dir / "report" / "report.md").is_file()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "results.csv" in capsys.readouterr().err
+    assert main(["report", str(run_dir), "--correction", "bh"]) == 0
+    assert "Benjamini-Hochberg" in (run_dir / "report" / "report.md").read_text()
+    assert main(["report", str(run_dir), "--correction", "bonferroni"]) == 2
+    assert "unknown correction 'bonferroni'; choose one of holm, bh, none" in capsys.readouterr().err
 
 
 def test_export_command_writes_a_smaller_file(trained, tmp_path, capsys):

@@ -164,6 +164,21 @@ def test_committed_notebook_only_reads_and_plots(path: Path):
                 assert name.split(".")[0] in ALLOWED_IMPORTS, f"{path.name} imports {name!r}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_imports_only_the_public_reports_api(path: Path):
+    import reports
+
+    nb = nbformat.read(path, as_version=4)
+    for source in _code_cells(nb):
+        for node in ast.walk(ast.parse(_python_source(source))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "reports":
+                assert node.module == "reports", f"{path.name} imports reports internals ({node.module})"
+                private = [a.name for a in node.names if a.name not in reports.__all__]
+                assert not private, f"{path.name} imports {private}, which reports does not export"
+            if isinstance(node, ast.FunctionDef):  # helpers belong in the reports API, not copied per notebook
+                pytest.fail(f"{path.name} defines {node.name}(); move it into reports and import it")
+
+
 # ---------------------------------------------------------------- executed against a finished run
 
 

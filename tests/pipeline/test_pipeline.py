@@ -10,7 +10,7 @@ import torch
 
 import robustsparse.pipeline.evaluation as evaluation_module
 import robustsparse.pipeline.training as training_module
-from reports.schema import OUTCOME_COLUMNS, RESULT_COLUMNS
+from reports.contract import OUTCOMES, RESULTS
 from robustsparse.config import load_config
 from robustsparse.errors import ConfigError
 from robustsparse.pipeline import read_run_config, run_experiment
@@ -22,7 +22,7 @@ def test_run_writes_models_results_outcomes_and_report(tiny_run):
     models = {p.name for p in (tiny_run / "models").iterdir()}
     assert models == {"dense-s0", "campfire-element-50-s0", "campfire-filter-50-s0"}
     results = pd.read_csv(tiny_run / "results.csv")
-    assert list(results.columns) == RESULT_COLUMNS + ["variant"]
+    assert list(results.columns) == RESULTS.names
     assert len(results) == 3 * 4  # clean + 2 fgsm + 1 pgd per model
     assert not results.duplicated(["model_id", "key"]).any()
     dense = results[results["model_id"] == "dense-s0"]
@@ -31,7 +31,7 @@ def test_run_writes_models_results_outcomes_and_report(tiny_run):
         clean = group.loc[group["attack"] == "clean", "accuracy"].item()
         assert (group["accuracy"] <= clean + 1e-12).all()  # robust never above clean
     outcomes = pd.read_csv(tiny_run / "outcomes.csv.gz")
-    assert list(outcomes.columns) == OUTCOME_COLUMNS
+    assert list(outcomes.columns) == OUTCOMES.names
     per_key = outcomes.groupby(["model_id", "key"])["correct"].sum()
     merged = results.set_index(["model_id", "key"])["n_correct"]
     assert (per_key.reindex(merged.index) == merged).all()  # outcomes agree with the counts

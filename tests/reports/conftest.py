@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from reports.schema import RESULT_COLUMNS
+from reports.contract import RESULT_COLUMNS
 
+# what the attacks package writes as eps_kind "minimum_norm" (the rest is "bounded")
+MIN_NORM = {"cw", "deepfool", "fab"}
 # dense accuracy per attack and eps (as fractions) and clean
 DENSE_CLEAN = 0.95
 DENSE_ATTACK = {
@@ -69,6 +71,7 @@ def make_run(
     include_dense: bool = True,
     include_cw: bool = False,
     failing_check: bool = False,
+    not_run_check: bool = False,
 ) -> Path:
     """Write a synthetic finished run directory under `root` and return it."""
     attacks = DENSE_ATTACK if attacks is None else attacks
@@ -132,6 +135,7 @@ def make_run(
                     norm=norm,
                     eps=0.0 if attack == "clean" else eps,
                     eps_label=label,
+                    eps_kind="clean" if attack == "clean" else "minimum_norm" if attack in MIN_NORM else "bounded",
                     steps=steps,
                     restarts=np.nan if attack == "clean" else 1,
                     n_examples=n_examples,
@@ -146,7 +150,6 @@ def make_run(
                     l2_median=np.nan if attack == "clean" else l2,
                     elapsed_s=0.5,
                     config_digest="abc123",
-                    eps_kind="clean" if attack == "clean" else ("minimum_norm" if np.isinf(eps) else "bounded"),
                     batch_size=256,
                 )
             )
@@ -194,6 +197,11 @@ def make_run(
                 evidence="square beats pgd by 12 points",
             )
         )
+    if not_run_check:
+        for m in models:
+            sanity.append(
+                dict(model_id=m["model_id"], check="eps0_equals_clean", status="not_run", evidence="no eps-0 row")
+            )
     pd.DataFrame(sanity).to_csv(root / "sanity.csv", index=False)
     (root / "config.yaml").write_text(
         f"name: synthetic\nseeds: [0, 1]\ndata: {{dataset: digits, eval_examples: {n_examples}}}\n"
@@ -233,25 +241,44 @@ def _write_model(root: Path, m: dict, rows: list[dict]) -> None:
     )
     (folder / "meta.json").write_text(json.dumps(meta))
     layers = [
-        ("conv1", "16x1x3x3", 144, 0.0),
-        ("conv2", "32x16x3x3", 4608, max(t - 0.05, 0.0)),
-        ("conv3", "64x32x3x3", 18432, min(t + 0.05, 1.0) if sparse else 0.0),
-        ("fc", "10x256", 2560, 0.0),
+        ("conv1", "conv", "16x1x3x3", 144, 0.0),
+        ("conv2", "conv", "32x16x3x3", 4608, max(t - 0.05, 0.0)),
+        ("conv3", "conv", "64x32x3x3", 18432, min(t + 0.05, 1.0) if sparse else 0.0),
+        ("fc", "linear", "10x256", 2560, 0.0),
     ]
-    pd.DataFrame(
-        [
+    rows = [
+        dict(
+            name=n,
+            kind=k,
+            shape=s,
+            granularity=m["granularity"] if sparse and sp > 0 else "dense",
+            prunable=n in {"conv2", "conv3"},
+            weights=w,
+            nonzeros=round(w * (1 - sp)),
+            sparsity=sp,
+            structure_ok=True,
+            why="",
+        )
+        for n, k, s, w, sp in layers
+    ]
+    # the two totals the trainer writes last (as accounting.layer_sparsity_table does)
+    for name, chosen in (("__prunable__", [r for r in rows if r["prunable"]]), ("__all__", rows)):
+        w, nz = sum(r["weights"] for r in chosen), sum(r["nonzeros"] for r in chosen)
+        rows.append(
             dict(
-                name=n,
-                shape=s,
-                granularity=m["granularity"] if sparse and sp > 0 else "dense",
+                name=name,
+                kind="total",
+                shape="",
+                granularity=m["granularity"],
+                prunable=name == "__prunable__",
                 weights=w,
-                nonzeros=round(w * (1 - sp)),
-                sparsity=sp,
+                nonzeros=nz,
+                sparsity=1 - nz / w,
                 structure_ok=True,
+                why="",
             )
-            for n, s, w, sp in layers
-        ]
-    ).to_csv(folder / "layer_sparsity.csv", index=False)
+        )
+    pd.DataFrame(rows).to_csv(folder / "layer_sparsity.csv", index=False)
 
 
 @pytest.fixture

@@ -139,13 +139,23 @@ def test_clean_vs_robust_one_point_per_model_and_a_front(run: dict) -> None:
     assert fig.axes[1].get_xscale() == "log"
 
 
-def test_layer_sparsity_one_panel_per_target(run: dict) -> None:
+def test_layer_sparsity_draws_layers_as_layers_and_the_totals_apart(run: dict) -> None:
     fig = fig_layer_sparsity(run["layers"], run["meta"])
     assert [ax.get_title() for ax in fig.axes] == ["target 50%", "target 70%"]
+    layer_x = {0, 1, 2, 3}  # conv1, conv2, conv3, fc
     for ax, target in zip(fig.axes, [50.0, 70.0]):
-        assert len(ax.lines) == 2 + 1  # window, filter, the target line
+        joined = [line for line in ax.lines if line.get_linestyle() not in ("None", "none", "")]
+        curves = [line for line in joined if len(line.get_xdata()) == len(layer_x)]
+        assert len(curves) == 2  # window and filter, each joining the four layers only
+        for line in curves:
+            assert set(np.asarray(line.get_xdata(), dtype=float)) == layer_x
+        totals = [line for line in ax.lines if str(line.get_gid()).startswith("total:")]
+        assert len(totals) == 2 and all(line.get_linestyle() == "None" for line in totals)
+        for line in totals:  # right of every layer, never on a layer's slot
+            assert min(np.asarray(line.get_xdata(), dtype=float)) > max(layer_x)
         assert any(np.allclose(line.get_ydata(), target) for line in ax.lines)
-        assert [t.get_text() for t in ax.get_xticklabels()] == ["conv1", "conv2", "conv3", "fc"]
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == ["conv1", "conv2", "conv3", "fc", "prunable total", "all weights"]
 
 
 def test_attack_success_with_a_minimum_norm_attack(run_factory) -> None:

@@ -12,11 +12,11 @@ from reports import RESULT_COLUMNS, ReportError, find_run_dir, load_results, val
 from reports.load import (
     DEFAULT_RUN_DIR,
     RUN_DIR_ENV,
-    load_config,
     load_layer_sparsity,
     load_meta,
     load_outcomes,
     load_sanity,
+    read_run_config_file,
 )
 
 
@@ -119,12 +119,12 @@ def test_layer_sparsity_concatenates_every_model(shared_run: Path) -> None:
 
 def test_sanity_and_config(shared_run: Path, tmp_path: Path) -> None:
     sanity = load_sanity(shared_run)
-    assert sanity["passed"].dtype == bool
-    parsed, text = load_config(shared_run)
-    assert parsed["name"] == "synthetic" and "synthetic" in text
+    assert set(sanity["status"]) <= {"passed", "failed", "not_run"}
+    config = read_run_config_file(shared_run)
+    assert config.settings["name"] == "synthetic" and "name: synthetic" in config.text
     (tmp_path / "config.yaml").write_text("- a list\n- not a mapping\n")
     with pytest.raises(ReportError, match="mapping"):
-        load_config(tmp_path)
+        read_run_config_file(tmp_path)
     assert load_sanity(tmp_path, missing_ok=True) is None
 
 
@@ -177,3 +177,18 @@ def test_find_run_dir_names_the_places_it_tried(tmp_path: Path) -> None:
     assert "'empty'" in message
     assert str(tmp_path / "empty") in message and str(tmp_path / "other" / "empty") in message
     assert RUN_DIR_ENV in message
+
+
+def test_sanity_status_outside_the_vocabulary_is_refused(synthetic_run: Path) -> None:
+    path = synthetic_run / "sanity.csv"
+    table = pd.read_csv(path)
+    table.loc[0, "status"] = "True"  # the old boolean column's value
+    table.to_csv(path, index=False)
+    with pytest.raises(ReportError, match="status.*allowed values"):
+        load_sanity(synthetic_run)
+
+
+def test_results_without_eps_kind_are_refused(synthetic_run: Path) -> None:
+    table = pd.read_csv(synthetic_run / "results.csv").drop(columns="eps_kind")
+    with pytest.raises(ReportError, match="eps_kind"):
+        validate_results(table)

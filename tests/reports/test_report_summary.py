@@ -47,7 +47,7 @@ def _by_sparsity(findings) -> dict[float, object]:
 
 
 def test_window_loses_least_and_filter_most_at_70(shared_run: Path) -> None:
-    f = _by_sparsity(_findings(shared_run))[0.7]
+    f = _by_sparsity(_findings(shared_run, correction="none"))[0.7]
     assert f.numbers["best"] == "window" and f.numbers["worst"] == "filter"
     assert f.numbers["series"] == "PGD" and f.numbers["eps_label"] == "8/255"  # the strongest attack
     best_delta, best_p = _expected(shared_run, "window", 0.7, "pgd:eps=8/255")
@@ -65,7 +65,7 @@ def test_window_loses_least_and_filter_most_at_70(shared_run: Path) -> None:
 def test_the_answer_follows_the_data_not_the_names(run_factory) -> None:
     penalty = {("window", 0.5): 0.03, ("window", 0.7): 0.12, ("filter", 0.5): 0.0, ("filter", 0.7): 0.02}
     run = run_factory(robust_penalty=penalty, seeds=(0,))
-    f = _by_sparsity(_findings(run))[0.7]
+    f = _by_sparsity(_findings(run, correction="none"))[0.7]
     assert (f.numbers["best"], f.numbers["worst"]) == ("filter", "window")
     delta, p = _expected(run, "window", 0.7, "pgd:eps=8/255")
     assert f"window loses most: {format_points(delta)} ({format_p(p)}, significant)" in f.text
@@ -83,6 +83,57 @@ def test_a_gain_is_worded_as_a_gain(run_factory) -> None:
     assert f"window gains most robust accuracy: {format_points(delta)} vs dense" in f.text
 
 
+def test_clean_accuracy_words_follow_the_sign(run_factory) -> None:
+    # window gains clean accuracy at 70% (the CIFAR-10 case once worded "costs least"), filter loses it
+    gain = {("window", 0.5): -0.02, ("window", 0.7): -0.06, ("filter", 0.5): 0.0, ("filter", 0.7): 0.05}
+    cost = next(f for f in _findings(run_factory(clean_penalty=gain, seeds=(0,))) if f.kind == "clean_cost")
+    at70 = cost.numbers["by_sparsity"][0.7]
+    assert at70["least_delta_pp"] > 0 > at70["most_delta_pp"]
+    assert f"window gains most ({format_points(at70['least_delta_pp'])}," in cost.text
+    assert f"filter costs most ({format_points(at70['most_delta_pp'])}," in cost.text
+    assert "window costs" not in cost.text
+    # both gain: the smaller gain is a gain too, never a cost
+    both = {("window", 0.5): -0.02, ("window", 0.7): -0.06, ("filter", 0.5): -0.01, ("filter", 0.7): -0.03}
+    cost = next(f for f in _findings(run_factory(clean_penalty=both, seeds=(0,))) if f.kind == "clean_cost")
+    assert "filter gains least (+" in cost.text and "costs" not in cost.text
+    # both lose: "costs least" only for a loss
+    loss = {("window", 0.5): 0.02, ("window", 0.7): 0.03, ("filter", 0.5): 0.01, ("filter", 0.7): 0.06}
+    cost = next(f for f in _findings(run_factory(clean_penalty=loss, seeds=(0,))) if f.kind == "clean_cost")
+    assert "window costs least (-" in cost.text and "filter costs most (-" in cost.text and "gains" not in cost.text
+
+
+def test_holm_is_the_default_and_the_words_name_it(shared_run: Path) -> None:
+    findings = _findings(shared_run)
+    f = _by_sparsity(findings)[0.7]
+    assert f.numbers["correction"] == "holm"
+    assert f.numbers["best_p_adjusted"] >= f.numbers["best_p"]
+    assert f.numbers["worst_p_adjusted"] >= f.numbers["worst_p"]
+    assert f"(Holm-adjusted {format_p(f.numbers['best_p_adjusted'])}, not significant)" in f.text
+    method = next(g for g in findings if g.kind == "method")
+    assert "Holm-adjusted" in method.text and "no correction" not in method.text
+    assert "exact 95% interval" in method.text and "Wilson" in method.text
+
+
+def test_significance_follows_the_adjusted_p(run_factory) -> None:
+    # a small robust-accuracy loss: significant alone, not after Holm over the setting's many tests
+    penalty = {("window", 0.5): 0.0, ("window", 0.7): 0.0, ("filter", 0.5): 0.0, ("filter", 0.7): 0.016}
+    run = run_factory(robust_penalty=penalty, clean_penalty=dict.fromkeys(penalty, 0.0), seeds=(0,), n_examples=1000)
+    raw = _by_sparsity(_findings(run, correction="none"))[0.7]
+    holm = _by_sparsity(_findings(run))[0.7]
+    assert raw.numbers["worst"] == holm.numbers["worst"] == "filter"
+    assert raw.numbers["worst_p"] < 0.05 <= holm.numbers["worst_p_adjusted"]
+    assert "filter loses most" in raw.text and raw.text.endswith(", significant).")
+    assert holm.text.endswith(", not significant).")
+
+
+def test_benjamini_hochberg_is_a_setting(shared_run: Path) -> None:
+    findings = _findings(shared_run, correction="bh")
+    f = _by_sparsity(findings)[0.7]
+    assert f.numbers["correction"] == "bh" and "BH-adjusted" in f.text
+    method = next(g for g in findings if g.kind == "method")
+    assert "Benjamini-Hochberg" in method.text
+
+
 def test_chosen_eps_changes_the_sentences(shared_run: Path) -> None:
     f = _by_sparsity(_findings(shared_run, eps="4/255"))[0.7]
     assert "at eps 4/255" in f.text
@@ -91,7 +142,7 @@ def test_chosen_eps_changes_the_sentences(shared_run: Path) -> None:
 
 
 def test_clean_cost_and_dense_reference(shared_run: Path) -> None:
-    findings = _findings(shared_run)
+    findings = _findings(shared_run, correction="none")
     raw = pd.read_csv(shared_run / "results.csv")
     dense_clean = raw[(raw.method == "dense") & (raw.attack == "clean")]["accuracy"].mean()
     dense = next(f for f in findings if f.kind == "dense")
@@ -101,7 +152,7 @@ def test_clean_cost_and_dense_reference(shared_run: Path) -> None:
     delta, p = _expected(shared_run, "filter", 0.7, "clean")
     at70 = cost.numbers["by_sparsity"][0.7]
     assert at70["most"] == "filter" and at70["most_delta_pp"] == pytest.approx(delta)
-    assert f"filter most ({format_points(delta)}, {format_p(p)}, significant)" in cost.text
+    assert f"filter costs most ({format_points(delta)}, {format_p(p)}, significant)" in cost.text
 
 
 def test_overview_sanity_and_precision(run_factory) -> None:
@@ -120,9 +171,30 @@ def test_overview_sanity_and_precision(run_factory) -> None:
     assert f"±{(high - low) * 50:.1f} points" in precision.text
 
 
+def test_checks_that_did_not_run_are_never_counted_as_passed(run_factory) -> None:
+    run = run_factory(not_run_check=True, seeds=(0,))
+    sanity = next(f for f in _findings(run) if f.kind == "sanity")
+    # 5 models x (2 passed + 1 not run)
+    assert sanity.numbers == {
+        "n_checks": 15,
+        "n_passed": 10,
+        "n_failed": 0,
+        "n_not_run": 5,
+        "failed": [],
+        "not_run": ["eps0_equals_clean"],
+    }
+    assert "All" not in sanity.text
+    assert sanity.text.startswith("10 of 15 sanity checks passed; 5 of 15 could not run")
+
+
+def test_all_passed_only_when_every_check_ran_and_passed(run_factory) -> None:
+    sanity = next(f for f in _findings(run_factory(seeds=(0,))) if f.kind == "sanity")
+    assert sanity.text == "All 10 sanity checks passed."
+
+
 def test_one_granularity_is_described_without_a_ranking(run_factory) -> None:
     run = run_factory(granularities=("filter",), seeds=(0,))
-    findings = _findings(run)
+    findings = _findings(run, correction="none")
     f = _by_sparsity(findings)[0.7]
     delta, p = _expected(run, "filter", 0.7, "pgd:eps=8/255")
     assert f"filter changes robust accuracy by {format_points(delta)} vs dense ({format_p(p)}, significant)" in f.text

@@ -127,10 +127,12 @@ def test_check_outcomes_finds_disagreement(synthetic_run: Path) -> None:
     assert len(notes) == 1 and "dense-s0" in notes[0]
 
 
-def test_sanity_table_lists_failures_first(run_factory) -> None:
-    run = run_factory(failing_check=True, seeds=(0,))
-    flags = sanity_table(load_sanity(run))
-    assert not flags["passed"].iloc[0] and flags["passed"].iloc[1:].all()
+def test_sanity_table_lists_failures_first_then_checks_not_run(run_factory) -> None:
+    run = run_factory(failing_check=True, not_run_check=True, seeds=(0,))
+    status = list(sanity_table(load_sanity(run))["status"])
+    first_passed = status.index("passed")
+    assert status[0] == "failed"
+    assert set(status[1:first_passed]) == {"not_run"} and set(status[first_passed:]) == {"passed"}
 
 
 def test_metadata_table_names_seeds_versions_and_examples(frames: dict) -> None:

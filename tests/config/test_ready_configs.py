@@ -21,7 +21,7 @@ CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 CONFIG_IDS = [p.stem for p in CONFIGS]
 CIFAR_CONFIGS = [p for p in CONFIGS if p.stem.startswith("cifar10-")]
 
-# Issue 5: a CIFAR file must also run on the CPU with a reduced budget; start < end is what `cubic` needs.
+# A CIFAR file must also run on the CPU with a reduced budget; start < end is what `cubic` needs.
 CPU_BUDGET = ("train.epochs=1", "sparsity.end_epoch=1", "sparsity.start_epoch=0")
 IMAGEFOLDER_ROUTE = ("data.dataset=imagefolder", "data.root=data/cifar10-jpeg")
 # The sanity check "large eps near zero" needs an Linf budget at least this large (attacks.sanity default).
@@ -55,7 +55,7 @@ def _commands_in_comments(path: Path) -> list[list[str]]:
     return commands
 
 
-def test_there_are_ready_configs_for_every_dataset_the_issues_name():
+def test_there_are_ready_configs_for_every_supported_dataset():
     stems = set(CONFIG_IDS)
     assert {
         "digits-quick",
@@ -125,7 +125,7 @@ def test_digits_quick_grid_is_four_granularities_by_three_levels():
     assert grid == expected
 
 
-def test_digits_campfire_is_the_issue_example():
+def test_digits_campfire_is_the_documented_example():
     cfg = load_config(CONFIG_DIR / "digits-campfire.yaml")
     assert cfg.data.dataset == "digits" and cfg.model.arch == "small_cnn"
     assert sorted(e.granularity for e in cfg.sparsity) == sorted(["element", "kernel", "window", "filter"])

@@ -1,4 +1,4 @@
-"""Compressed export: bit-identical round trip for every granularity, smaller than dense, cheaper index for
+"""Compressed encoding (sparsity.encoding): bit-identical round trip for every granularity, smaller than dense, cheaper index for
 coarser structure, refuses unmasked exports."""
 
 from __future__ import annotations

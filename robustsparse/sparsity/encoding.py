@@ -1,4 +1,4 @@
-"""Compressed export: only the kept values plus the cheapest index for each masked tensor.
+"""Compressed encoding of masked tensors: only the kept values plus the cheapest index for each masked tensor.
 
 Every masked tensor is stored as its kept values (in row-major order) and an index from which
 the mask is rebuilt. Several index encodings are tried and the smallest that reproduces the

@@ -1,0 +1,64 @@
+"""The report's content as data: findings, figures and tables, computed by `build`, rendered by `render`.
+
+Kept apart from both so that neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["Finding", "FigureItem", "TableItem", "ReportContent"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One sentence of the first screen and the numbers it came from.
+
+    Attributes:
+        kind: What the sentence is about: "overview", "dense", "sparsity", "ranking",
+            "clean_cost", "sanity", "precision" or "method".
+        text: The sentence.
+        numbers: The values the sentence states (raw, unrounded), by name.
+    """
+
+    kind: str
+    text: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FigureItem:
+    """One figure of the report, already rendered to PNG bytes."""
+
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+@dataclass
+class TableItem:
+    """One table: `data` (raw numbers) goes to tables/<name>.csv, `shown` (a column subset) onto the pages."""
+
+    name: str
+    title: str
+    caption: str
+    data: pd.DataFrame
+    shown: pd.DataFrame | None = None
+    collapsed: bool = False
+
+
+@dataclass
+class ReportContent:
+    """Everything the report shows, computed from the run's files; rendering and writing come after."""
+
+    title: str
+    findings: list[Finding]
+    figures: list[FigureItem]
+    tables: list[TableItem]
+    metadata: pd.DataFrame
+    config_text: str = ""
+    notes: list[str] = field(default_factory=list)
