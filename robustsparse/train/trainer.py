@@ -306,6 +306,11 @@ def _restore(
     return int(state["epoch"]), list(state["rows"]), float(state["best_acc"])
 
 
+def _total_epochs(meta: dict) -> int:
+    """A finished model's total epochs (models written before the field existed: its own epochs)."""
+    return int(meta.get("total_epochs", meta.get("epochs", 0)))
+
+
 def _metadata(
     job: TrainJob,
     bundle: DatasetBundle,
@@ -336,12 +341,16 @@ def _metadata(
         "achieved_sparsity_all": float(achieved["all"]),
         "seed": job.seed,
         "epochs": job.train.epochs,
+        # the training budget behind the weights: a model continued from a parent has had both
+        "total_epochs": job.train.epochs + (0 if parent_meta is None else _total_epochs(parent_meta)),
         "clean_acc": float(final["acc"]),
         "n_test": int(final["n"]),
         "best_acc": None if best is None else float(best["test_acc"]),
         "best_epoch": None if best is None else int(best["epoch"]),
         "variant": job.variant,
         "parent": job.parent_id,
+        "reference_model_id": job.reference_id,
+        "status": "trained",
         "parent_clean_acc": None if parent_meta is None else parent_meta.get("clean_acc"),
         "config_digest": job.digest,
         "compression": float(cost["params"] / nonzero) if nonzero else None,
