@@ -124,6 +124,8 @@ def _headline_series(agg: pd.DataFrame, eps: float) -> str | None:
 
 def _dense_finding(agg: pd.DataFrame, series: str | None, eps: float | None, label_eps: str) -> Finding | None:
     dense = agg[agg["is_dense"]]
+    if (dense["label"] == "dense").any():  # the dense model itself, not a dense control continued from it
+        dense = dense[dense["label"] == "dense"]
     if dense.empty:
         return None
     clean = dense[dense["is_clean"]]
@@ -213,7 +215,8 @@ def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float) -> 
     dense = agg[agg["is_dense"] & agg["is_clean"]]
     if clean.empty or dense.empty:
         return None
-    parts, numbers = [], {"dense_clean_accuracy": float(dense["accuracy"].mean()), "by_sparsity": {}}
+    # the reference each sparse model is compared with (a dense control where there is one)
+    parts, numbers = [], {"dense_clean_accuracy": float(clean["dense_accuracy"].mean()), "by_sparsity": {}}
     for target, sub in clean.groupby("target_sparsity", sort=True):
         sub = sub.sort_values(["delta_pp", "label"], ascending=[False, True])
         best, worst = sub.iloc[0], sub.iloc[-1]
@@ -345,7 +348,9 @@ def summarize(
             Finding(
                 "method",
                 "Changes vs dense are means over seeds of each sparse model's accuracy minus its dense counterpart's "
-                "(its parent, else the dense model of the same seed), in percentage points; p-values are exact McNemar "
+                "(the dense model with the same training budget: for a model fine-tuned from a dense parent, the dense "
+                "model continued for the same epochs (dense-continued); else the dense model of the same seed), in "
+                "percentage points; p-values are exact McNemar "
                 "tests on the same test examples (discordant pairs pooled over seeds), called significant below "
                 f"{alpha:g} with no correction for the number of tests.",
                 {"alpha": alpha},
