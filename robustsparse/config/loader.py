@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 _MISSING = object()
+# numbers in exponent notation without a dot, which PyYAML (YAML 1.1) leaves as strings
+_EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
@@ -222,6 +225,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e6 or 5e-4 (no dot) as text; they are numbers
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
