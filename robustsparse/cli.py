@@ -203,6 +203,7 @@ def _load_cfg(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from robustsparse.pipeline import default_run_dir, load_experiment_data, prepare_run_dir, train_experiment
+    from robustsparse.pipeline.training import STATUS_FAILED
     from robustsparse.utils.runtime import resolve_device
 
     cfg = _load_cfg(args)
@@ -211,7 +212,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = prepare_run_dir(cfg, args.out or default_run_dir(cfg), restart=args.restart)
     summary = train_experiment(cfg, run_dir, device=device, bundle=bundle, progress=not args.no_progress)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    n_failed = int((summary["status"] == "failed").sum())
+    n_failed = int((summary["status"] == STATUS_FAILED).sum())
     if n_failed:
         print(f"\n{n_failed} model(s) failed to train; see the failure column")
     print(f"\nmodels: {run_dir / 'models'}")
@@ -333,8 +334,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None:  # e.g. --out in a folder that cannot be written
         return f"cannot access {exc.filename}: {exc.strerror or exc}; check the path and its permissions"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

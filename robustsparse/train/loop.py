@@ -106,8 +106,9 @@ def train_one_epoch(
         seen += batch
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
     bar.close()
-    for name, param in model.named_parameters():  # once per epoch: cheap, and catches what the loss missed
-        if not torch.isfinite(param).all():
+    # once per epoch: cheap, and catches what the loss missed (an unused weight, BatchNorm statistics)
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise TrainingDiverged(f"non-finite weights in {name}", step)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "steps": step - start_step}
 

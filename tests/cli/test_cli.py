@@ -295,3 +295,11 @@ def test_inspect_refuses_a_meta_json_edited_by_hand(trained, tmp_path, capsys, f
     assert main(["inspect", str(folder)]) == 2
     err = _one_error_line(capsys)
     assert "meta.json" in err and field in err
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = write_config(tmp_path)
+    assert main(["train", str(config), "--out", str(blocker / "run"), *FAST]) == 2
+    assert "a-file" in _one_error_line(capsys)

@@ -33,7 +33,9 @@ def _add_controls(run: Path, *, reference: bool) -> None:
         correct = np.zeros(int(row.n_examples), dtype=int)
         correct[: int(row.n_correct)] = 1
         control_outcomes.append(
-            pd.DataFrame({"model_id": row.model_id, "key": row.key, "example": np.arange(len(correct)), "correct": correct})
+            pd.DataFrame(
+                {"model_id": row.model_id, "key": row.key, "example": np.arange(len(correct)), "correct": correct}
+            )
         )
     pd.concat([results, dense]).to_csv(run / "results.csv", index=False)
     pd.concat([outcomes, *control_outcomes]).to_csv(run / "outcomes.csv.gz", index=False)
