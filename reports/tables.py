@@ -59,7 +59,8 @@ def dense_matches(results: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd
 
     Preference: the sparse model's `reference_model_id` in meta.json (the dense model with the
     same training budget: for a model fine-tuned from a dense parent, the dense control
-    continued for the same epochs); else its `parent` when that is a dense model of the same
+    continued for the same epochs), or without one the dense model continued from the same
+    parent; else its `parent` when that is a dense model of the same
     setting; else the dense model of the same setting and seed; else the mean of the setting's
     dense models (no paired test possible). Without a reference, only plain dense models
     (method `dense`) are candidates when the setting has any: a dense control is the reference
@@ -78,10 +79,13 @@ def dense_matches(results: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd
     dense = models[models["is_dense"]]
     references = _meta_links(meta, "reference_model_id")
     parents = _meta_links(meta, "parent")
+    # a dense model continued from a parent is the control of the sparse models fine-tuned from it
+    # (this also pairs models whose meta.json predates `reference_model_id`)
+    controls = {parents[m]: m for m in dense["model_id"] if m in parents}
     rows = []
     for row in models[~models["is_dense"]].itertuples(index=False):
         candidates = dense[dense["setting"] == row.setting]
-        reference = references.get(row.model_id)
+        reference = references.get(row.model_id, controls.get(parents.get(row.model_id, "")))
         if reference is not None and reference in set(candidates["model_id"]):
             rows.append((row.model_id, reference, "reference"))
             continue

@@ -65,12 +65,24 @@ def test_deltas_use_the_reference_named_in_meta(run_factory) -> None:
     assert deltas["n_paired"].notna().all()  # McNemar on the control's outcomes
 
 
-def test_without_a_reference_the_plain_dense_model_stays_the_reference(run_factory) -> None:
+def test_a_meta_json_without_reference_pairs_with_the_control_of_its_parent(run_factory) -> None:
     run = run_factory()
-    _add_controls(run, reference=False)  # a from-scratch grid: nothing names the control
+    _add_controls(run, reference=False)  # models written before reference_model_id existed
+    matches = dense_matches(load_results(run), load_meta(run))
+    assert (matches["match"] == "reference").all()
+    assert (matches["dense_model_id"] == "dense-continued-s" + matches["model_id"].str[-1]).all()
+
+
+def test_from_scratch_models_keep_the_plain_dense_model_as_reference(run_factory) -> None:
+    run = run_factory()
+    _add_controls(run, reference=False)
+    for folder in (run / "models").iterdir():  # sparse models trained from scratch: no parent
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta["method"] == "campfire":
+            (folder / "meta.json").write_text(json.dumps({**meta, "parent": None}))
     results, meta = load_results(run), load_meta(run)
     matches = dense_matches(results, meta)
-    assert set(matches["match"]) == {"parent"}
+    assert set(matches["match"]) == {"seed"}
     assert not matches["dense_model_id"].str.contains("continued").any()
     assert set(dense_matches(results, None)["dense_model_id"]) == {"dense-s0", "dense-s1"}  # no meta: same seed
 
