@@ -54,6 +54,7 @@ from reports.tables import (
     aggregate_accuracy,
     annotated,
     check_outcomes,
+    failed_models,
     grid_deltas,
     metadata_table,
     model_deltas,
@@ -221,6 +222,11 @@ def assemble_report(
         notes.append("No models/<id>/meta.json: compression comes from the achieved sparsity of the prunable weights.")
         meta = None
     else:
+        failed = failed_models(meta)
+        if len(failed):  # listed apart, never as a result
+            listed = "; ".join(f"{r.model_id} ({r.failure})" for r in failed.itertuples(index=False))
+            notes.append(f"{len(failed)} model(s) failed to train and have no results: {listed}.")
+            meta = meta[~meta["model_id"].isin(failed["model_id"])].reset_index(drop=True)
         unknown = sorted(set(df["model_id"]) - set(meta["model_id"]))
         if unknown:
             notes.append(f"{len(unknown)} model(s) in results.csv have no meta.json (first: {unknown[0]}).")

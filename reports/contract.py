@@ -42,6 +42,7 @@ __all__ = [
     "META_FILE",
     "TRAIN_LOG_FILE",
     "LAYER_SPARSITY_FILE",
+    "RESUME_STATE_FILE",
     "EVAL_DIR",
     "EPS_KINDS",
     "SANITY_STATUSES",
@@ -76,6 +77,8 @@ CHECKPOINT_FILE = "model.pt"
 META_FILE = "meta.json"
 TRAIN_LOG_FILE = "train_log.csv"
 LAYER_SPARSITY_FILE = "layer_sparsity.csv"
+#: The trainer's resume state (weights, optimizer, pruner, log) after the last finished epoch.
+RESUME_STATE_FILE = "last.pt"
 #: Inside models/<model_id>/: the model's own results.csv, outcomes.csv.gz and sanity.csv (same names).
 EVAL_DIR = "eval"
 
@@ -200,6 +203,7 @@ LAYER_SPARSITY = Table(
         "kind": "str",
         "shape": "str",
         "granularity": "str",
+        "group": "str",  # what one pruned group is on that layer, e.g. "3x3 kernel", "8 input channels"
         "prunable": "bool",
         "weights": "int",
         "nonzeros": "int",
@@ -207,7 +211,7 @@ LAYER_SPARSITY = Table(
         "structure_ok": "bool",
         "why": "str",
     },
-    optional=frozenset({"why"}),
+    optional=frozenset({"why", "group"}),
 )
 
 #: Fields every meta.json must carry for the report to place the model; the rest are optional.

@@ -233,9 +233,10 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
                     ax.fill_between(
                         g["eps"], g["band_low"] * 100, g["band_high"] * 100, color=palette[label], alpha=0.12, lw=0
                     )
-            dense = data[data["is_dense"]].sort_values("eps")
-            if not dense.empty:
-                ax.plot(dense["eps"], dense["accuracy_pct"], ls="--", color=_DENSE_COLOR, lw=1.8)
+            for dense_label, dense in data[data["is_dense"]].groupby("label"):
+                dense = dense.sort_values("eps")  # one line per dense model family (dense, dense-continued)
+                ls = "--" if dense_label == "dense" else ":"
+                ax.plot(dense["eps"], dense["accuracy_pct"], ls=ls, color=_DENSE_COLOR, lw=1.8)
                 ax.fill_between(
                     dense["eps"],
                     dense["band_low"] * 100,
@@ -247,6 +248,8 @@ def fig_accuracy_vs_eps(results: pd.DataFrame) -> Figure:
             _eps_axis(ax, data)
             ax.set(title=series, xlabel=_EPS_XLABEL, ylabel="accuracy (%)", ylim=(0, 100))
         handles = _legend_handles(labels, palette, sparsities, markers, dense=bool(agg["is_dense"].any()))
+        for control in sorted(set(agg.loc[agg["is_dense"], "label"]) - {"dense"}):
+            handles.append(Line2D([], [], color=_DENSE_COLOR, ls=":", lw=1.8, label=control))
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
         fig.suptitle("Robust accuracy vs eps (mean over seeds; bands: 95% intervals)")
     return fig

@@ -118,7 +118,8 @@ def annotate(results: pd.DataFrame) -> pd.DataFrame:
     attacks package wrote it), `bounded` (an attack with a finite eps budget > 0; a minimum-norm
     attack run with a budget is both), `series`
     (attack display name, with norm/steps/restarts when one attack appears with several),
-    `label` ("dense", the granularity, or method/granularity when several sparse methods exist;
+    `label` ("dense", a dense control's method such as "dense-continued", the granularity, or
+    method/granularity when several sparse methods exist;
     an optional input column `variant` is appended in brackets), `sparsity_pct` ("70%"),
     `setting` ("dataset / arch") and `eps_key` (eps rounded for grouping).
 
@@ -140,7 +141,9 @@ def annotate(results: pd.DataFrame) -> pd.DataFrame:
     if "variant" in df.columns:
         extra = df["variant"].astype(object).fillna("").astype(str)  # an all-empty column reads as float NaN
         label = label.where(extra == "", label + " [" + extra + "]")
-    df["label"] = label.where(~df["is_dense"], "dense")
+    # a dense control (method dense-continued) keeps its method as its name, apart from the dense model
+    dense_label = df["method"].where(df["method"].str.lower() != "dense", "dense")
+    df["label"] = label.where(~df["is_dense"], dense_label)
     df["sparsity_pct"] = df["target_sparsity"].map(sparsity_text).where(~df["is_dense"], "dense")
     df["setting"] = df["dataset"] + " / " + df["arch"]
     df["eps_key"] = df["eps"].round(_EPS_DECIMALS)

@@ -127,6 +127,8 @@ def _headline_series(agg: pd.DataFrame, eps: float) -> str | None:
 
 def _dense_finding(agg: pd.DataFrame, series: str | None, eps: float | None, label_eps: str) -> Finding | None:
     dense = agg[agg["is_dense"]]
+    if (dense["label"] == "dense").any():  # the dense model itself, not a dense control continued from it
+        dense = dense[dense["label"] == "dense"]
     if dense.empty:
         return None
     clean = dense[dense["is_clean"]]
@@ -222,9 +224,10 @@ def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float, cor
     dense = agg[agg["is_dense"] & agg["is_clean"]]
     if clean.empty or dense.empty:
         return None
+    # the reference each sparse model is compared with (a dense control where there is one)
     parts = []
     numbers: dict[str, Any] = {
-        "dense_clean_accuracy": float(dense["accuracy"].mean()),
+        "dense_clean_accuracy": float(clean["dense_accuracy"].mean()),
         "by_sparsity": {},
         "correction": correction,
     }
@@ -382,11 +385,12 @@ def summarize(
             Finding(
                 "method",
                 "Changes vs dense are means over seeds of each sparse model's accuracy minus its dense counterpart's "
-                "(its parent, else the dense model of the same seed), in percentage points; p-values are exact McNemar "
-                "tests on the same test examples (discordant pairs pooled over seeds), "
-                f"{correction_words(correction)}, called significant below {alpha:g}. The tables give each change's "
-                "exact 95% interval (Clopper-Pearson on the discordant pairs, conditional on their number) and each "
-                "attack success rate's 95% Wilson interval.",
+                "(the dense model with the same training budget: for a model fine-tuned from a dense parent, the dense "
+                "model continued for the same epochs (dense-continued); else the dense model of the same seed), in "
+                "percentage points; p-values are exact McNemar tests on the same test examples (discordant pairs "
+                f"pooled over seeds), {correction_words(correction)}, called significant below {alpha:g}. The tables "
+                "give each change's exact 95% interval (Clopper-Pearson on the discordant pairs, conditional on their "
+                "number) and each attack success rate's 95% Wilson interval.",
                 {"alpha": alpha, "correction": correction},
             )
         )

@@ -29,6 +29,7 @@ from reports.stats import (
 __all__ = [
     "annotated",
     "dense_matches",
+    "failed_models",
     "model_deltas",
     "grid_deltas",
     "aggregate_accuracy",
@@ -56,30 +57,54 @@ def annotated(results: pd.DataFrame) -> pd.DataFrame:
     return results if "series" in results.columns else annotate(results)
 
 
+def _meta_links(meta: pd.DataFrame | None, column: str) -> dict[str, str]:
+    """model_id -> the model named in a meta.json field (e.g. `parent`), where one is named."""
+    if meta is None or column not in meta.columns:
+        return {}
+    return {str(m): str(p) for m, p in zip(meta["model_id"], meta[column]) if isinstance(p, str) and p}
+
+
 def dense_matches(results: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd.DataFrame:
     """Pick the dense model each sparse model is compared with.
 
-    Preference: the sparse model's `parent` in meta.json when it is a dense model of the same
+    Preference: the sparse model's `reference_model_id` in meta.json (the dense model with the
+    same training budget: for a model fine-tuned from a dense parent, the dense control
+    continued for the same epochs), or without one the dense model continued from the same
+    parent; else its `parent` when that is a dense model of the same
     setting; else the dense model of the same setting and seed; else the mean of the setting's
-    dense models (no paired test possible).
+    dense models (no paired test possible). Without a reference, only plain dense models
+    (method `dense`) are candidates when the setting has any: a dense control is the reference
+    of the models it was trained for only.
 
     Args:
         results: Results table (raw or annotated).
-        meta: Per-model metadata (optional; gives `parent`).
+        meta: Per-model metadata (optional; gives `reference_model_id` and `parent`).
 
     Returns:
         One row per sparse model: model_id, dense_model_id (None for "mean"/"none"), match
-        ("parent", "seed", "mean", or "none" when the setting has no dense model).
+        ("reference", "parent", "seed", "mean", or "none" when the setting has no dense model).
     """
     df = annotated(results)
-    models = df.drop_duplicates("model_id")[["model_id", "setting", "seed", "is_dense"]]
+    models = df.drop_duplicates("model_id")[["model_id", "setting", "seed", "is_dense", "method"]]
     dense = models[models["is_dense"]]
-    parents: dict[str, str] = {}
-    if meta is not None and "parent" in meta.columns:
-        parents = {str(m): str(p) for m, p in zip(meta["model_id"], meta["parent"]) if isinstance(p, str) and p}
+    references = _meta_links(meta, "reference_model_id")
+    parents = _meta_links(meta, "parent")
+    # a dense model continued from a parent is the control of the sparse models fine-tuned from it
+    # (this also pairs models whose meta.json predates `reference_model_id`)
+    controls = {parents[m]: m for m in dense["model_id"] if m in parents}
     rows = []
     for row in models[~models["is_dense"]].itertuples(index=False):
         candidates = dense[dense["setting"] == row.setting]
+        reference = references.get(row.model_id, controls.get(parents.get(row.model_id, "")))
+        if reference is not None and reference in set(candidates["model_id"]):
+            rows.append((row.model_id, reference, "reference"))
+            continue
+        if reference is not None:
+            log.warning(
+                "%s: its reference %s has no results; compared with another dense model", row.model_id, reference
+            )
+        plain = candidates[candidates["method"].str.lower() == "dense"]
+        candidates = plain if len(plain) else candidates
         parent = parents.get(row.model_id)
         if parent is not None and parent in set(candidates["model_id"]):
             rows.append((row.model_id, parent, "parent"))
@@ -92,6 +117,18 @@ def dense_matches(results: pd.DataFrame, meta: pd.DataFrame | None = None) -> pd
         else:
             rows.append((row.model_id, None, "none"))
     return pd.DataFrame(rows, columns=["model_id", "dense_model_id", "match"])
+
+
+def failed_models(meta: pd.DataFrame | None) -> pd.DataFrame:
+    """The models whose training failed (meta.json `status: failed`): model_id and failure.
+
+    They have no results; the report lists them apart and uses nothing else of theirs.
+    """
+    if meta is None or "status" not in meta.columns:
+        return pd.DataFrame(columns=["model_id", "failure"])
+    failed = meta[meta["status"].astype(str) == "failed"]
+    reasons = failed["failure"] if "failure" in failed.columns else pd.Series("failed", index=failed.index)
+    return pd.DataFrame({"model_id": failed["model_id"], "failure": reasons.fillna("failed")}).reset_index(drop=True)
 
 
 def _paired_counts(pairs: pd.DataFrame, outcomes: pd.DataFrame) -> pd.DataFrame:
@@ -175,9 +212,16 @@ def model_deltas(
         columns={"model_id": "dense_model_id", "accuracy": "paired_accuracy"}
     )
     out = sparse.merge(paired_acc, on=["dense_model_id", "key"], how="left")
-    mean_acc = dense.groupby(["setting", "key"])["accuracy"].mean().rename("mean_accuracy").reset_index()
+    plain = dense[dense["method"].str.lower() == "dense"]  # the "mean" fallback: plain dense models, as above
+    mean_acc = (
+        (plain if len(plain) else dense)
+        .groupby(["setting", "key"])["accuracy"]
+        .mean()
+        .rename("mean_accuracy")
+        .reset_index()
+    )
     out = out.merge(mean_acc, on=["setting", "key"], how="left")
-    paired = out["match"].isin(["parent", "seed"])
+    paired = out["match"].isin(["reference", "parent", "seed"])
     out["dense_accuracy"] = np.where(paired, out["paired_accuracy"], out["mean_accuracy"])
     out = out.drop(columns=["paired_accuracy", "mean_accuracy"])
     out["delta_pp"] = (out["accuracy"] - out["dense_accuracy"]) * 100.0
@@ -410,7 +454,9 @@ _MODEL_COLUMNS = [
     "effective_macs",
     "seed",
     "epochs",
+    "total_epochs",
     "parent",
+    "reference_model_id",
     "config_digest",
     "created_at",
 ]
@@ -487,6 +533,9 @@ def metadata_table(
     if meta is not None and len(meta):
         if "epochs" in meta.columns:
             rows.append(("epochs", _join(sorted(meta["epochs"].dropna().unique()))))
+        if "total_epochs" in meta.columns:  # own epochs plus the parent's: the training budget compared
+            budgets = meta.dropna(subset=["total_epochs"]).groupby("total_epochs")["model_id"].count()
+            rows.append(("total epochs", ", ".join(f"{int(t)} ({n} models)" for t, n in budgets.items()) or "n/a"))
         rows.append(("versions", _versions(meta)))
         if "created_at" in meta.columns:
             created = sorted(meta["created_at"].dropna().astype(str))

@@ -36,8 +36,6 @@ from robustsparse.utils.runtime import resolve_device
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "CHECKPOINT_NAME",
-    "META_NAME",
     "ModelSpec",
     "save_checkpoint",
     "load_checkpoint",
@@ -51,9 +49,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "robustsparse.checkpoint"
 FORMAT_VERSION = 1
-# the run folder's names (reports.contract), under the names the trainer imports
-CHECKPOINT_NAME = CHECKPOINT_FILE
-META_NAME = META_FILE
 # Measured and recorded sparsity must agree to within one weight in a million.
 SPARSITY_TOLERANCE = 1e-6
 
@@ -96,10 +91,10 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     """A model folder or a checkpoint file -> the checkpoint file; CheckpointError if absent."""
     path = Path(path)
     if path.is_dir():
-        path = path / CHECKPOINT_NAME
+        path = path / CHECKPOINT_FILE
     if not path.is_file():
         raise CheckpointError(
-            f"checkpoint {str(path)!r} does not exist; pass a model folder (runs/<name>/models/<model_id>) or its {CHECKPOINT_NAME}"
+            f"checkpoint {str(path)!r} does not exist; pass a model folder (runs/<name>/models/<model_id>) or its {CHECKPOINT_FILE}"
         )
     return path
 
@@ -139,7 +134,7 @@ def save_checkpoint(
     }
     torch_save_atomic(path, payload)
     # meta.json last: its presence marks a complete model folder.
-    write_json_atomic(path.parent / META_NAME, meta)
+    write_json_atomic(path.parent / META_FILE, meta)
     return path
 
 
@@ -185,7 +180,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     """The metadata of a model folder or checkpoint (from meta.json, else from the checkpoint)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
-    meta_file = folder / META_NAME
+    meta_file = folder / META_FILE
     if meta_file.is_file():
         try:
             return json.loads(meta_file.read_text(encoding="utf-8"))
@@ -244,7 +239,7 @@ def load_checkpoint_with_masks(
         ) from None
     masks = payload["masks"]
     _verify_masks(file, model, masks, meta)
-    meta_file = file.parent / META_NAME
+    meta_file = file.parent / META_FILE
     if meta_file.is_file():
         side = read_meta(file.parent)
         for key in ("model_id", "achieved_sparsity"):

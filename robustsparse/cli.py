@@ -1,7 +1,9 @@
 """The `robustsparse` command line: thin wrappers that chain library functions.
 
-Every subcommand maps to one library call; errors caused by the input (a bad config, a missing
-dataset, an unsafe checkpoint) print one line and exit with code 2, without a traceback.
+Every subcommand maps to one library call. Every error caused by the input (a bad argument, a
+bad config, a missing dataset, an unsafe checkpoint, a report that cannot be built, a file that
+cannot be written) prints one line and exits with code 2, without a traceback (`-v` logs it);
+Ctrl-C exits with 130 and keeps everything finished. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from robustsparse.errors import RobustSparseError
 
@@ -19,6 +22,42 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("robustsparse")
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """A command line argparse refuses (unknown option, bad value)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other error of the command line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (batch sizes, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; expected an integer >= 1")
+    return value
+
+
+def _n_examples(text: str) -> int | None:
+    """A positive number of examples, or `all` (the whole test split)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give N >= 1 or 'all'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; give N >= 1, or 'all' for the whole test split")
+    return value
 
 
 def _add_common_run_args(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +80,7 @@ def _add_common_run_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="robustsparse",
         description="Train dense and sparse CNNs, attack them, and report what sparsity does to adversarial robustness.",
     )
@@ -82,17 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="attack name or spec (e.g. pgd, 'pgd:steps=20', fgsm); repeatable; see attacks.list_attacks()",
     )
     p.add_argument("--eps", default=None, help="comma-separated eps in pixel units, e.g. 1/255,2/255,4/255,8/255")
-    p.add_argument("--steps", type=int, default=None, help="iterations of iterative attacks (queries for square)")
+    p.add_argument(
+        "--steps", type=_positive_int, default=None, help="iterations of iterative attacks (queries for square)"
+    )
     p.add_argument(
         "--config", type=Path, default=None, help="take the attacks, n_examples and seed from this experiment file"
     )
     p.add_argument(
         "--n-examples",
-        type=int,
+        type=_n_examples,
         default=1000,
-        help="N test examples spread evenly over the split (default 1000; 0 = all)",
+        metavar="N",
+        help="N test examples spread over the split (default 1000; 'all' for the whole split)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="attack batch size")
+    p.add_argument("--batch-size", type=_positive_int, default=256, help="attack batch size")
     p.add_argument("--seed", type=int, default=0, help="seed of randomised attacks")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
@@ -166,6 +208,7 @@ def _load_cfg(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from robustsparse.pipeline import default_run_dir, load_experiment_data, prepare_run_dir, train_experiment
+    from robustsparse.pipeline.training import STATUS_FAILED
     from robustsparse.utils.runtime import resolve_device
 
     cfg = _load_cfg(args)
@@ -174,6 +217,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     run_dir = prepare_run_dir(cfg, args.out or default_run_dir(cfg), restart=args.restart)
     summary = train_experiment(cfg, run_dir, device=device, bundle=bundle, progress=not args.no_progress)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    n_failed = int((summary["status"] == STATUS_FAILED).sum())
+    if n_failed:
+        print(f"\n{n_failed} model(s) failed to train; see the failure column")
     print(f"\nmodels: {run_dir / 'models'}")
     return 0
 
@@ -193,8 +239,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         report=not args.no_report,
     )
     print(summary.headline().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    failed = summary.failed()
+    for row in failed.itertuples(index=False):
+        print(f"FAILED {row.model_id}: {row.failure} (no results)")
     print(
-        f"\n{len(summary.models)} models ({summary.n_trained} trained now), "
+        f"\n{len(summary.models)} models ({summary.n_trained} trained now, {len(failed)} failed), "
         f"{summary.n_evaluated} attack evaluations computed now, {summary.seconds:.1f} s"
     )
     print(f"results: {summary.run_dir / 'results.csv'}")
@@ -213,7 +262,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
         eps=args.eps,
         steps=args.steps,
         config=args.config,
-        n_examples=args.n_examples or None,
+        n_examples=args.n_examples,
         batch_size=args.batch_size,
         seed=args.seed,
         device=resolve_device(args.device),
@@ -228,12 +277,9 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from reports import ReportError, build_report
+    from reports import build_report
 
-    try:
-        path = build_report(args.run_dir, eps=args.eps, correction=args.correction)
-    except ReportError as exc:
-        raise RobustSparseError(str(exc)) from None
+    path = build_report(args.run_dir, eps=args.eps, correction=args.correction)
     print(f"report: {path}")
     return 0
 
@@ -272,22 +318,57 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception types that mean bad input, not a bug: one line and exit 2 for each.
+
+    `attacks` and `reports` keep their own error types (they never import robustsparse). They
+    are looked up only if already imported: an error of a module never imported cannot occur,
+    and `--help` stays fast.
+    """
+    types: list[type[BaseException]] = [RobustSparseError, UsageError, OSError]
+    for module, names in (
+        ("attacks.errors", ("AttackSpecError", "AttackInputError")),
+        ("reports.errors", ("ReportError",)),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            types += [getattr(loaded, name) for name in names]
+    return tuple(types)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:  # e.g. --out in a folder that cannot be written
+        return f"cannot access {exc.filename}: {exc.strerror or exc}; check the path and its permissions"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `robustsparse` console script and `python -m robustsparse`."""
+    """Entry point of the `robustsparse` console script and `python -m robustsparse`.
+
+    Returns:
+        0 on success, 1 when `inspect` finds problems, 2 on any error of the input, 130 on Ctrl-C.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     _configure_logging(args.verbose)
     try:
         return int(args.handler(args) or 0)
-    except RobustSparseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         print(
             "interrupted: finished models and evaluations are kept; run the same command again to continue",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not isinstance(exc, _user_error_types()):
+            raise  # a bug: keep the traceback
+        log.debug("details of the error below", exc_info=True)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -6,7 +6,14 @@ code 2, without a traceback. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["RobustSparseError", "ConfigError", "DatasetError", "ModelError", "CheckpointError"]
+__all__ = [
+    "RobustSparseError",
+    "ConfigError",
+    "DatasetError",
+    "ModelError",
+    "CheckpointError",
+    "TrainingDiverged",
+]
 
 
 class RobustSparseError(Exception):
@@ -27,3 +34,20 @@ class ModelError(RobustSparseError, ValueError):
 
 class CheckpointError(RobustSparseError):
     """A checkpoint that is missing, corrupt, foreign, unsafe, or inconsistent with its metadata."""
+
+
+class TrainingDiverged(RobustSparseError):
+    """Training produced a non-finite loss or non-finite weights; the model cannot be used.
+
+    Raised by the training loop; the pipeline catches it, marks that model as failed and goes on
+    with the rest of the grid.
+
+    Attributes:
+        step: the global optimizer step at which it was detected.
+        detail: what was non-finite, e.g. "training loss nan".
+    """
+
+    def __init__(self, detail: str, step: int) -> None:
+        super().__init__(f"training diverged at step {step}: {detail}; lower train.lr (or check the data)")
+        self.detail = detail
+        self.step = step

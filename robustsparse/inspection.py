@@ -3,21 +3,29 @@
 Loading already refuses unsafe files, non-zero masked weights and a sparsity that disagrees
 with the metadata; inspection adds the structure check of the granularity (for `kernel` each
 kernel all-zero or untouched, for `window` the same count in every kept kernel, and so on) and
-reports every problem it finds.
+reports every problem it finds. The `meta.json` beside the checkpoint is what the attack sweep
+and the report read, so it must say exactly what the checkpoint's own copy of the metadata says:
+any field that differs (model_id, arch, granularity, sparsity, masks' settings...) is refused.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from robustsparse.checkpoints import load_checkpoint_with_masks, resolve_checkpoint_path
+from reports.contract import META_FILE
+from robustsparse.checkpoints import load_checkpoint_with_masks, read_meta, resolve_checkpoint_path
+from robustsparse.errors import CheckpointError
 from robustsparse.sparsity import layer_sparsity_table, model_cost, verify_structure
 
-__all__ = ["Inspection", "inspect_checkpoint"]
+__all__ = ["Inspection", "inspect_checkpoint", "meta_differences"]
+
+_ABSENT = object()
 
 
 def _pct(value: Any) -> str:
@@ -55,14 +63,49 @@ class Inspection:
         return "\n".join(lines)
 
 
+def _as_json(value: Any) -> str:
+    # compared as JSON text: what meta.json can hold, and NaN equals NaN
+    return "<absent>" if value is _ABSENT else json.dumps(value, sort_keys=True)
+
+
+def meta_differences(side: Mapping[str, Any], stored: Mapping[str, Any]) -> list[str]:
+    """Every field on which `meta.json` (`side`) and the checkpoint's metadata (`stored`) differ.
+
+    Returns:
+        One short line per field (`granularity: 'filter' in meta.json, 'element' in the checkpoint`),
+        in the checkpoint's field order, then fields only meta.json has.
+    """
+    keys = list(stored) + [k for k in side if k not in stored]
+    out = []
+    for key in keys:
+        mine, theirs = _as_json(side.get(key, _ABSENT)), _as_json(stored.get(key, _ABSENT))
+        if mine != theirs:
+            out.append(f"{key}: {mine[:60]} in {META_FILE}, {theirs[:60]} in the checkpoint")
+    return out
+
+
+def _check_meta_file(file: Path, stored: Mapping[str, Any]) -> None:
+    if not (file.parent / META_FILE).is_file():
+        return  # a checkpoint on its own (e.g. copied out of its folder) carries its metadata inside
+    differences = meta_differences(read_meta(file.parent), stored)
+    if differences:
+        more = f" (and {len(differences) - 1} more field(s))" if len(differences) > 1 else ""
+        raise CheckpointError(
+            f"{file.parent / META_FILE} disagrees with {file.name}: {differences[0]}{more}; meta.json was edited "
+            f"or the folder mixes two models - restore meta.json from the checkpoint or re-train the model"
+        )
+
+
 def inspect_checkpoint(path: str | Path) -> Inspection:
     """Load `path` safely and check its structure and sparsity against its metadata.
 
     Raises:
-        CheckpointError: unsafe, corrupt or foreign file, or masks/sparsity inconsistent.
+        CheckpointError: unsafe, corrupt or foreign file, masks/sparsity inconsistent, or a
+            `meta.json` beside it that differs from the checkpoint's metadata in any field.
     """
     file = resolve_checkpoint_path(path)
     model, meta, masks = load_checkpoint_with_masks(file)
+    _check_meta_file(file, meta)
     masks = masks or None
     info = meta.get("data", {}).get("info", {})
     size = int(info.get("image_size", 32))

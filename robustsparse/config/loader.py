@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 _MISSING = object()
+# numbers in exponent notation without a dot, which PyYAML (YAML 1.1) leaves as strings
+_EXPONENT_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
@@ -47,7 +50,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
         The frozen configuration.
 
     Raises:
-        ConfigError: the file is missing or malformed, or a key, type or value is not allowed.
+        ConfigError: the file is missing, empty or malformed, or a key, type or value is not allowed.
 
     Example:
         >>> cfg = load_config("configs/digits-quick.yaml", ["train.epochs=2"])
@@ -63,8 +66,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"config error: {path} is not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if raw is None:
-        raw = {}
+    if raw is None or raw == {}:
+        # an empty file would silently run the built-in defaults, which is never what was meant
+        raise ConfigError(
+            f"config error: {path} is empty; an experiment file names at least its sections "
+            "(name, seeds, data, model, train, sparsity, attack): start from configs/digits-quick.yaml"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(
             f"config error: {path} must hold a mapping of sections (name, seeds, data, model, train, sparsity, attack), not a {type(raw).__name__}"
@@ -218,6 +225,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise bad
         return value
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e6 or 5e-4 (no dot) as text; they are numbers
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)

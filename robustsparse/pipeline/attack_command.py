@@ -97,6 +97,12 @@ def attack_command(
         n_examples, batch_size, seed = section.n_examples, section.batch_size, section.seed
     else:
         specs = attack_specs_from_args(attacks, eps, steps, seed)
+    if n_examples is not None and n_examples < 1:  # None, not 0, means all: 0 is a mistake, not a request
+        raise ConfigError(
+            f"n_examples = {n_examples} is not allowed; give N >= 1, or None (all) for the whole test split"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"batch_size = {batch_size} is not allowed; give an integer >= 1")
     model_dirs = [resolve_checkpoint_path(path).parent for path in checkpoints]
     settings = EvalSettings(n_examples, batch_size, seed, sanity)
     results, outcomes, flags, _ = collect_results(

@@ -86,7 +86,8 @@ def _read_cached(path: Path, digest: str) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        # a digest is text even when all its hex digits happen to be decimal ("157845232847")
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"eval_digest": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, UnicodeDecodeError, EOFError):
         log.warning("%s is unreadable; its evaluations will be recomputed", path)
         return None

@@ -25,7 +25,12 @@ from robustsparse.config import ExperimentConfig
 from robustsparse.data import DatasetBundle
 from robustsparse.pipeline.evaluation import EvalSettings, collect_results
 from robustsparse.pipeline.run_dir import prepare_run_dir
-from robustsparse.pipeline.training import load_experiment_data, train_experiment
+from robustsparse.pipeline.training import (
+    STATUS_FAILED,
+    failed_reason,
+    load_experiment_data,
+    train_experiment,
+)
 from robustsparse.train.jobs import experiment_jobs
 
 __all__ = ["RunSummary", "attack_experiment", "run_experiment"]
@@ -45,8 +50,15 @@ class RunSummary:
     n_evaluated: int
     seconds: float
 
+    def failed(self) -> pd.DataFrame:
+        """The models that failed to train (`model_id`, `failure`): they have no results."""
+        return self.models.loc[self.models["status"] == STATUS_FAILED, ["model_id", "failure"]].reset_index(drop=True)
+
     def headline(self) -> pd.DataFrame:
-        """Per model: clean accuracy and the robust accuracy of the strongest attack at the largest eps."""
+        """Per model with results: clean accuracy and the robust accuracy of the strongest attack at the largest eps.
+
+        Failed models have no results and are not in it (see `failed`).
+        """
         res = self.results
         clean = res[res["attack"] == "clean"].set_index("model_id")["accuracy"].rename("clean_acc")
         attacked = res[res["attack"] != "clean"]
@@ -59,7 +71,8 @@ class RunSummary:
             .min()
             .rename(f"robust_acc@eps={top_eps:.4g}")
         )
-        table = self.models.set_index("model_id")[["granularity", "target_sparsity", "achieved_sparsity"]]
+        models = self.models[self.models["status"] != STATUS_FAILED]
+        table = models.set_index("model_id")[["granularity", "target_sparsity", "achieved_sparsity"]]
         return table.join(clean).join(worst).reset_index()
 
 
@@ -73,13 +86,22 @@ def attack_experiment(
 ) -> tuple[pd.DataFrame, int]:
     """Attack every finished model of `cfg` and write `results.csv`, `outcomes.csv.gz`, `sanity.csv`.
 
+    Models marked failed (diverged training) are skipped: they have no weights worth attacking.
+
     Returns:
         `(results, n_computed)`: the tidy results table and how many (model, spec) evaluations
         were computed now (0 when everything was on disk).
     """
     run_dir = Path(run_dir)
     bundle = bundle if bundle is not None else load_experiment_data(cfg)  # attacks read only the test split
-    model_dirs = [run_dir / MODELS_DIR / job.model_id for job in experiment_jobs(cfg)]
+    model_dirs = []
+    for job in experiment_jobs(cfg):
+        model_dir = run_dir / MODELS_DIR / job.model_id
+        reason = failed_reason(model_dir)
+        if reason is not None:
+            log.warning("%s: not attacked, its training failed (%s)", job.model_id, reason)
+            continue
+        model_dirs.append(model_dir)
     settings = EvalSettings(cfg.attack.n_examples, cfg.attack.batch_size, cfg.attack.seed, cfg.attack.sanity_checks)
     results, outcomes, sanity, computed = collect_results(
         model_dirs, cfg.attack.attack_specs(), settings, bundle=bundle, device=device, progress=progress

@@ -1,7 +1,11 @@
 """Stage 1 of the pipeline: train every model of an experiment into `<run_dir>/models/`.
 
 Finished models (same digest) are found on disk and skipped; an unfinished one resumes from
-its last finished epoch.
+its last finished epoch. A model whose training diverges (non-finite loss or weights) is stopped
+and marked failed: its folder keeps the last good epoch's state (`last.pt`) and gets a
+`meta.json` with `status: failed` and the reason, so the attack sweep and the report leave it out
+and a rerun does not train it again; the models that start from it fail with it, the rest of
+the grid goes on.
 """
 
 from __future__ import annotations
@@ -13,14 +17,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from reports.contract import MODELS_DIR
+from reports.contract import META_FILE, MODELS_DIR, RESUME_STATE_FILE
 from robustsparse.checkpoints import read_meta
-from robustsparse.config import ExperimentConfig
+from robustsparse.config import ExperimentConfig, config_to_dict
 from robustsparse.data import DatasetBundle
-from robustsparse.train.jobs import experiment_jobs
+from robustsparse.errors import CheckpointError, TrainingDiverged
+from robustsparse.train.jobs import TrainJob, experiment_jobs
 from robustsparse.train.trainer import is_finished, load_job_data, train_job
+from robustsparse.utils.atomic import write_json_atomic
 
-__all__ = ["load_experiment_data", "train_experiment", "SUMMARY_COLUMNS"]
+__all__ = ["load_experiment_data", "train_experiment", "failed_reason", "SUMMARY_COLUMNS", "STATUS_FAILED"]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +39,12 @@ SUMMARY_COLUMNS = [
     "seed",
     "clean_acc",
     "status",
+    "failure",
 ]
+
+#: `status` of a model whose training diverged (in meta.json and the summary); the others are
+#: `trained` (now) or `found` (finished on disk) in the summary, `trained` in meta.json.
+STATUS_FAILED = "failed"
 
 
 def load_experiment_data(cfg: ExperimentConfig) -> DatasetBundle:
@@ -62,26 +73,97 @@ def train_experiment(
         progress: show progress bars.
 
     Returns:
-        DataFrame with SUMMARY_COLUMNS; `status` is `trained` or `found` (skipped, already on disk).
+        DataFrame with SUMMARY_COLUMNS; `status` is `trained`, `found` (skipped, already on
+        disk) or `failed` (diverged now or before, or its parent failed; `failure` says why).
     """
     models_root = Path(run_dir) / MODELS_DIR
     jobs = experiment_jobs(cfg)
     rows = []
+    failed: set[str] = set()
     # disable=None: bars on terminals only, not in logs or CI output
     bar = tqdm(jobs, desc="models", unit="model", disable=None if progress else True, dynamic_ncols=True)
     for job in bar:
         bar.set_postfix_str(job.model_id)
         model_dir = models_root / job.model_id
-        if is_finished(model_dir, job):
+        reason = _failed_before(model_dir, job)
+        if reason is not None:
+            meta, status = read_meta(model_dir), STATUS_FAILED
+            log.warning("%s: failed in an earlier run (%s), skipped", job.model_id, reason)
+        elif job.parent_id in failed:
+            reason = f"its parent {job.parent_id} failed"
+            meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
+            log.warning("%s: not trained, %s", job.model_id, reason)
+        elif is_finished(model_dir, job):
             meta, status = read_meta(model_dir), "found"
             log.info("%s: finished model found on disk, skipped", job.model_id)
         else:
             if bundle is None:  # load the data only when something needs training
                 bundle = load_experiment_data(cfg)
-            meta, status = (
-                train_job(job, model_dir, device=device, bundle=bundle, models_root=models_root, progress=progress),
-                "trained",
-            )
-        rows.append({**{k: meta.get(k) for k in SUMMARY_COLUMNS if k != "status"}, "status": status})
+            try:
+                meta = train_job(
+                    job, model_dir, device=device, bundle=bundle, models_root=models_root, progress=progress
+                )
+                status = "trained"
+            except TrainingDiverged as exc:
+                reason = str(exc)
+                meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
+                kept = "last good epoch kept in " + str(model_dir / RESUME_STATE_FILE)
+                if not (model_dir / RESUME_STATE_FILE).is_file():
+                    kept = "no epoch finished"
+                log.error("%s: %s; model marked failed (%s), the rest of the grid goes on", job.model_id, reason, kept)
+        if status == STATUS_FAILED:
+            failed.add(job.model_id)
+        row = {k: meta.get(k) for k in SUMMARY_COLUMNS if k not in ("status", "failure")}
+        rows.append({**row, "status": status, "failure": meta.get("failure") or ""})
     bar.close()
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def failed_reason(model_dir: str | Path) -> str | None:
+    """Why the model in `model_dir` failed (its meta.json has `status: failed`), or None."""
+    path = Path(model_dir) / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = read_meta(model_dir)
+    except CheckpointError:
+        return None
+    return str(meta.get("failure") or "failed") if meta.get("status") == STATUS_FAILED else None
+
+
+def _failed_before(model_dir: Path, job: TrainJob) -> str | None:
+    """The reason this very job (same digest) failed in an earlier run, or None."""
+    reason = failed_reason(model_dir)
+    if reason is None or read_meta(model_dir).get("config_digest") != job.digest:
+        return None
+    return reason
+
+
+def _mark_failed(model_dir: Path, job: TrainJob, reason: str) -> dict:
+    """Write the failed model's meta.json (what it is, `status: failed`, why) and return it.
+
+    No model.pt is written, so nothing can load or attack it; the fields the report needs to
+    name the model are there.
+    """
+    sparsity = job.sparsity
+    meta = {
+        "model_id": job.model_id,
+        "arch": job.model.arch,
+        "dataset": job.data.label or job.data.dataset,
+        "method": job.method,
+        "granularity": "dense" if sparsity is None else sparsity.granularity,
+        "target_sparsity": 0.0 if sparsity is None else float(sparsity.target_sparsity),
+        "achieved_sparsity": None,
+        "seed": job.seed,
+        "epochs": job.train.epochs,
+        "variant": job.variant,
+        "parent": job.parent_id,
+        "reference_model_id": job.reference_id,
+        "status": STATUS_FAILED,
+        "failure": reason,
+        "config_digest": job.digest,
+        "train": config_to_dict(job.train),
+    }
+    model_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(model_dir / META_FILE, meta)
+    return meta

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from reports.contract import LAYER_SPARSITY, LAYER_TOTAL_KIND, LAYER_TOTAL_NAMES
 from robustsparse.sparsity.coupling import ChannelGroup
 from robustsparse.sparsity.granularity import RowView, group_description
 from robustsparse.sparsity.layers import conv_linear_layers
@@ -26,19 +27,10 @@ from robustsparse.sparsity.masks import achieved_sparsity, prunable_weight_names
 
 __all__ = ["model_cost", "layer_sparsity_table", "verify_structure", "structure_problems", "TABLE_COLUMNS"]
 
-TABLE_COLUMNS = [
-    "name",
-    "kind",
-    "shape",
-    "granularity",
-    "group",
-    "prunable",
-    "weights",
-    "nonzeros",
-    "sparsity",
-    "structure_ok",
-    "why",
-]
+# the columns of layer_sparsity.csv, as the run folder's contract has them
+TABLE_COLUMNS = LAYER_SPARSITY.names
+# the two closing rows: totals over the prunable weights and over all weights
+PRUNABLE_TOTAL, ALL_TOTAL = LAYER_TOTAL_NAMES
 # Measured and recorded sparsity must agree to within one weight in a million.
 _SPARSITY_TOLERANCE = 1e-6
 
@@ -381,15 +373,15 @@ def layer_sparsity_table(
     pr_nz = sum(r["nonzeros"] for r in rows if r["prunable"])
     all_w = sum(p.numel() for p in params.values())
     all_nz = sum(int((p.detach() != 0).sum()) for p in params.values())
-    for name, w, nz in (("__prunable__", pr_w, pr_nz), ("__all__", all_w, all_nz)):
+    for name, w, nz in ((PRUNABLE_TOTAL, pr_w, pr_nz), (ALL_TOTAL, all_w, all_nz)):
         rows.append(
             {
                 "name": name,
-                "kind": "total",
+                "kind": LAYER_TOTAL_KIND,
                 "shape": "",
                 "granularity": (info or {}).get("granularity", ""),
                 "group": "",
-                "prunable": name == "__prunable__",
+                "prunable": name == PRUNABLE_TOTAL,
                 "weights": w,
                 "nonzeros": nz,
                 "sparsity": 1.0 - nz / w if w else 0.0,

@@ -19,7 +19,19 @@ from robustsparse.config import (
     config_digest,
 )
 
-__all__ = ["TrainJob", "experiment_jobs", "dense_job", "sparse_job", "sparse_model_id"]
+__all__ = [
+    "TrainJob",
+    "experiment_jobs",
+    "dense_job",
+    "dense_continued_job",
+    "sparse_job",
+    "sparse_model_id",
+    "CONTINUED_METHOD",
+]
+
+#: The method of the dense control: the dense model trained again from itself for the sparse models'
+#: epochs, so a sparse model fine-tuned from a dense parent is compared with an equal training budget.
+CONTINUED_METHOD = "dense-continued"
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,8 @@ class TrainJob:
         parent_id: the dense model this one starts from (None: from scratch / dense).
         variant: the grid settings other than granularity and target that tell this model
             apart from its siblings, e.g. "end_epoch=10,lr_mode=hold" ("" when none vary).
+        reference_id: the dense model a sparse model is compared with (the dense control with
+            the same training budget); None for dense models. Not part of the digest.
     """
 
     model_id: str
@@ -43,10 +57,13 @@ class TrainJob:
     sparsity: SparsityConfig | None = None
     parent_id: str | None = None
     variant: str = ""
+    reference_id: str | None = None
 
     @property
     def method(self) -> str:
-        return "dense" if self.sparsity is None else self.sparsity.method
+        if self.sparsity is not None:
+            return self.sparsity.method
+        return "dense" if self.parent_id is None else CONTINUED_METHOD
 
     @property
     def digest(self) -> str:
@@ -65,6 +82,17 @@ class TrainJob:
 def dense_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
     """The dense model of `seed`."""
     return TrainJob(f"dense-s{seed}", seed, cfg.data, cfg.model, cfg.train)
+
+
+def dense_continued_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
+    """The dense control of `seed`: its dense model trained again for `train.epochs` from itself.
+
+    Sparse models fine-tuned from the dense parent have had the parent's epochs plus their own;
+    this model has had the same, with the same optimizer and learning-rate schedule (the
+    standard one: it has no pruning window for `hold`/`rewind` to act on).
+    """
+    parent = dense_job(cfg, seed).model_id
+    return TrainJob(f"{CONTINUED_METHOD}-s{seed}", seed, cfg.data, cfg.model, cfg.train, parent_id=parent)
 
 
 def _level(target: float) -> str:
@@ -99,11 +127,26 @@ def sparse_model_id(sparsity: SparsityConfig, seed: int, varying: tuple[str, ...
 
 
 def sparse_job(cfg: ExperimentConfig, sparsity: SparsityConfig, seed: int, varying: tuple[str, ...] = ()) -> TrainJob:
-    """One sparse model: `sparsity` at `seed`, from its dense parent when `from_dense`."""
-    parent = f"dense-s{seed}" if sparsity.from_dense else None
+    """One sparse model: `sparsity` at `seed`, from its dense parent when `from_dense`.
+
+    Its reference (what its changes are measured against) is the model with the same training
+    budget: the dense control continued from the same parent, or the dense model when both
+    train from scratch.
+    """
+    dense_id = dense_job(cfg, seed).model_id
+    parent = dense_id if sparsity.from_dense else None
+    reference = dense_continued_job(cfg, seed).model_id if sparsity.from_dense else dense_id
     variant = ",".join(f"{key}={text}" for key, text in _variant_items(sparsity, varying))
     return TrainJob(
-        sparse_model_id(sparsity, seed, varying), seed, cfg.data, cfg.model, cfg.train, sparsity, parent, variant
+        sparse_model_id(sparsity, seed, varying),
+        seed,
+        cfg.data,
+        cfg.model,
+        cfg.train,
+        sparsity,
+        parent,
+        variant,
+        reference,
     )
 
 
@@ -114,8 +157,14 @@ def _varying_keys(entries: tuple[SparsityConfig, ...]) -> tuple[str, ...]:
 
 
 def experiment_jobs(cfg: ExperimentConfig) -> list[TrainJob]:
-    """All jobs of an experiment in dependency order: dense models first, then the sparse grid."""
+    """All jobs of an experiment in dependency order: dense models, dense controls, the sparse grid.
+
+    The dense control of a seed (`dense_continued_job`) is trained when any sparse model
+    continues from a dense parent.
+    """
     jobs = [dense_job(cfg, seed) for seed in cfg.seeds]
+    if any(sparsity.from_dense for sparsity in cfg.sparsity):
+        jobs += [dense_continued_job(cfg, seed) for seed in cfg.seeds]
     varying = _varying_keys(cfg.sparsity)
     for sparsity in cfg.sparsity:
         for seed in cfg.seeds:

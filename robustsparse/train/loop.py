@@ -8,6 +8,7 @@ exactly zero at every step.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable
 
 import torch
@@ -15,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["train_one_epoch", "evaluate", "autocast_for"]
+from robustsparse.errors import TrainingDiverged
+
+__all__ = ["train_one_epoch", "loss_and_accuracy", "autocast_for"]
 
 Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,6 +71,9 @@ def train_one_epoch(
 
     Returns:
         {"loss": mean training loss, "acc": training accuracy, "steps": steps taken}.
+
+    Raises:
+        TrainingDiverged: a batch's loss, or a weight at the end of the epoch, is not finite.
     """
     model.train()
     total_loss, correct, seen, step = 0.0, 0, 0, start_step
@@ -83,6 +89,9 @@ def train_one_epoch(
         with autocast_for(device, amp):
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):  # diverged: stop before this update reaches the weights
+            raise TrainingDiverged(f"non-finite training loss ({loss_value})", step + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -92,16 +101,20 @@ def train_one_epoch(
         if on_step_end is not None:
             on_step_end(step)
         batch = len(labels)
-        total_loss += loss.item() * batch
+        total_loss += loss_value * batch
         correct += int((logits.argmax(1) == labels).sum())
         seen += batch
         bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
     bar.close()
+    # once per epoch: cheap, and catches what the loss missed (an unused weight, BatchNorm statistics)
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"non-finite weights in {name}", step)
     return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "steps": step - start_step}
 
 
 @torch.no_grad()
-def evaluate(
+def loss_and_accuracy(
     model: nn.Module,
     loader: Iterable,
     *,

@@ -25,9 +25,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from reports.contract import CHECKPOINT_FILE, LAYER_SPARSITY_FILE, META_FILE, RESUME_STATE_FILE, TRAIN_LOG_FILE
 from robustsparse.checkpoints import (
-    CHECKPOINT_NAME,
-    META_NAME,
     ModelSpec,
     load_checkpoint,
     read_meta,
@@ -40,18 +39,15 @@ from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import CampfirePruner, layer_sparsity_table, model_cost
 from robustsparse.train.adversarial import make_adversary
 from robustsparse.train.jobs import TrainJob
-from robustsparse.train.loop import evaluate, train_one_epoch
+from robustsparse.train.loop import loss_and_accuracy, train_one_epoch
 from robustsparse.train.optim import build_optimizer, build_scheduler
 from robustsparse.utils.atomic import torch_save_atomic, write_csv_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
-__all__ = ["train_job", "is_finished", "load_job_data", "STATE_NAME", "LOG_NAME", "LAYERS_NAME"]
+__all__ = ["train_job", "is_finished", "load_job_data"]
 
 log = logging.getLogger(__name__)
 
-STATE_NAME = "last.pt"
-LOG_NAME = "train_log.csv"
-LAYERS_NAME = "layer_sparsity.csv"
 STATE_FORMAT = "robustsparse.train_state"
 
 
@@ -72,7 +68,7 @@ def load_job_data(data: DataConfig) -> DatasetBundle:
 
 def is_finished(model_dir: Path, job: TrainJob) -> bool:
     """True when `model_dir` holds this job's finished model (same digest)."""
-    if not (model_dir / META_NAME).is_file() or not (model_dir / CHECKPOINT_NAME).is_file():
+    if not (model_dir / META_FILE).is_file() or not (model_dir / CHECKPOINT_FILE).is_file():
         return False
     try:
         return read_meta(model_dir).get("config_digest") == job.digest
@@ -145,7 +141,7 @@ def train_job(
     adversary = make_adversary(job.train.adversarial)
 
     start_epoch, rows = 0, []
-    state_file = model_dir / STATE_NAME
+    state_file = model_dir / RESUME_STATE_FILE
     if state_file.is_file():
         start_epoch, rows = _restore(state_file, job, model, optimizer, scheduler, pruner)
         if start_epoch > 0:
@@ -184,7 +180,9 @@ def train_job(
             progress=progress,
             desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
         )
-        test = evaluate(model, test_loader, device=device, amp=job.train.amp, channels_last=job.train.channels_last)
+        test = loss_and_accuracy(
+            model, test_loader, device=device, amp=job.train.amp, channels_last=job.train.channels_last
+        )
         row = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -208,20 +206,20 @@ def train_job(
             test["acc"],
             row["achieved_sparsity"],
         )
-        write_csv_atomic(model_dir / LOG_NAME, pd.DataFrame(rows))
+        write_csv_atomic(model_dir / TRAIN_LOG_FILE, pd.DataFrame(rows))
         _save_state(state_file, job, epoch + 1, rows, model, optimizer, scheduler, pruner)
 
     # The metadata's accuracy must be what load_checkpoint reproduces in float32: reuse the last
     # epoch's evaluation when it was a plain float32 pass, else evaluate once more.
     mixed_precision = job.train.amp and device.type == "cuda"
-    final = test if test is not None and not mixed_precision else evaluate(model, test_loader, device=device)
+    final = test if test is not None and not mixed_precision else loss_and_accuracy(model, test_loader, device=device)
     meta = _metadata(job, bundle, model, spec, pruner, final, parent_meta, time.perf_counter() - started, device)
     masks = pruner.masks if pruner is not None else None
     model_cpu = model.to("cpu")
     layer_table = layer_sparsity_table(model_cpu, masks, pruner.granularity_info() if pruner is not None else None)
-    write_csv_atomic(model_dir / LAYERS_NAME, layer_table)
+    write_csv_atomic(model_dir / LAYER_SPARSITY_FILE, layer_table)
     save_checkpoint(
-        model_dir / CHECKPOINT_NAME,
+        model_dir / CHECKPOINT_FILE,
         model_cpu,
         spec,
         meta,
@@ -293,6 +291,11 @@ def _restore(
     return int(state["epoch"]), list(state["rows"])
 
 
+def _total_epochs(meta: dict) -> int:
+    """A finished model's total epochs (models written before the field existed: its own epochs)."""
+    return int(meta.get("total_epochs", meta.get("epochs", 0)))
+
+
 def _metadata(
     job: TrainJob,
     bundle: DatasetBundle,
@@ -320,10 +323,14 @@ def _metadata(
         "achieved_sparsity_all": float(achieved["all"]),
         "seed": job.seed,
         "epochs": job.train.epochs,
+        # the training budget behind the weights: a model continued from a parent has had both
+        "total_epochs": job.train.epochs + (0 if parent_meta is None else _total_epochs(parent_meta)),
         "clean_acc": float(final["acc"]),
         "n_test": int(final["n"]),
         "variant": job.variant,
         "parent": job.parent_id,
+        "reference_model_id": job.reference_id,
+        "status": "trained",
         "parent_clean_acc": None if parent_meta is None else parent_meta.get("clean_acc"),
         "config_digest": job.digest,
         "compression": float(cost["params"] / nonzero) if nonzero else None,

@@ -59,7 +59,7 @@ def test_train_again_finds_finished_models(trained, tmp_path, capsys):
     config = tmp_path / "again.yaml"
     config.write_text(config_text)
     assert main(["train", str(config), "--out", str(trained), "--no-progress"]) == 0
-    assert capsys.readouterr().out.count("found") == 2
+    assert capsys.readouterr().out.count("found") == 3  # dense, its continued control, element
 
 
 def test_list_models_and_datasets(capsys):
@@ -219,3 +219,91 @@ def test_export_command_writes_a_smaller_file(trained, tmp_path, capsys):
     assert out.is_file() and "smaller" in capsys.readouterr().out
     assert main(["export", str(trained / "models" / "campfire-element-50-s0"), "--format", "compact"]) == 2
     assert "filter or channel" in capsys.readouterr().err
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "{}\n"])
+def test_an_empty_experiment_file_is_refused(tmp_path, capsys, text):
+    config = tmp_path / "empty.yaml"
+    config.write_text(text)
+    assert main(["run", str(config), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "is empty" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--batch-size", "0"], ["--batch-size", "0", ">= 1"]),
+        (["--n-examples", "0"], ["--n-examples", "all"]),
+        (["--n-examples", "-5"], ["--n-examples"]),
+        (["--steps", "0"], ["--steps"]),
+        (["--frobnicate"], ["unrecognized", "--help"]),
+    ],
+)
+def test_bad_attack_arguments_give_one_line_and_exit_2(trained, tmp_path, capsys, args, words):
+    out = tmp_path / "out"
+    model = str(trained / "models" / "dense-s0")
+    assert main(["attack", model, "--attack", "fgsm", "--eps", "1/255", "--out", str(out), *args]) == 2
+    err = _one_error_line(capsys)
+    for word in words:
+        assert word in err
+    assert not out.exists()
+
+
+def test_n_examples_all_means_the_whole_test_split(trained, tmp_path):
+    out = tmp_path / "out"
+    model = str(trained / "models" / "dense-s0")
+    args = ["attack", model, "--attack", "fgsm", "--eps", "1/255", "--n-examples", "all", "--out", str(out)]
+    assert main([*args, "--no-sanity", "--no-progress"]) == 0
+    assert set(pd.read_csv(out / "results.csv")["n_examples"]) == {360}  # the digits test split
+
+
+def test_attack_command_refuses_zero_examples_and_batch_size_from_python(trained, tmp_path):
+    from robustsparse.errors import ConfigError
+    from robustsparse.pipeline.attack_command import attack_command
+
+    model = [trained / "models" / "dense-s0"]
+    for kwargs in ({"n_examples": 0}, {"batch_size": 0}):
+        with pytest.raises(ConfigError):
+            attack_command(model, attacks=["fgsm"], eps="1/255", device=torch.device("cpu"), out_dir=tmp_path, **kwargs)
+
+
+def test_a_report_error_inside_run_is_one_line(tmp_path, capsys):
+    # every model diverges, so there is nothing to report: the report's error, not a traceback
+    config = write_config(tmp_path, attack={"n_examples": 40, "specs": [{"name": "fgsm", "eps": ["8/255"]}]})
+    code = main(["run", str(config), "--out", str(tmp_path / "out"), *FAST, "--set", "train.lr=1e6"])
+    assert code == 2
+    assert "no rows" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("granularity", "filter"), ("arch", "resnet20"), ("target_sparsity", 0.9), ("seed", 3), ("sparsity", None)],
+)
+def test_inspect_refuses_a_meta_json_edited_by_hand(trained, tmp_path, capsys, field, value):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained / "models" / "campfire-element-50-s0", folder)
+    assert main(["inspect", str(folder)]) == 0  # as written: meta.json and the checkpoint agree
+    capsys.readouterr()
+    meta = json.loads((folder / "meta.json").read_text())
+    meta[field] = value
+    (folder / "meta.json").write_text(json.dumps(meta))
+    assert main(["inspect", str(folder)]) == 2
+    err = _one_error_line(capsys)
+    assert "meta.json" in err and field in err
+
+
+def test_a_path_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    config = write_config(tmp_path)
+    assert main(["train", str(config), "--out", str(blocker / "run"), *FAST]) == 2
+    assert "a-file" in _one_error_line(capsys)

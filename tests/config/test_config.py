@@ -131,3 +131,24 @@ def test_resolved_config_round_trips_with_the_same_digest(tmp_path):
     assert config_digest(again) == config_digest(cfg)
     other = config_from_dict({"name": "rt", "seeds": [0, 1], "train": {"epochs": 5}})
     assert config_digest(other) != config_digest(cfg)
+
+
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n", "{}\n", "~\n"])
+def test_an_empty_experiment_file_is_refused_not_run_with_defaults(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="is empty") as info:
+        load_config(path)
+    assert "\n" not in str(info.value)
+
+
+def test_numbers_in_exponent_notation_are_numbers(tmp_path):
+    # PyYAML reads 1e6 and 5e-4 (no dot) as text; a float setting takes them as numbers
+    path = write(tmp_path, "name: x\ntrain: {lr: 5e-2, weight_decay: 5e-4}\n")
+    cfg = load_config(path, ["train.label_smoothing=1E-1"])
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.train.label_smoothing) == (0.05, 0.0005, 0.1)
+    assert load_config(path, ["train.lr=1e6"]).train.lr == 1e6
+    with pytest.raises(ConfigError, match="train.lr"):
+        load_config(path, ["train.lr=e6"])
+    with pytest.raises(ConfigError, match="seeds"):
+        load_config(path, ["seeds=[1e3]"])  # an integer setting stays strict

@@ -226,13 +226,13 @@ def test_granularity_notebook_ranks_the_granularities_as_the_files_say(tiny_run:
 
     probe = _probe(nb)
     assert Path(probe["run_dir"]) == (repo / "runs" / "tiny").resolve()
-    sparse = results[results["method"] != "dense"]
+    sparse = results[results["granularity"] != "dense"]  # not the dense model nor its continued control
     assert probe["target"] == pytest.approx(sparse["target_sparsity"].max())
     eps = _headline_eps(results)
     assert probe["eps"] == pytest.approx(eps)
     # robust accuracy: the worst attack at the headline eps, per model (one seed, so one model per label)
     at_eps = results[(results["attack"] != "clean") & (results["eps"] == eps)]
-    label = results["granularity"].where(results["method"] != "dense", "dense")
+    label = results["granularity"].where(results["granularity"] != "dense", results["method"])  # dense-continued apart
     worst = at_eps.groupby(label[at_eps.index])["accuracy"].min()
     clean = results[results["attack"] == "clean"].groupby(label)["accuracy"].mean()
     assert probe["robust"] == pytest.approx(worst.to_dict())
@@ -241,7 +241,7 @@ def test_granularity_notebook_ranks_the_granularities_as_the_files_say(tiny_run:
     summary = _last_code_output(nb)
     ranked = [m.group(1) for m in re.finditer(r"^\s*\d+\. (\S+)", summary, flags=re.MULTILINE)]
     assert ranked == list(worst.sort_values(ascending=False, kind="stable").index), summary
-    assert set(ranked) == {"dense", *sparse["granularity"].unique()}
+    assert set(ranked) == {"dense", "dense-continued", *sparse["granularity"].unique()}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -20,10 +20,11 @@ CPU = torch.device("cpu")
 
 def test_run_writes_models_results_outcomes_and_report(tiny_run):
     models = {p.name for p in (tiny_run / "models").iterdir()}
-    assert models == {"dense-s0", "campfire-element-50-s0", "campfire-filter-50-s0"}
+    # sparse models fine-tuned from dense-s0 come with their dense control (item 15)
+    assert models == {"dense-s0", "dense-continued-s0", "campfire-element-50-s0", "campfire-filter-50-s0"}
     results = pd.read_csv(tiny_run / "results.csv")
     assert list(results.columns) == RESULTS.names
-    assert len(results) == 3 * 4  # clean + 2 fgsm + 1 pgd per model
+    assert len(results) == 4 * 4  # clean + 2 fgsm + 1 pgd per model
     assert not results.duplicated(["model_id", "key"]).any()
     dense = results[results["model_id"] == "dense-s0"]
     assert set(dense["granularity"]) == {"dense"} and set(dense["target_sparsity"]) == {0.0}
@@ -79,7 +80,7 @@ def test_interrupted_attack_sweep_resumes_to_identical_results(tmp_path, tiny_co
     monkeypatch.setattr(evaluation_module, "evaluate", real)
     resumed = run_experiment(cfg, tmp_path / "resumed", device=CPU, progress=False, report=False)
     assert resumed.n_trained == 0  # the models were all finished before the sweep died
-    assert resumed.n_evaluated == 2 * 4  # only the two models not yet attacked
+    assert resumed.n_evaluated == 3 * 4  # only the three models not yet attacked
     for name in ("results.csv", "outcomes.csv.gz", "sanity.csv"):
         a = pd.read_csv(tmp_path / "resumed" / name)
         b = pd.read_csv(tmp_path / "straight" / name)
@@ -99,4 +100,4 @@ def test_changed_config_in_the_same_folder_is_refused_unless_restarted(tmp_path,
     with pytest.raises(ConfigError, match="different configuration"):
         run_experiment(changed, run_dir, device=CPU, progress=False, report=False)
     summary = run_experiment(changed, run_dir, device=CPU, restart=True, progress=False, report=False)
-    assert summary.n_trained == 2
+    assert summary.n_trained == 3  # dense, its continued control, element
