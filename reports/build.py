@@ -171,9 +171,10 @@ def _figures_for(
         (
             "clean_vs_robust",
             "Clean accuracy, robust accuracy and compression",
-            f"One point per model. Robust accuracy: the worst accuracy over the eps-budget attacks at eps {label_eps}. "
+            f"One point per model. Robust accuracy: the worst case over the eps-budget attacks at eps {label_eps}, per "
+            "example (robust only if every attack failed on it). "
             "Compression: total / non-zero weights. Dotted: Pareto front (no other model is better on both axes).",
-            lambda: fig_clean_vs_robust(df, meta, eps=e),
+            lambda: fig_clean_vs_robust(df, meta, eps=e, outcomes=outcomes),
         ),
         (
             "layer_sparsity",
@@ -372,7 +373,7 @@ def assemble_report(
             e = choose_eps(sub, eps)
         except ReportError:
             continue
-        rvc = robust_vs_clean(sub, meta, eps=e)
+        rvc = robust_vs_clean(sub, meta, eps=e, outcomes=outcomes)
         name = "robust_vs_clean" + (f"__{_slug(setting)}" if several else "")
         tables.append(
             TableItem(
@@ -389,7 +390,9 @@ def assemble_report(
                         "seed",
                         "clean_accuracy",
                         "robust_accuracy",
+                        "robust_basis",
                         "worst_attack",
+                        "worst_attack_accuracy",
                         "compression",
                         "front_clean_robust",
                         "front_compression_robust",
