@@ -54,6 +54,8 @@ from torch import nn
 import attacks
 from attacks.spec import parse_eps
 
+log = logging.getLogger("autoattack_agreement")
+
 DEFAULT_CASES = ("runs/digits-quick/models/dense-s0,360,0.1",)
 AGREEMENT_POINTS = 1.0
 """The issue's bar: robust accuracies within 1 point (or within the reference's spread over seeds)."""
@@ -152,8 +154,26 @@ def measure(case: Case, our_seeds: list[int], ref_seeds: list[int], batch_size: 
     """Both AutoAttacks on one case; the figures of one table row."""
     model, x, y, info = load_case(case)
     clean = (predict(model, x, batch_size) == y).numpy()
-    ours = {s: run_ours(model, x, y, case.eps_label, s, batch_size) for s in our_seeds}
-    refs = {s: run_reference(model, x, y, case.eps, s, batch_size) for s in ref_seeds}
+    ours, refs = {}, {}
+    for runs, who, seeds, run in (
+        (ours, "ours", our_seeds, lambda s: run_ours(model, x, y, case.eps_label, s, batch_size)),
+        (refs, "reference", ref_seeds, lambda s: run_reference(model, x, y, case.eps, s, batch_size)),
+    ):
+        for seed in seeds:
+            runs[seed] = run(seed)
+            correct, (wall, cpu) = runs[seed]
+            log.info(
+                "%s eps %s, %s seed %d: robust %.4f (%d/%d), %.0f s wall, %.0f s CPU",
+                case.checkpoint,
+                case.eps_label,
+                who,
+                seed,
+                correct.mean(),
+                correct.sum(),
+                len(correct),
+                wall,
+                cpu,
+            )
     ours_first, refs_first = ours[our_seeds[0]][0], refs[ref_seeds[0]][0]
     our_accs = [float(c.mean()) for c, _ in ours.values()]
     ref_accs = [float(c.mean()) for c, _ in refs.values()]
@@ -218,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     reference_autoattack()  # fail before any work when the reference is missing or not the reference
     cases = args.case or [Case.parse(c) for c in DEFAULT_CASES]
