@@ -25,11 +25,13 @@ from reports.contract import REPORT_DIR
 from reports.errors import NothingToPlot, ReportError
 from reports.figures import (
     accuracy_vs_eps_caption,
+    accuracy_vs_norm_caption,
     attack_success_caption,
     clean_vs_robust_caption,
     delta_heatmap_caption,
     delta_vs_eps_caption,
     fig_accuracy_vs_eps,
+    fig_accuracy_vs_norm,
     fig_attack_success,
     fig_clean_vs_robust,
     fig_delta_heatmap,
@@ -128,7 +130,7 @@ def _figures_for(
             "clean_vs_robust",
             "Clean accuracy, robust accuracy and compression",
             clean_vs_robust_caption(label_eps),
-            lambda: fig_clean_vs_robust(df, meta, eps=e),
+            lambda: fig_clean_vs_robust(df, meta, eps=e, outcomes=outcomes),
         ),
         (
             "layer_sparsity",
@@ -143,6 +145,15 @@ def _figures_for(
             lambda: fig_attack_success(df, eps=e),
         ),
     ]
+    if outcomes is not None and (df["eps_kind"] == "minimum_norm").any():
+        specs.append(
+            (
+                "accuracy_vs_norm",
+                "Robust accuracy against the perturbation-norm threshold",
+                accuracy_vs_norm_caption(),
+                lambda: fig_accuracy_vs_norm(df, outcomes[outcomes["model_id"].isin(df["model_id"])]),
+            )
+        )
     items = []
     for name, title, caption, make in specs:
         if e is None and name in {"delta_heatmap", "clean_vs_robust"}:
@@ -347,7 +358,7 @@ def assemble_report(
             e = choose_eps(sub, eps)
         except ReportError:
             continue
-        rvc = robust_vs_clean(sub, meta, eps=e)
+        rvc = robust_vs_clean(sub, meta, eps=e, outcomes=outcomes)
         name = "robust_vs_clean" + (f"__{_slug(setting)}" if several else "")
         tables.append(
             TableItem(
@@ -364,7 +375,9 @@ def assemble_report(
                         "seed",
                         "clean_accuracy",
                         "robust_accuracy",
+                        "robust_basis",
                         "worst_attack",
+                        "worst_attack_accuracy",
                         "compression",
                         "front_clean_robust",
                         "front_compression_robust",

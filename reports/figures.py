@@ -38,7 +38,7 @@ __all__ = [
     "fig_layer_sparsity",
     "fig_attack_success",
     "fig_accuracy_vs_norm",
-    "ACCURACY_VS_NORM_CAPTION",
+    "accuracy_vs_norm_caption",
 ]
 
 log = logging.getLogger(__name__)
@@ -444,11 +444,16 @@ def _pareto_line(ax: Axes, data: pd.DataFrame, x: str, y: str, front: str) -> No
 
 
 def fig_clean_vs_robust(
-    results: pd.DataFrame, meta: pd.DataFrame | None = None, *, eps: float | str | None = None
+    results: pd.DataFrame,
+    meta: pd.DataFrame | None = None,
+    *,
+    eps: float | str | None = None,
+    outcomes: pd.DataFrame | None = None,
 ) -> Figure:
     """Clean vs robust accuracy of every model, sized by compression, and compression vs robust accuracy.
 
-    Robust accuracy is each model's worst accuracy over the eps-budget attacks at `eps`.
+    Robust accuracy is each model's worst case over the eps-budget attacks at `eps`, per example
+    when `outcomes` are given (see `tables.robust_vs_clean`).
     Left panel: clean vs robust accuracy (point size: compression); right panel: compression
     (total / non-zero weights, log scale) vs robust accuracy. Each panel draws its Pareto front
     (dotted) over the models of the run.
@@ -457,13 +462,15 @@ def fig_clean_vs_robust(
         results: Results table of one setting.
         meta: Per-model metadata (for compression; without it 1 / (1 - achieved sparsity)).
         eps: The eps to use (default: see `labels.choose_eps`).
+        outcomes: Per-example outcomes (the per-example worst case; without them the lowest
+            single-attack accuracy).
 
     Raises:
         NothingToPlot: If no model was attacked at `eps`.
     """
     df = _one_setting(annotated(results), "fig_clean_vs_robust")
     e = choose_eps(df, eps)
-    data = robust_vs_clean(df, meta, eps=e).dropna(subset=["clean_accuracy", "robust_accuracy"])
+    data = robust_vs_clean(df, meta, eps=e, outcomes=outcomes).dropna(subset=["clean_accuracy", "robust_accuracy"])
     if data.empty:
         raise NothingToPlot(f"no model has both clean accuracy and an attack at eps {eps_text(e)}")
     data = data.assign(clean_pct=data["clean_accuracy"] * 100, robust_pct=data["robust_accuracy"] * 100)
@@ -537,7 +544,8 @@ def fig_clean_vs_robust(
 def clean_vs_robust_caption(eps_label: str) -> str:
     """The report's caption of `fig_clean_vs_robust` at eps `eps_label`."""
     return (
-        f"One point per model. Robust accuracy: the worst accuracy over the eps-budget attacks at eps {eps_label}. "
+        f"One point per model. Robust accuracy: the worst case over the eps-budget attacks at eps {eps_label}, per "
+        "example (robust only if every attack failed on it). "
         "Compression: total / non-zero weights. Dotted: Pareto front (no other model is better on both axes)."
     )
 
@@ -770,12 +778,13 @@ def fig_accuracy_vs_norm(results: pd.DataFrame, outcomes: pd.DataFrame) -> Figur
     return fig
 
 
-ACCURACY_VS_NORM_CAPTION = (
-    "Robust accuracy against the perturbation-norm threshold: at each threshold, the share of all "
-    "examples that the model classifies correctly and that the minimum-norm attack could not fool "
-    "with a smaller perturbation. A curve further right means larger perturbations were needed."
-)
-"""Caption of `fig_accuracy_vs_norm`, kept beside it."""
+def accuracy_vs_norm_caption() -> str:
+    """The report's caption of `fig_accuracy_vs_norm`."""
+    return (
+        "Robust accuracy against the perturbation-norm threshold: at each threshold, the share of all "
+        "examples that the model classifies correctly and that the minimum-norm attack could not fool "
+        "with a smaller perturbation. A curve further right means larger perturbations were needed."
+    )
 
 
 def attack_success_caption(eps_label: str) -> str:

@@ -15,7 +15,7 @@ from reports.content import Finding
 from reports.errors import ReportError
 from reports.labels import choose_eps, eps_label_of, format_p, format_pct, format_points, settings_of, sparsity_text
 from reports.stats import correction_words, wilson_interval
-from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas
+from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas, robust_vs_clean
 
 __all__ = ["Finding", "summarize"]
 
@@ -125,7 +125,20 @@ def _headline_series(agg: pd.DataFrame, eps: float) -> str | None:
     return str(by_series.idxmin())
 
 
-def _dense_finding(agg: pd.DataFrame, series: str | None, eps: float | None, label_eps: str) -> Finding | None:
+def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: float | None) -> float | None:
+    """Mean over the dense models of the per-example worst case over every attack at `eps` (None without outcomes)."""
+    if outcomes is None or eps is None or not df["is_dense"].any():
+        return None
+    table = robust_vs_clean(df, eps=eps, outcomes=outcomes)
+    dense = table[table["is_dense"]]
+    if dense.empty or not (dense["robust_basis"] == "per example").all():
+        return None
+    return float(dense["robust_accuracy"].mean())
+
+
+def _dense_finding(
+    agg: pd.DataFrame, series: str | None, eps: float | None, label_eps: str, worst_case: float | None = None
+) -> Finding | None:
     dense = agg[agg["is_dense"]]
     if (dense["label"] == "dense").any():  # the dense model itself, not a dense control continued from it
         dense = dense[dense["label"] == "dense"]
@@ -144,6 +157,10 @@ def _dense_finding(agg: pd.DataFrame, series: str | None, eps: float | None, lab
             robust = float(row["accuracy"].mean())
             numbers.update({"robust_accuracy": robust, "series": series, "eps": eps, "eps_label": label_eps})
             text += f" and {format_pct(robust)} robust accuracy under {series} at eps {label_eps}"
+            if worst_case is not None:
+                # the headline: an example is robust only if every attack at this eps failed on it
+                numbers["worst_case_accuracy"] = worst_case
+                text += f" ({format_pct(worst_case)} against every attack at that eps, counted per example)"
     text += f" (mean of {n_seeds} seeds)." if n_seeds > 1 else "."
     return Finding("dense", text, numbers)
 
@@ -353,7 +370,7 @@ def summarize(
             e = None
         label_eps = eps_label_of(sub, e) if e is not None else ""
         headline = _headline_series(agg, e) if e is not None else None
-        dense = _dense_finding(agg, headline, e, label_eps)
+        dense = _dense_finding(agg, headline, e, label_eps, _dense_worst_case(sub, outcomes, e))
         if dense is not None:
             part.append(dense)
         has_pairs = sub["is_dense"].any() and (~sub["is_dense"]).any()

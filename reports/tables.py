@@ -388,21 +388,51 @@ def _compression(models: pd.DataFrame, meta: pd.DataFrame | None) -> pd.Series:
     return fallback
 
 
-def robust_vs_clean(results: pd.DataFrame, meta: pd.DataFrame | None = None, *, eps: float) -> pd.DataFrame:
+def _per_example_robust(at_eps: pd.DataFrame, outcomes: pd.DataFrame | None) -> pd.Series:
+    """Per model: the fraction of examples on which every attack in `at_eps` failed (the per-example worst case).
+
+    A model whose outcomes lack one of its attacks at this eps, or do not cover the same examples
+    for all of them, gets NaN (the caller falls back to the lowest single-attack accuracy).
+    """
+    if outcomes is None or at_eps.empty:
+        return pd.Series(dtype=float)
+    wanted = at_eps[["model_id", "key"]].drop_duplicates()
+    sub = outcomes.merge(wanted, on=["model_id", "key"])
+    robust = {}
+    for model_id, keys in wanted.groupby("model_id")["key"]:
+        wide = sub[sub["model_id"] == model_id].pivot(index="example", columns="key", values="correct")
+        complete = set(wide.columns) == set(keys) and not wide.empty and not wide.isna().to_numpy().any()
+        robust[model_id] = float(wide.astype(bool).all(axis=1).mean()) if complete else np.nan
+    return pd.Series(robust, dtype=float)
+
+
+def robust_vs_clean(
+    results: pd.DataFrame,
+    meta: pd.DataFrame | None = None,
+    *,
+    eps: float,
+    outcomes: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Clean and worst-case robust accuracy of every model at one eps, with compression and Pareto fronts.
 
-    Robust accuracy is the lowest accuracy over every eps-budget attack run at `eps` (the
-    RobustBench convention: a model is only as robust as the strongest attack shows).
+    Robust accuracy is the worst case over every eps-budget attack run at `eps`, per example: an
+    example counts as robust only if every one of those attacks failed on it (the RobustBench /
+    AutoAttack convention). It needs the per-example `outcomes`; a model without them for every
+    attack at `eps` gets the lowest single-attack accuracy instead (an upper bound of the
+    per-example worst case), and `robust_basis` says which was used.
 
     Args:
         results: Results table (raw or annotated).
         meta: Per-model metadata (for `compression`).
         eps: The eps budget (as stored in the table).
+        outcomes: Per-example outcomes (see `load.load_outcomes`).
 
     Returns:
-        One row per model with clean_accuracy, robust_accuracy, worst_attack, compression,
-        front_clean_robust (on the Pareto front of clean and robust accuracy within its setting)
-        and front_compression_robust (on the front of compression and robust accuracy).
+        One row per model with clean_accuracy, robust_accuracy, robust_basis ("per example" or
+        "min over attacks"), worst_attack (the single attack with the lowest accuracy) and
+        worst_attack_accuracy (its accuracy), compression, front_clean_robust (on the Pareto front
+        of clean and robust accuracy within its setting) and front_compression_robust (on the
+        front of compression and robust accuracy).
     """
     df = annotated(results)
     models = df.drop_duplicates("model_id")[
@@ -412,9 +442,14 @@ def robust_vs_clean(results: pd.DataFrame, meta: pd.DataFrame | None = None, *, 
     at_eps = df[df["bounded"] & np.isclose(df["eps"].astype(float), eps, rtol=1e-6, atol=1e-9)]
     worst_idx = at_eps.groupby("model_id")["accuracy"].idxmin()
     worst = at_eps.loc[worst_idx, ["model_id", "accuracy", "series"]].rename(
-        columns={"accuracy": "robust_accuracy", "series": "worst_attack"}
+        columns={"accuracy": "worst_attack_accuracy", "series": "worst_attack"}
     )
     out = models.join(clean, on="model_id").merge(worst, on="model_id", how="left")
+    per_example = out["model_id"].map(_per_example_robust(at_eps, outcomes)).astype(float)
+    out["robust_accuracy"] = per_example.where(per_example.notna(), out["worst_attack_accuracy"])
+    out["robust_basis"] = np.where(
+        per_example.notna(), "per example", np.where(out["worst_attack_accuracy"].notna(), "min over attacks", "")
+    )
     out["compression"] = _compression(out, meta).to_numpy()
     out["front_clean_robust"] = False
     out["front_compression_robust"] = False

@@ -19,7 +19,8 @@ def test_autoattack_uses_the_reference_standard_settings(linear_model: nn.Module
     assert isinstance(apgd, torchattacks.APGD) and apgd.steps == 100 and apgd.loss == "ce" and apgd.n_restarts == 1
     assert isinstance(apgdt, torchattacks.APGDT) and apgdt.steps == 100 and apgdt.n_target_classes == 9
     assert isinstance(fab, torchattacks.FAB) and fab.steps == 100 and fab.multi_targeted and fab.n_target_classes == 9
-    assert isinstance(square, torchattacks.Square) and square.n_queries == 5000
+    assert isinstance(square, torchattacks.Square) and square.n_queries == 5000 and square.p_init == 0.8
+    assert not square.rescale_schedule  # the reference's p schedule (resc_schedule=False)
     assert {a.seed for a in attack.attacks} == {5}
     assert all(a.eps == pytest.approx(8 / 255) and a.norm == "Linf" for a in attack.attacks)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from reports.errors import NothingToPlot
-from reports.figures import ACCURACY_VS_NORM_CAPTION, fig_accuracy_vs_norm
+from reports.figures import accuracy_vs_norm_caption, fig_accuracy_vs_norm
 
 
 def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -34,7 +34,7 @@ def test_curve_counts_clean_correct_examples_not_fooled_within_the_threshold() -
     at = lambda x: acc[np.searchsorted(t, x)]  # noqa: E731 - first grid point >= x
     assert acc[0] == pytest.approx(75.0)  # 3 of 4 clean-correct, none fooled at 0
     assert at(0.3) == pytest.approx(50.0) and at(0.75) == pytest.approx(25.0) and acc[-1] == pytest.approx(0.0)
-    assert "threshold" in ACCURACY_VS_NORM_CAPTION
+    assert "threshold" in accuracy_vs_norm_caption()
 
 
 def test_nothing_to_plot_without_a_minimum_norm_attack() -> None:

@@ -149,3 +149,10 @@ def test_several_settings_get_one_figure_set_each(run_factory) -> None:
     names = sorted(p.stem for p in (index.parent / "figures").glob("*.png"))
     assert "accuracy_vs_eps__cifar10-resnet20" in names and "accuracy_vs_eps__digits-smallcnn" in names
     assert "cifar10 / resnet20: At 70% sparsity" in index.read_text(encoding="utf-8")
+
+
+def test_a_minimum_norm_attack_adds_the_norm_threshold_figure(run_factory) -> None:
+    index = build_report(run_factory(seeds=(0,), include_cw=True))
+    drawn = sorted(p.stem for p in (index.parent / "figures").glob("*.png"))
+    assert drawn == sorted([*FIGURES, "accuracy_vs_norm"])
+    assert "perturbation-norm threshold" in index.read_text(encoding="utf-8")

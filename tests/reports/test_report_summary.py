@@ -155,6 +155,19 @@ def test_clean_cost_and_dense_reference(shared_run: Path) -> None:
     assert f"filter costs most ({format_points(delta)}, {format_p(p)}, significant)" in cost.text
 
 
+def test_dense_finding_gives_the_per_example_worst_case_over_every_attack(shared_run: Path) -> None:
+    dense = next(f for f in _findings(shared_run) if f.kind == "dense")
+    raw = pd.read_csv(shared_run / "results.csv")
+    out = pd.read_csv(shared_run / "outcomes.csv.gz")
+    at = raw[(raw.method == "dense") & np.isclose(raw.eps, dense.numbers["eps"]) & (raw.attack != "clean")]
+    assert at["attack"].nunique() > 1  # several attacks at the headline eps, or the worst case is trivial
+    per_example = out.merge(at[["model_id", "key"]]).groupby(["model_id", "example"])["correct"].min()
+    expected = per_example.groupby("model_id").mean().mean()
+    assert dense.numbers["worst_case_accuracy"] == pytest.approx(expected)
+    assert expected <= dense.numbers["robust_accuracy"] + 1e-12
+    assert f"{expected * 100:.1f}% against every attack at that eps, counted per example" in dense.text
+
+
 def test_overview_sanity_and_precision(run_factory) -> None:
     run = run_factory(failing_check=True, seeds=(0,))
     findings = _findings(run)

@@ -117,6 +117,48 @@ def test_robust_vs_clean_takes_the_strongest_attack(frames: dict) -> None:
     assert by_id.loc["window-70-s0", "front_compression_robust"]  # most compressed and most robust at 70%
 
 
+def _keys_at(raw: pd.DataFrame, model_id: str, eps: float) -> list[str]:
+    rows = raw[(raw["model_id"] == model_id) & np.isclose(raw["eps"], eps) & (raw["attack"] != "clean")]
+    return sorted(rows["key"])
+
+
+def test_robust_vs_clean_counts_an_example_robust_only_if_every_attack_failed(frames: dict) -> None:
+    # FGSM fools the last 165 examples, PGD the first 210 (the run's accuracies, 0.45 and 0.30):
+    # together they fool all 300, so the per-example worst case is 0 where the best single attack leaves 0.30.
+    raw, outcomes = frames["raw"], frames["outcomes"].copy()
+    fgsm, pgd = _keys_at(raw, "dense-s0", 8 / 255)
+    assert fgsm.startswith("fgsm") and pgd.startswith("pgd")
+    for key, fooled in ((fgsm, lambda e: e >= 135), (pgd, lambda e: e < 210)):
+        rows = (outcomes["model_id"] == "dense-s0") & (outcomes["key"] == key)
+        outcomes.loc[rows, "correct"] = (~fooled(outcomes.loc[rows, "example"])).astype("int8")
+    table = robust_vs_clean(frames["results"], frames["meta"], eps=8 / 255, outcomes=outcomes).set_index("model_id")
+    row = table.loc["dense-s0"]
+    assert row["worst_attack"] == "PGD" and row["worst_attack_accuracy"] == pytest.approx(0.30)
+    assert row["robust_accuracy"] == 0.0 and row["robust_basis"] == "per example"
+
+
+def test_robust_vs_clean_per_example_matches_an_independent_computation(frames: dict) -> None:
+    raw, outcomes = frames["raw"], frames["outcomes"]
+    table = robust_vs_clean(frames["results"], frames["meta"], eps=4 / 255, outcomes=outcomes).set_index("model_id")
+    assert (table["robust_basis"] == "per example").all()
+    for model_id in table.index:
+        keys = _keys_at(raw, model_id, 4 / 255)
+        sub = outcomes[(outcomes["model_id"] == model_id) & outcomes["key"].isin(keys)]
+        expected = sub.groupby("example")["correct"].min().mean()
+        assert table.loc[model_id, "robust_accuracy"] == pytest.approx(expected)
+        assert table.loc[model_id, "robust_accuracy"] <= table.loc[model_id, "worst_attack_accuracy"] + 1e-12
+
+
+def test_robust_vs_clean_falls_back_to_the_strongest_attack_without_every_outcome(frames: dict) -> None:
+    raw, outcomes = frames["raw"], frames["outcomes"]
+    _, pgd = _keys_at(raw, "dense-s0", 8 / 255)
+    partial = outcomes[~((outcomes["model_id"] == "dense-s0") & (outcomes["key"] == pgd))]
+    table = robust_vs_clean(frames["results"], frames["meta"], eps=8 / 255, outcomes=partial).set_index("model_id")
+    assert table.loc["dense-s0", "robust_basis"] == "min over attacks"
+    assert table.loc["dense-s0", "robust_accuracy"] == table.loc["dense-s0", "worst_attack_accuracy"]
+    assert (table.drop(index="dense-s0")["robust_basis"] == "per example").all()
+
+
 def test_check_outcomes_finds_disagreement(synthetic_run: Path) -> None:
     results, outcomes = load_results(synthetic_run), load_outcomes(synthetic_run)
     assert check_outcomes(results, outcomes) == []
