@@ -43,7 +43,7 @@ from torch import nn
 
 from attacks._model import attack_mode, resolve_device
 from attacks.batching import tensor_batches
-from attacks.result import EvaluationResult
+from attacks.result import FRAME_COLUMNS, EvaluationResult
 
 __all__ = ["SanityFlag", "sanity_checks", "flags_frame", "zero_gradient_fraction", "CHECK_NAMES"]
 
@@ -355,21 +355,7 @@ def sanity_checks(
     transferred = transfer.to_frame() if isinstance(transfer, EvaluationResult) else transfer
     result = results if isinstance(results, EvaluationResult) else None
     frame = results.to_frame() if isinstance(results, EvaluationResult) else results
-    missing = {
-        "key",
-        "attack",
-        "norm",
-        "eps",
-        "eps_label",
-        "steps",
-        "alpha",
-        "restarts",
-        "options",
-        "seed",
-        "n_correct",
-        "accuracy",
-        "attack_success_rate",
-    } - set(frame.columns)
+    missing = set(FRAME_COLUMNS) - set(frame.columns)
     if missing:
         raise ValueError(f"results frame lacks columns {sorted(missing)}; use EvaluationResult.to_frame()")
     if "model_id" in frame.columns and frame["model_id"].nunique() > 1:

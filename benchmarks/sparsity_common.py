@@ -12,9 +12,8 @@ import torch
 from torch import nn
 
 from robustsparse.models import create_model
-from robustsparse.sparsity import CampfirePruner, SparsityConfig
 
-__all__ = ["build", "one_shot", "time_interleaved", "machine_line", "IMAGE_SIZE"]
+__all__ = ["build", "time_interleaved", "machine_line", "IMAGE_SIZE"]
 
 IMAGE_SIZE = {"resnet20": 32, "resnet18_cifar": 32, "vgg16_bn": 32, "resnet50": 224, "small_cnn": 8}
 
@@ -37,22 +36,6 @@ def build(arch: str, seed: int = 0) -> nn.Module:
                 m.running_var.uniform_(0.5, 1.5)
                 m.weight.uniform_(0.5, 1.5)
     return model
-
-
-def one_shot(model: nn.Module, granularity: str, target: float, **kw) -> CampfirePruner:
-    """Prune `model` in place at `target` with a one-shot schedule; returns the (frozen) pruner."""
-    cfg = SparsityConfig(
-        method="campfire",
-        granularity=granularity,
-        target_sparsity=target,
-        schedule="one_shot",
-        start_epoch=0,
-        end_epoch=0,
-        **kw,
-    )
-    pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
-    pruner.step(0)
-    return pruner
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:

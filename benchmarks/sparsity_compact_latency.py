@@ -13,9 +13,9 @@ import argparse
 import copy
 
 import torch
-from sparsity_common import IMAGE_SIZE, build, machine_line, one_shot, time_interleaved
+from sparsity_common import IMAGE_SIZE, build, machine_line, time_interleaved
 
-from robustsparse.sparsity import compact_model, model_cost
+from robustsparse.sparsity import compact_model, model_cost, prune_one_shot
 
 CASES = [("resnet20", 1), ("resnet20", 64), ("vgg16_bn", 1), ("vgg16_bn", 64), ("resnet50", 1)]
 
@@ -23,7 +23,7 @@ CASES = [("resnet20", 1), ("resnet20", 64), ("vgg16_bn", 1), ("vgg16_bn", 64), (
 def measure(arch: str, batch: int, target: float, repeats: int) -> dict:
     dense = build(arch).eval()
     pruned = copy.deepcopy(dense)
-    pruner = one_shot(pruned, "filter", target)
+    pruner = prune_one_shot(pruned, "filter", target)
     small = compact_model(pruned, pruner.masks).eval()
     size = IMAGE_SIZE[arch]
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -15,7 +15,7 @@ import json
 from collections import Counter
 
 import torch
-from sparsity_common import build, machine_line, one_shot
+from sparsity_common import build, machine_line
 
 from robustsparse.sparsity import (
     GRANULARITIES,
@@ -23,6 +23,7 @@ from robustsparse.sparsity import (
     dense_size_bytes,
     export_compressed,
     load_compressed,
+    prune_one_shot,
 )
 
 
@@ -34,7 +35,7 @@ def file_bytes(obj: object) -> int:
 
 def measure(arch: str, granularity: str, target: float) -> dict:
     model = build(arch)
-    pruner = one_shot(model, granularity, target)
+    pruner = prune_one_shot(model, granularity, target)
     state = model.state_dict()
     blob = export_compressed(state, pruner.masks, pruner.granularity_info())
     back = load_compressed(blob)

@@ -18,7 +18,9 @@ import itertools
 
 import torch
 import torch.nn.functional as F
-from sparsity_common import IMAGE_SIZE, build, machine_line, one_shot, time_interleaved
+from sparsity_common import IMAGE_SIZE, build, machine_line, time_interleaved
+
+from robustsparse.sparsity import prune_one_shot
 
 CASES = [("small_cnn", 64), ("resnet20", 128)]
 GRANULARITIES = ["element", "window", "filter"]
@@ -41,7 +43,7 @@ def make_step(model, optimizer, x, y, pruner=None):
 def measure(arch: str, batch: int, granularity: str, repeats: int) -> dict:
     dense = build(arch).train()
     masked = copy.deepcopy(dense)
-    pruner = one_shot(masked, granularity, 0.7)
+    pruner = prune_one_shot(masked, granularity, 0.7)
     channels = 1 if arch == "small_cnn" else 3
     size = IMAGE_SIZE[arch]
     g = torch.Generator().manual_seed(0)

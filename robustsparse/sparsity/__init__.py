@@ -16,7 +16,7 @@ from robustsparse.sparsity.coupling import ChannelGroup, find_channel_groups
 from robustsparse.sparsity.encoding import compressed_size_bytes, dense_size_bytes, export_compressed, load_compressed
 from robustsparse.sparsity.layers import prunable_layers
 from robustsparse.sparsity.masks import achieved_sparsity, apply_masks_, mask_grads_, zero_masked_state_
-from robustsparse.sparsity.pruner import CampfirePruner, compute_masks
+from robustsparse.sparsity.pruner import CampfirePruner, compute_masks, prune_one_shot
 from robustsparse.sparsity.schedule import (
     cubic_sparsity,
     linear_sparsity,
@@ -30,6 +30,7 @@ __all__ = [
     "SparsityConfig",
     "GRANULARITIES",
     "CampfirePruner",
+    "prune_one_shot",
     "compute_masks",
     "prunable_layers",
     "apply_masks_",

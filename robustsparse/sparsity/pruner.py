@@ -36,7 +36,7 @@ from robustsparse.sparsity.masks import achieved_sparsity, mask_sparsity, zero_m
 from robustsparse.sparsity.schedule import last_update_step, schedule_sparsity, update_plan
 from robustsparse.sparsity.settings import CHANNEL_GRANULARITIES, SparsityConfig, settings_to_dict
 
-__all__ = ["CampfirePruner", "compute_masks", "PRUNER_FORMAT", "PRUNER_VERSION"]
+__all__ = ["CampfirePruner", "compute_masks", "prune_one_shot", "PRUNER_FORMAT", "PRUNER_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -482,3 +482,27 @@ class CampfirePruner:
             self.masks, extra.get("specs", {}), extra.get("pruned_channels", {}), extra.get("notes", {})
         )
         self._pairs = None
+
+
+def prune_one_shot(model: nn.Module, granularity: str, target: float, **settings: Any) -> CampfirePruner:
+    """Prune `model` in place to `target` sparsity at `granularity` in one step; masks frozen at once.
+
+    The shortcut that benchmarks, tests and notebooks use to get a sparse model without training:
+    a Campfire pruner with a one-shot schedule at epoch 0. `settings` are further `SparsityConfig`
+    fields (allocation, importance, keep_dense, ...).
+
+    Returns:
+        The pruner (frozen), holding the masks.
+    """
+    cfg = SparsityConfig(
+        method="campfire",
+        granularity=granularity,
+        target_sparsity=target,
+        schedule="one_shot",
+        start_epoch=0,
+        end_epoch=0,
+        **settings,
+    )
+    pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
+    pruner.step(0)
+    return pruner

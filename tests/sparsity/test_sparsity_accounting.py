@@ -7,33 +7,18 @@ import torch
 from torch import nn
 
 from robustsparse.sparsity import (
-    CampfirePruner,
-    SparsityConfig,
     achieved_sparsity,
     layer_sparsity_table,
     model_cost,
+    prune_one_shot,
     verify_structure,
 )
 from robustsparse.sparsity.accounting import TABLE_COLUMNS
 
 
-def one_shot(model, granularity: str, target: float = 0.7) -> CampfirePruner:
-    cfg = SparsityConfig(
-        method="campfire",
-        granularity=granularity,
-        target_sparsity=target,
-        schedule="one_shot",
-        start_epoch=0,
-        end_epoch=0,
-    )
-    pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
-    pruner.step(0)
-    return pruner
-
-
 @pytest.mark.parametrize("granularity", ["element", "window", "filter"])
 def test_table_rows_and_totals_match_the_weights(tiny_net, granularity: str) -> None:
-    pruner = one_shot(tiny_net, granularity)
+    pruner = prune_one_shot(tiny_net, granularity, 0.7)
     table = layer_sparsity_table(tiny_net, pruner.masks, pruner.granularity_info())
     assert list(table.columns) == TABLE_COLUMNS
     params = dict(tiny_net.named_parameters())
@@ -99,7 +84,7 @@ def _dense_layer_masked(model, masks):
     ],
 )
 def test_structure_check_fails_on_a_tampered_model(tiny_net, granularity, tamper, needle) -> None:
-    pruner = one_shot(tiny_net, granularity)
+    pruner = prune_one_shot(tiny_net, granularity, 0.7)
     info = pruner.metadata()
     info.pop("achieved_sparsity")  # look at structure only
     masks = {k: v.clone() for k, v in pruner.masks.items()}
@@ -119,7 +104,7 @@ def test_structure_check_fails_on_a_tampered_model(tiny_net, granularity, tamper
     ],
 )
 def test_weights_alone_are_checked_without_masks(tiny_net, granularity, layer, make_bad) -> None:
-    pruner = one_shot(tiny_net, granularity, 0.5 if granularity == "n:m" else 0.7)
+    pruner = prune_one_shot(tiny_net, granularity, 0.5 if granularity == "n:m" else 0.7)
     info = pruner.granularity_info()
     assert verify_structure(tiny_net, None, info) == []
     with torch.no_grad():
@@ -128,7 +113,7 @@ def test_weights_alone_are_checked_without_masks(tiny_net, granularity, layer, m
 
 
 def test_sparsity_disagreeing_with_metadata_is_reported(tiny_net) -> None:
-    pruner = one_shot(tiny_net, "element")
+    pruner = prune_one_shot(tiny_net, "element", 0.7)
     meta = pruner.metadata()
     assert verify_structure(tiny_net, pruner.masks, meta) == []
     meta["achieved_sparsity"] = {"prunable": meta["achieved_sparsity"]["prunable"] - 0.01, "all": 0.0}

@@ -7,21 +7,7 @@ import torch
 from torch import nn
 
 from robustsparse.errors import ModelError
-from robustsparse.sparsity import CampfirePruner, SparsityConfig, compact_model, model_cost
-
-
-def one_shot(model, granularity: str, target: float) -> CampfirePruner:
-    cfg = SparsityConfig(
-        method="campfire",
-        granularity=granularity,
-        target_sparsity=target,
-        schedule="one_shot",
-        start_epoch=0,
-        end_epoch=0,
-    )
-    pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
-    pruner.step(0)
-    return pruner
+from robustsparse.sparsity import CampfirePruner, compact_model, model_cost, prune_one_shot
 
 
 def _check_compaction(model: nn.Module, pruner: CampfirePruner, x: torch.Tensor) -> nn.Module:
@@ -43,7 +29,7 @@ def _check_compaction(model: nn.Module, pruner: CampfirePruner, x: torch.Tensor)
 @pytest.mark.parametrize("granularity", ["filter", "channel"])
 @pytest.mark.parametrize("target", [0.5, 0.7])
 def test_tiny_net_compacts_with_the_same_outputs(tiny_net, tiny_batch, granularity: str, target: float) -> None:
-    pruner = one_shot(tiny_net, granularity, target)
+    pruner = prune_one_shot(tiny_net, granularity, target)
     small = _check_compaction(tiny_net, pruner, tiny_batch[0])
     assert small.block_conv1.out_channels < 16 and small.block_bn1.num_features == small.block_conv1.out_channels
     assert small.block_conv2.in_channels == small.block_conv1.out_channels
@@ -79,7 +65,7 @@ def _registry_model(arch: str, image_size: int) -> nn.Module:
 )
 def test_registry_models_compact_with_the_same_outputs(arch: str, granularity: str) -> None:
     model = _registry_model(arch, 32)
-    pruner = one_shot(model, granularity, 0.5)
+    pruner = prune_one_shot(model, granularity, 0.5)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     small = _check_compaction(model, pruner, x)
     if arch == "resnet20":  # block outputs feed the residual additions and keep their width
@@ -104,5 +90,5 @@ def test_untraceable_model_is_refused_for_channel_granularities() -> None:
             return self.fc(self.c(x).mean((2, 3)))
 
     with pytest.raises(ModelError, match="torch.fx"):
-        one_shot(Branchy(), "filter", 0.5)
-    one_shot(Branchy(), "kernel", 0.5)  # the other granularities do not need the graph
+        prune_one_shot(Branchy(), "filter", 0.5)
+    prune_one_shot(Branchy(), "kernel", 0.5)  # the other granularities do not need the graph

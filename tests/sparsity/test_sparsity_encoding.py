@@ -12,27 +12,12 @@ import torch
 from robustsparse.errors import CheckpointError
 from robustsparse.sparsity import (
     GRANULARITIES,
-    CampfirePruner,
-    SparsityConfig,
     compressed_size_bytes,
     dense_size_bytes,
     export_compressed,
     load_compressed,
+    prune_one_shot,
 )
-
-
-def one_shot(model, granularity: str, target: float) -> CampfirePruner:
-    cfg = SparsityConfig(
-        method="campfire",
-        granularity=granularity,
-        target_sparsity=target,
-        schedule="one_shot",
-        start_epoch=0,
-        end_epoch=0,
-    )
-    pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
-    pruner.step(0)
-    return pruner
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:
@@ -41,7 +26,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_round_trip_is_bit_identical_and_smaller(tiny_net, granularity: str) -> None:
-    pruner = one_shot(tiny_net, granularity, 0.7)
+    pruner = prune_one_shot(tiny_net, granularity, 0.7)
     state = tiny_net.state_dict()
     blob = export_compressed(state, pruner.masks, pruner.granularity_info())
     buffer = io.BytesIO()
@@ -61,7 +46,7 @@ def test_coarser_structure_needs_a_smaller_index(tiny_net) -> None:
     sizes = {}
     for granularity in ("element", "kernel", "filter"):
         model = copy.deepcopy(tiny_net)
-        pruner = one_shot(model, granularity, 0.7)
+        pruner = prune_one_shot(model, granularity, 0.7)
         blob = export_compressed(model.state_dict(), pruner.masks, pruner.granularity_info())
         kept = sum(int(m.sum()) for m in pruner.masks.values())
         values = kept * 4
@@ -69,16 +54,16 @@ def test_coarser_structure_needs_a_smaller_index(tiny_net) -> None:
     assert sizes["filter"] < sizes["kernel"] < sizes["element"]
     # at 2:4 the pattern rank (3 bits per group of 4) beats a bitmap (4 bits)
     model = copy.deepcopy(tiny_net)
-    pruner = one_shot(model, "n:m", 0.5)
+    pruner = prune_one_shot(model, "n:m", 0.5)
     nm = export_compressed(model.state_dict(), pruner.masks, pruner.granularity_info())
     model = copy.deepcopy(tiny_net)
-    pruner_el = one_shot(model, "element", 0.5)
+    pruner_el = prune_one_shot(model, "element", 0.5)
     el = export_compressed(model.state_dict(), pruner_el.masks, pruner_el.granularity_info())
     assert compressed_size_bytes(nm) < compressed_size_bytes(el)
 
 
 def test_unmasked_or_negative_zero_entries_are_refused(tiny_net) -> None:
-    pruner = one_shot(tiny_net, "element", 0.7)
+    pruner = prune_one_shot(tiny_net, "element", 0.7)
     state = {k: v.clone() for k, v in tiny_net.state_dict().items()}
     mask = pruner.masks["conv3.weight"]
     state["conv3.weight"][~mask] = -0.0
