@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from reports.atomic import write_json_atomic
 from reports.contract import META_FILE, MODELS_DIR, RESUME_STATE_FILE
 from robustsparse.checkpoints import read_meta
 from robustsparse.config import ExperimentConfig, config_to_dict
@@ -24,7 +25,6 @@ from robustsparse.data import DatasetBundle
 from robustsparse.errors import CheckpointError, TrainingDiverged
 from robustsparse.train.jobs import TrainJob, experiment_jobs
 from robustsparse.train.trainer import is_finished, load_job_data, train_job
-from robustsparse.utils.atomic import write_json_atomic
 
 __all__ = ["load_experiment_data", "train_experiment", "failed_reason", "SUMMARY_COLUMNS", "STATUS_FAILED"]
 

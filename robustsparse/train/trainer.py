@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from reports.atomic import write_csv_atomic
 from reports.contract import CHECKPOINT_FILE, LAYER_SPARSITY_FILE, META_FILE, RESUME_STATE_FILE, TRAIN_LOG_FILE
 from robustsparse.checkpoints import (
     ModelSpec,
@@ -41,7 +42,7 @@ from robustsparse.train.adversarial import make_adversary
 from robustsparse.train.jobs import TrainJob
 from robustsparse.train.loop import loss_and_accuracy, train_one_epoch
 from robustsparse.train.optim import build_optimizer, build_scheduler
-from robustsparse.utils.atomic import torch_save_atomic, write_csv_atomic
+from robustsparse.utils.atomic import torch_save_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
 __all__ = ["train_job", "is_finished", "load_job_data"]

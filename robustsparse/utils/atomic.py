@@ -1,7 +1,7 @@
-"""Atomic writes for robustsparse: the file writers of `reports.atomic` plus `torch.save`.
+"""`torch.save`, atomically: the one writer `reports.atomic` cannot hold (reports never imports torch).
 
-The write-then-rename logic lives once, in `reports.atomic` (which `reports` can use without
-importing robustsparse); only the torch writer, which `reports` must not import, is added here.
+The write-then-rename logic lives once, in `reports.atomic`; text, JSON and CSV writers are imported
+from there directly.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
-from reports.atomic import atomic_path, write_csv_atomic, write_json_atomic, write_text_atomic
+from reports.atomic import atomic_path
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_csv_atomic", "torch_save_atomic"]
+__all__ = ["torch_save_atomic"]
 
 
 def torch_save_atomic(path: str | Path, obj: Any) -> Path:

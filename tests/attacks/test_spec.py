@@ -10,7 +10,7 @@ import attacks
 from attacks import AttackSpec, AttackSpecError, expand_eps, format_eps, list_attacks, parse_eps, parse_specs
 
 
-def test_issue_example_parses_and_matches_constructor() -> None:
+def test_a_spec_string_parses_to_what_the_constructor_builds() -> None:
     spec = AttackSpec(name="pgd", eps="8/255", steps=10)
     assert spec == AttackSpec.parse("pgd:eps=8/255,steps=10")
     assert spec.eps == 8 / 255 and spec.eps_label == "8/255"

@@ -1,4 +1,4 @@
-"""Training that diverges (issue 11, item 16): stopped with one line, marked failed, kept out of
+"""Training that diverges: stopped with one line, marked failed, kept out of
 the attack sweep and the results, listed apart in the summary and the report; the grid goes on."""
 
 from __future__ import annotations

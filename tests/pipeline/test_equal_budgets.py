@@ -1,4 +1,4 @@
-"""Equal training budgets (issue 11, item 15): sparse models fine-tuned from a dense parent are
+"""Equal training budgets: sparse models fine-tuned from a dense parent are
 compared with the dense model continued for the same epochs, never with their parent."""
 
 from __future__ import annotations

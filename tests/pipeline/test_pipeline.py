@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 def test_run_writes_models_results_outcomes_and_report(tiny_run):
     models = {p.name for p in (tiny_run / "models").iterdir()}
-    # sparse models fine-tuned from dense-s0 come with their dense control (item 15)
+    # sparse models fine-tuned from dense-s0 come with their dense control, continued for the same epochs
     assert models == {"dense-s0", "dense-continued-s0", "campfire-element-50-s0", "campfire-filter-50-s0"}
     results = pd.read_csv(tiny_run / "results.csv")
     assert list(results.columns) == RESULTS.names
@@ -38,6 +38,13 @@ def test_run_writes_models_results_outcomes_and_report(tiny_run):
     assert (per_key.reindex(merged.index) == merged).all()  # outcomes agree with the counts
     sanity = pd.read_csv(tiny_run / "sanity.csv")
     assert set(sanity["model_id"]) == models
+    # white-box vs transfer: PGD crafted on each model's parent (its twin) and scored on the model;
+    # the dense model trained from scratch has no twin in the run
+    twin = sanity[sanity["check"] == "whitebox_not_weaker_than_transfer"].set_index("model_id")
+    assert twin.loc["dense-s0", "status"] == "not_run"
+    for child in models - {"dense-s0"}:
+        assert twin.loc[child, "status"] in {"passed", "failed"}, twin.loc[child, "evidence"]
+        assert "1 attack(s)" in twin.loc[child, "evidence"] or "transferred" in twin.loc[child, "evidence"]
     assert (tiny_run / "report" / "index.html").is_file() and (tiny_run / "report" / "report.md").is_file()
 
 

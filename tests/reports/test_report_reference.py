@@ -1,4 +1,4 @@
-"""Which dense model a sparse model is compared with (issue 11, item 15), and failed models kept apart.
+"""Which dense model a sparse model is compared with, and failed models kept apart.
 
 A synthetic run gets a dense control per seed (method `dense-continued`, accuracy set apart from
 the plain dense model's, so a delta against the wrong model cannot pass)."""
