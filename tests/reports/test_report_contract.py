@@ -98,3 +98,13 @@ def test_writing_orders_columns_and_keeps_integers_whole():
     assert out["variant"].tolist() == ["", ""]  # optional, filled
     with pytest.raises(KeyError, match="eps_kind"):
         cast_for_writing(frame.drop(columns="eps_kind"), RESULTS)
+
+
+def test_the_attacks_package_writes_the_contracts_vocabularies():
+    # attacks writes eps_kind and the sanity status without importing reports (it stands alone);
+    # the two spellings of each vocabulary must stay one
+    from attacks.sanity import STATUSES
+    from attacks.spec import EPS_KINDS
+
+    assert EPS_KINDS == contract.EPS_KINDS
+    assert STATUSES == contract.SANITY_STATUSES
