@@ -17,6 +17,7 @@ from robustsparse.sparsity import (
     compute_masks,
     layer_sparsity_table,
     prunable_layers,
+    prune_one_shot,
     verify_structure,
 )
 
@@ -28,18 +29,7 @@ CASES = [(g, a) for g in GRANULARITIES for a in ("uniform", "global") if not (a 
 def one_shot(
     model: torch.nn.Module, granularity: str, target: float, allocation: str = "uniform", **kw
 ) -> CampfirePruner:
-    cfg = SparsityConfig(
-        method="campfire",
-        granularity=granularity,
-        target_sparsity=target,
-        allocation=allocation,
-        schedule="one_shot",
-        start_epoch=0,
-        end_epoch=0,
-        **kw,
-    )
-    pruner = CampfirePruner(model, cfg, steps_per_epoch=1)
-    assert pruner.step(0)
+    pruner = prune_one_shot(model, granularity, target, allocation=allocation, **kw)
     assert pruner.frozen
     return pruner
 
