@@ -66,6 +66,12 @@ def test_a_taken_name_cannot_be_registered_again():
             register(Method(name, "x", "during_training", ("element",), campfire.build_pruner))
     with pytest.raises(ValueError, match="when"):
         Method("toy", "x", "sometimes", ("element",), campfire.build_pruner)
+    with pytest.raises(ValueError, match="diagonal"):
+        Method("toy", "x", "before_training", ("element", "diagonal"), campfire.build_pruner)
+    with pytest.raises(ValueError, match="warmup"):
+        Method("toy", "x", "before_training", ("element",), campfire.build_pruner, fixed_settings={"warmup": 1})
+    with pytest.raises(ValueError, match="one non-empty line"):
+        Method("toy", "two\nlines", "before_training", ("element",), campfire.build_pruner)
 
 
 def test_a_granularity_the_method_does_not_support_is_refused(monkeypatch):

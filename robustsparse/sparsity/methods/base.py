@@ -9,6 +9,7 @@ checkpoints, resume and export of the sparsity engine.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -17,7 +18,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import nn
 
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import GRANULARITIES, SparsityConfig
 
 __all__ = ["Method", "Pruner", "PrunerFactory", "When", "WHEN_VALUES"]
 
@@ -86,5 +87,10 @@ class Method:
             raise ValueError(f"method {self.name!r}: when = {self.when!r}; expected one of {', '.join(WHEN_VALUES)}")
         if "\n" in self.description or not self.description.strip():
             raise ValueError(f"method {self.name!r}: the description must be one non-empty line")
+        unknown = sorted(set(self.granularities) - set(GRANULARITIES)) + sorted(
+            set(self.fixed_settings) - {f.name for f in dataclasses.fields(SparsityConfig)}
+        )
+        if unknown or not self.granularities:
+            raise ValueError(f"method {self.name!r}: unknown granularities or settings {unknown} (or none given)")
         # read-only, so a registered method cannot be changed behind the registry's back
         object.__setattr__(self, "fixed_settings", MappingProxyType(dict(self.fixed_settings)))
