@@ -157,3 +157,14 @@ def test_random_pruner_state_round_trips(tiny_net):
     fresh = build_pruner(copy.deepcopy(tiny_net), random_cfg("window"), SPE, 0)
     fresh.load_state_dict(pruner.state_dict())
     assert fresh.frozen and same_masks(fresh.masks, pruner.masks)
+
+
+def test_extra_state_or_a_loss_term_is_refused_until_the_trainer_wires_them(tiny_net, monkeypatch):
+    from robustsparse.sparsity.methods import registry
+
+    build = get_method("campfire").build_pruner
+    toy = Method("toy", "with a loss term", "during_training", ("element",), build, loss_term=lambda *a: 0.0)
+    monkeypatch.setitem(registry._METHODS, "toy", toy)
+    cfg = SparsityConfig(method="toy", granularity="element", target_sparsity=0.5)
+    with pytest.raises(NotImplementedError, match="'toy'"):
+        build_pruner(tiny_net, cfg, SPE, 0)

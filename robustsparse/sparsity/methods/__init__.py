@@ -30,5 +30,16 @@ __all__ = [
 
 
 def build_pruner(model: nn.Module, cfg: SparsityConfig, steps_per_epoch: int, seed: int) -> Pruner:
-    """The pruner of `cfg.method` for `model` (the trainer's one entry point)."""
-    return get_method(cfg.method).build_pruner(model, cfg, steps_per_epoch, seed)
+    """The pruner of `cfg.method` for `model` (the trainer's one entry point).
+
+    Raises:
+        ConfigError: `cfg.method` is not registered.
+        NotImplementedError: the method has extra trainable state or a loss term, which the
+            trainer does not wire in yet (refused rather than silently left out).
+    """
+    method = get_method(cfg.method)
+    if method.extra_state is not None or method.loss_term is not None:
+        raise NotImplementedError(
+            f"method {method.name!r} has extra trainable state or a loss term; the trainer does not wire these in yet"
+        )
+    return method.build_pruner(model, cfg, steps_per_epoch, seed)
