@@ -173,10 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "list",
-        help="list the registered models or datasets",
-        description="List the architectures or datasets an experiment file can name.",
+        help="list the registered models, datasets or sparsity methods",
+        description="List the architectures, datasets or sparsity methods an experiment file can name.",
     )
-    p.add_argument("what", choices=["models", "datasets"], help="what to list")
+    p.add_argument("what", choices=["models", "datasets", "methods"], help="what to list")
     p.set_defaults(handler=_cmd_list)
 
     p = sub.add_parser(
@@ -298,6 +298,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
         for name in list_models():
             print(f"{name:16s} {model_info(name).description}")
+    elif args.what == "methods":
+        from robustsparse.sparsity import list_methods
+
+        for method in list_methods():
+            print(f"{method.name:16s} {method.when:16s} {method.description}")
+            print(f"{'':16s} {'':16s} granularities: {', '.join(method.granularities)}")
     else:
         from robustsparse.data import list_datasets
 

@@ -1,7 +1,7 @@
 """The sparsity engine: granularities, importance, allocation, schedules, masks, accounting, compressed encoding.
 
-Works on any `nn.Module` with conv / linear layers. The training loop calls `CampfirePruner`;
-everything else is plain functions over a model and its masks (`dict[name, BoolTensor]`).
+Works on any `nn.Module` with conv / linear layers. The training loop drives the pruner of a
+registered method (`methods`: `build_pruner`; Campfire's is `CampfirePruner`); everything else is plain functions over a model and its masks (`dict[name, BoolTensor]`).
 
 Example:
     >>> cfg = SparsityConfig(method="campfire", granularity="window", target_sparsity=0.7, end_epoch=10)
@@ -16,6 +16,7 @@ from robustsparse.sparsity.coupling import ChannelGroup, find_channel_groups
 from robustsparse.sparsity.encoding import compressed_size_bytes, dense_size_bytes, export_compressed, load_compressed
 from robustsparse.sparsity.layers import prunable_layers
 from robustsparse.sparsity.masks import achieved_sparsity, apply_masks_, mask_grads_, zero_masked_state_
+from robustsparse.sparsity.methods import Method, Pruner, build_pruner, get_method, list_methods, method_names
 from robustsparse.sparsity.pruner import CampfirePruner, compute_masks, prune_one_shot
 from robustsparse.sparsity.schedule import (
     cubic_sparsity,
@@ -30,6 +31,12 @@ __all__ = [
     "SparsityConfig",
     "GRANULARITIES",
     "CampfirePruner",
+    "Method",
+    "Pruner",
+    "build_pruner",
+    "get_method",
+    "list_methods",
+    "method_names",
     "prune_one_shot",
     "compute_masks",
     "prunable_layers",

@@ -204,7 +204,7 @@ class CampfirePruner:
             weights = {n: dense[n] for n in self._engine.weight_names}
             result = self._engine.compute(weights, None, target)
         else:
-            weights = self._masked_weights(params)
+            weights = self._scored_weights(params)
             result = self._engine.compute(weights, self.masks, target)
         changed = any(not torch.equal(result.masks[n], self.masks[n]) for n in self.masks)
         if regrow:
@@ -218,9 +218,10 @@ class CampfirePruner:
         self.apply_(optimizer)
         return changed
 
-    def _masked_weights(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The prunable weights with pruned positions at zero: scores never see what the last
-        optimizer step wrote there before `apply_` (a kernel's score is its kept weights only)."""
+    def _scored_weights(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the group scores are computed from: the prunable weights with pruned positions
+        at zero, so scores never see what the last optimizer step wrote there before `apply_`
+        (a kernel's score is its kept weights only). A method with other scores overrides it."""
         out = {}
         for n in self._engine.weight_names:
             p = params[n].detach()
@@ -328,7 +329,7 @@ class CampfirePruner:
         if self.cfg.allow_regrowth:
             weights = {n: self._dense_value(n, params[n]) for n in names}
         else:
-            weights = self._masked_weights(params)
+            weights = self._scored_weights(params)
         prev = None if self.cfg.allow_regrowth else self.masks
         return mask_sparsity(self._engine.compute(weights, prev, self.cfg.target_sparsity).masks, names)
 

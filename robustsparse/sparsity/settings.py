@@ -47,7 +47,11 @@ class SparsityConfig:
     """How one sparse model is pruned (Campfire: gradual structured pruning, masks frozen at the end).
 
     Attributes:
-        method: `none` (dense) or `campfire` (gradual magnitude pruning with frozen masks).
+        method: `none` (dense) or a registered method (`robustsparse list methods`:
+            `campfire` gradual magnitude pruning with frozen masks, `random` random masks
+            fixed before training, ...). A method may decide some settings itself (e.g.
+            `random` prunes one-shot at step 0): they are filled in here, so ids, metadata
+            and the written config show what is used.
         granularity: the group that is kept or removed as a whole (design.md, Granularities):
             `element` one weight; `row` W[k,c,r,:]; `kernel` W[k,c,:,:]; `window` the same
             number of weights kept inside every kernel (balanced); `window+kernel` kernel
@@ -108,7 +112,7 @@ class SparsityConfig:
             trainer implements it).
     """
 
-    method: Literal["none", "campfire"] = "none"
+    method: str = "none"
     granularity: Granularity = "element"
     target_sparsity: float = 0.0
     importance: Literal["l1", "l2"] = "l1"
@@ -136,6 +140,7 @@ class SparsityConfig:
         _require(
             self.granularity in GRANULARITIES, "granularity", self.granularity, "one of " + ", ".join(GRANULARITIES)
         )
+        self._check_method()  # before the schedule checks: a method may decide the schedule
         _require(
             _is_number(self.target_sparsity) and 0.0 <= self.target_sparsity < 1.0,
             "target_sparsity",
@@ -244,6 +249,29 @@ class SparsityConfig:
                 self.n,
                 f"null or an integer in [1, m = {self.m}] (only used by granularity n:m)",
             )
+
+    def _check_method(self) -> None:
+        """`method` against the registry; fill in the settings the method decides itself."""
+        # Imported here: the method modules build pruners, which import these settings.
+        from robustsparse.sparsity.methods import METHOD_NONE, get_method, method_names
+
+        _require(
+            isinstance(self.method, str) and self.method in method_names(),
+            "method",
+            self.method,
+            "one of " + ", ".join(method_names()),
+        )
+        if self.method == METHOD_NONE:
+            return
+        method = get_method(self.method)
+        _require(
+            self.granularity in method.granularities,
+            "granularity",
+            self.granularity,
+            f"one of {', '.join(method.granularities)} with method {self.method!r}",
+        )
+        for key, value in method.fixed_settings.items():
+            object.__setattr__(self, key, value)
 
 
 def nm_keep(target_sparsity: float, m: int) -> int:

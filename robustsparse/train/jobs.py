@@ -151,9 +151,19 @@ def sparse_job(cfg: ExperimentConfig, sparsity: SparsityConfig, seed: int, varyi
 
 
 def _varying_keys(entries: tuple[SparsityConfig, ...]) -> tuple[str, ...]:
-    if len(entries) < 2:
-        return ()
-    return tuple(f.name for f in fields(SparsityConfig) if len({getattr(e, f.name) for e in entries}) > 1)
+    """The settings that tell entries of the same method apart.
+
+    Compared within each method: a method that decides a setting itself (e.g. `random`'s
+    one-shot schedule) does not make that setting vary across the grid.
+    """
+    by_method: dict[str, list[SparsityConfig]] = {}
+    for entry in entries:
+        by_method.setdefault(entry.method, []).append(entry)
+    return tuple(
+        f.name
+        for f in fields(SparsityConfig)
+        if any(len({getattr(e, f.name) for e in group}) > 1 for group in by_method.values())
+    )
 
 
 def experiment_jobs(cfg: ExperimentConfig) -> list[TrainJob]:

@@ -1,4 +1,4 @@
-"""Train one job (dense or Campfire-sparse) into its model folder, resumably.
+"""Train one job (dense, or sparse by a registered method) into its model folder, resumably.
 
 Model folder layout (design.md):
     model.pt            final weights + masks + pruner state + metadata (written at the end)
@@ -37,7 +37,8 @@ from robustsparse.config import DataConfig, config_to_dict
 from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loaders
 from robustsparse.errors import CheckpointError
 from robustsparse.models import NormalizedModel
-from robustsparse.sparsity import CampfirePruner, layer_sparsity_table, model_cost
+from robustsparse.sparsity import layer_sparsity_table, model_cost
+from robustsparse.sparsity.methods import Pruner, build_pruner
 from robustsparse.train.adversarial import make_adversary
 from robustsparse.train.jobs import TrainJob
 from robustsparse.train.loop import loss_and_accuracy, train_one_epoch
@@ -136,7 +137,7 @@ def train_job(
         model.to(memory_format=torch.channels_last)
 
     sparsity = job.sparsity
-    pruner = CampfirePruner(model, sparsity, steps_per_epoch) if sparsity is not None else None
+    pruner = build_pruner(model, sparsity, steps_per_epoch, job.seed) if sparsity is not None else None
     optimizer = build_optimizer(model, job.train)
     scheduler = build_scheduler(optimizer, job.train, steps_per_epoch, sparsity=sparsity)
     adversary = make_adversary(job.train.adversarial)
@@ -246,7 +247,7 @@ def _save_state(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    pruner: CampfirePruner | None,
+    pruner: Pruner | None,
 ) -> None:
     torch_save_atomic(
         path,
@@ -269,7 +270,7 @@ def _restore(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    pruner: CampfirePruner | None,
+    pruner: Pruner | None,
 ) -> tuple[int, list[dict]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -302,7 +303,7 @@ def _metadata(
     bundle: DatasetBundle,
     model: NormalizedModel,
     spec: ModelSpec,
-    pruner: CampfirePruner | None,
+    pruner: Pruner | None,
     final: dict[str, float],
     parent_meta: dict | None,
     seconds: float,

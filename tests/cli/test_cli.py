@@ -71,6 +71,46 @@ def test_list_models_and_datasets(capsys):
     assert "digits" in capsys.readouterr().out.split()
 
 
+def test_list_methods_prints_each_method_when_and_granularities(capsys):
+    from robustsparse.sparsity import list_methods
+
+    assert main(["list", "methods"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for method in list_methods():
+        head = next(line for line in lines if line.split()[:1] == [method.name])
+        assert method.when in head and method.description in head
+        following = lines[lines.index(head) + 1]
+        assert following.split("granularities: ")[1] == ", ".join(method.granularities)
+    assert {line.split()[0] for line in lines if not line.startswith(" ")} >= {"campfire", "random"}
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_a_method_asked_for_an_unsupported_granularity_fails_at_load(tmp_path, capsys, monkeypatch, command):
+    from robustsparse.sparsity.methods import Method, get_method, registry
+
+    toy = Method(
+        "toy", "element and kernel only", "before_training", ("element", "kernel"), get_method("campfire").build_pruner
+    )
+    monkeypatch.setitem(registry._METHODS, "toy", toy)
+    config = write_config(
+        tmp_path, sparsity={"method": "toy", "granularity": ["element", "filter"], "target_sparsity": 0.5}
+    )
+    out = tmp_path / "out"
+    assert main([command, str(config), "--out", str(out), *FAST]) == 2
+    err = _one_error_line(capsys)
+    assert "sparsity.granularity = 'filter'" in err and "element, kernel" in err and "'toy'" in err
+    assert not out.exists()
+
+
+def test_an_unknown_method_fails_at_load_naming_the_methods(tmp_path, capsys):
+    config = write_config(tmp_path, sparsity={"method": "lottery", "target_sparsity": 0.5})
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--out", str(out), *FAST]) == 2
+    err = _one_error_line(capsys)
+    assert "sparsity.method = 'lottery'" in err and "campfire, random" in err
+    assert not out.exists()
+
+
 def test_inspect_shows_and_verifies(trained, capsys):
     assert main(["inspect", str(trained / "models" / "campfire-element-50-s0"), "--layers"]) == 0
     out = capsys.readouterr().out

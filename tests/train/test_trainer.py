@@ -118,6 +118,25 @@ def test_experiment_jobs_put_dense_parents_first():
     assert all(j.variant == "" for j in jobs)
 
 
+def test_a_method_list_is_a_grid_axis_and_each_id_names_its_method():
+    cfg = config_from_dict(
+        {
+            "train": {"epochs": 4},
+            "sparsity": {
+                "method": ["campfire", "random"],
+                "granularity": "element",
+                "target_sparsity": 0.7,
+                "end_epoch": 2,
+            },
+        }
+    )
+    sparse = {j.model_id: j for j in experiment_jobs(cfg) if j.sparsity is not None}
+    # random decides its own (one-shot) schedule: that is no variant of the grid
+    assert set(sparse) == {"campfire-element-70-s0", "random-element-70-s0"}
+    assert {j.method for j in sparse.values()} == {"campfire", "random"}
+    assert sparse["random-element-70-s0"].sparsity.schedule == "one_shot"
+
+
 def test_other_list_settings_become_a_variant_in_id_and_metadata():
     cfg = config_from_dict(
         {
@@ -308,3 +327,49 @@ def test_a_corrupt_resume_file_restarts_with_the_step_zero_masks(tmp_path, digit
     assert all(torch.equal(a[k], b[k]) for k in a)  # the first step already trained the sparse model
     logs = [pd.read_csv(tmp_path / name / "train_log.csv") for name in ("clean", "corrupt")]
     assert logs[0]["train_loss"].tolist() == logs[1]["train_loss"].tolist()
+
+
+def test_interrupted_random_training_resumes_to_the_same_masks_and_weights(tmp_path, digits, monkeypatch):
+    from robustsparse.sparsity import build_pruner
+
+    cfg = config_from_dict(
+        {
+            "name": "t",
+            "train": {"epochs": 3, "batch_size": 128},
+            "sparsity": {"method": "random", "granularity": "kernel", "target_sparsity": 0.7, "from_dense": False},
+        }
+    )
+    job = sparse_job(cfg, cfg.sparsity[0], 0)
+    assert job.model_id == "random-kernel-70-s0" and job.parent_id is None
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_job(job, straight, device=CPU, bundle=digits, progress=False)
+
+    calls = {"n": 0}
+    real_evaluate = trainer_module.loss_and_accuracy
+
+    def evaluate_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed in epoch 2
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_job(job, resumed, device=CPU, bundle=digits, progress=False)
+    monkeypatch.undo()
+    train_job(job, resumed, device=CPU, bundle=digits, progress=False)
+    a_model, a_meta, a_masks = load_checkpoint_with_masks(straight)
+    b_model, b_meta, b_masks = load_checkpoint_with_masks(resumed)
+    assert a_masks.keys() == b_masks.keys() and all(torch.equal(a_masks[k], b_masks[k]) for k in a_masks)
+    a, b = a_model.state_dict(), b_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a_meta["method"] == "random" and a_meta["sparsity"]["settings"]["schedule"] == "one_shot"
+    assert a_meta["achieved_sparsity"] == pytest.approx(0.7, abs=0.005) or a_meta["achieved_sparsity"] == pytest.approx(
+        a_meta["sparsity"]["nearest_achievable_sparsity"], abs=0.005
+    )
+    # decided at step 0 and never changed: the final masks are the step-0 draw of the seed
+    step0 = build_pruner(a_model, job.sparsity, 1, job.seed)
+    step0.step(0)
+    assert all(torch.equal(step0.masks[k], a_masks[k]) for k in a_masks)
+    log = pd.read_csv(straight / "train_log.csv")
+    assert log["masks_frozen"].all() and (log["target_sparsity"] == 0.7).all()

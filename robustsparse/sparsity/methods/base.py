@@ -1,0 +1,96 @@
+"""The method protocol: what a sparsification method declares, and the pruner it builds.
+
+A method is one registered `Method`: its name, a one-line description, when its masks are
+decided, the granularities it supports, the settings it decides itself, any extra trainable
+state or loss term, and a factory for its pruner. The pruner is the object the trainer drives
+(`Pruner`, the interface of `CampfirePruner`), so every method reuses the masks, accounting,
+checkpoints, resume and export of the sparsity engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+from robustsparse.sparsity.settings import GRANULARITIES, SparsityConfig
+
+__all__ = ["Method", "Pruner", "PrunerFactory", "When", "WHEN_VALUES"]
+
+When = Literal["before_training", "during_training", "after_training"]
+#: before_training: masks fixed at step 0 and never changed; during_training: masks change while
+#: training, then freeze; after_training: masks decided on a trained model, then retrained.
+WHEN_VALUES: tuple[str, ...] = ("before_training", "during_training", "after_training")
+
+
+class Pruner(Protocol):
+    """What the trainer drives (see `CampfirePruner` for the reference implementation)."""
+
+    masks: dict[str, torch.Tensor]
+    current_target: float
+
+    @property
+    def frozen(self) -> bool: ...
+
+    def step(self, global_step: int, optimizer: torch.optim.Optimizer | None = None) -> bool: ...
+
+    def apply_(self, optimizer: torch.optim.Optimizer | None = None) -> None: ...
+
+    def achieved(self) -> dict[str, float]: ...
+
+    def granularity_info(self) -> dict[str, Any]: ...
+
+    def metadata(self) -> dict[str, Any]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+#: (model, settings, optimizer steps per epoch, the model's seed) -> its pruner.
+PrunerFactory = Callable[[nn.Module, SparsityConfig, int, int], Pruner]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A sparsification method as the registry knows it.
+
+    Attributes:
+        name: the value of `sparsity.method`.
+        description: one line for `robustsparse list methods`.
+        when: when the masks are decided (`WHEN_VALUES`).
+        granularities: the `sparsity.granularity` values it supports.
+        build_pruner: the factory of its pruner.
+        fixed_settings: settings the method decides itself (e.g. a one-shot schedule at
+            step 0 for a method that decides before training); `SparsityConfig` fills them in
+            on load, so ids, metadata and the written config show what was used.
+        extra_state: a factory of trainable state beyond the model's weights (None: none).
+        loss_term: a factory of an extra training loss term (None: none).
+    """
+
+    name: str
+    description: str
+    when: When
+    granularities: tuple[str, ...]
+    build_pruner: PrunerFactory
+    fixed_settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    extra_state: Callable[..., Any] | None = None
+    loss_term: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.when not in WHEN_VALUES:
+            raise ValueError(f"method {self.name!r}: when = {self.when!r}; expected one of {', '.join(WHEN_VALUES)}")
+        if "\n" in self.description or not self.description.strip():
+            raise ValueError(f"method {self.name!r}: the description must be one non-empty line")
+        unknown = sorted(set(self.granularities) - set(GRANULARITIES)) + sorted(
+            set(self.fixed_settings) - {f.name for f in dataclasses.fields(SparsityConfig)}
+        )
+        if unknown or not self.granularities:
+            raise ValueError(f"method {self.name!r}: unknown granularities or settings {unknown} (or none given)")
+        # read-only, so a registered method cannot be changed behind the registry's back
+        object.__setattr__(self, "fixed_settings", MappingProxyType(dict(self.fixed_settings)))
