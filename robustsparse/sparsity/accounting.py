@@ -2,7 +2,8 @@
 
 The structure check says, for each layer, whether its zeros have the shape its granularity
 promises: `kernel` / `row` (each group all-zero or untouched), `window` (every kernel keeps
-exactly the same number of weights), `window+kernel` (every kernel keeps that number or
+exactly the same number of weights; with a `dense_period` P, as psconv's, kernel (k, c) with
+(k + c + 1) % P == 0 keeps all), `window+kernel` (every kernel keeps that number or
 none), `n:m` (every group of m has at most n non-zeros), `filter` / `channel` (whole channels:
 the producer's filter, its bias, its BatchNorm scale and shift and the consumers' input
 columns), `element` (masked weights are zero). Everything is computed from the model, the
@@ -137,6 +138,10 @@ def _row_problems(weight: torch.Tensor, mask: torch.Tensor | None, spec: Mapping
         return out
     keep = int(spec["keep"])
     expected = torch.clamp(valid.sum(1), max=keep)
+    period = spec.get("dense_period")
+    if period and view.kind == "kernel":  # psconv: kernel (k, c) with (k + c + 1) % period == 0 is dense
+        n = torch.arange(view.shape[0])[:, None] + torch.arange(view.shape[1])[None, :] + 1
+        expected = torch.where((n % int(period) == 0).reshape(-1).to(weight.device), valid.sum(1), expected)
     too_many = nonzero.sum(1) > expected
     if bool(too_many.any()):
         out.append(f"{int(too_many.sum())} {what} have more than {keep} non-zeros")
@@ -147,6 +152,7 @@ def _row_problems(weight: torch.Tensor, mask: torch.Tensor | None, spec: Mapping
             bad &= count != 0
         if bool(bad.any()):
             allowed = f"0 or {keep}" if spec.get("kernel_stage") else f"exactly {keep}"
+            allowed += f" (all in the periodic dense kernels, period {period})" if period else ""
             out.append(f"{int(bad.sum())} {what} keep another number than {allowed} weights")
     return out
 

@@ -190,4 +190,6 @@ def group_description(spec: dict[str, Any] | None, shape: tuple[int, int, int, i
     if "keep" not in spec or not unit:
         return unit
     text = f"{spec['keep']} of each {unit}"
+    if spec.get("dense_period"):
+        text += f", every {spec['dense_period']}th dense"
     return f"whole {unit}s, then {text}" if spec.get("kernel_stage") else text

@@ -110,6 +110,10 @@ class SparsityConfig:
             same curve as a simpler one is refused when the experiment is loaded.
         from_dense: start from the dense parent checkpoint (True) or from scratch (the
             trainer implements it).
+        psconv_kept, psconv_period, psconv_dense_kernel: `psconv`'s weights kept per 3x3
+            kernel (4: 2x2 corner squares, 2: horizontal pairs; derived from target_sparsity
+            when left out), its period P (8) and whether one kernel in every P stays dense
+            (true, as the paper's code); null for other methods (methods/psconv.py).
     """
 
     method: str = "none"
@@ -135,6 +139,9 @@ class SparsityConfig:
     m: int = 4
     lr_mode: Literal["standard", "hold", "rewind"] = "standard"
     from_dense: bool = True
+    psconv_kept: int | None = None
+    psconv_period: int | None = None
+    psconv_dense_kernel: bool | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -261,6 +268,11 @@ class SparsityConfig:
             self.method,
             "one of " + ", ".join(method_names()),
         )
+        # psconv's settings: checked and filled in by its module (null for every other method)
+        from robustsparse.sparsity.methods.psconv import resolve_psconv_settings
+
+        for key, value in resolve_psconv_settings(self).items():
+            object.__setattr__(self, key, value)
         if self.method == METHOD_NONE:
             return
         method = get_method(self.method)

@@ -10,7 +10,7 @@ Example:
 
 from torch import nn
 
-from robustsparse.sparsity.methods import campfire, random  # noqa: F401  (registers them)
+from robustsparse.sparsity.methods import campfire, psconv, random  # noqa: F401  (registers them)
 from robustsparse.sparsity.methods.base import WHEN_VALUES, Method, Pruner, When
 from robustsparse.sparsity.methods.registry import METHOD_NONE, get_method, list_methods, method_names, register
 from robustsparse.sparsity.settings import SparsityConfig
