@@ -12,6 +12,7 @@ mask exactly is kept:
 | `rows`    | one bit per group (row, kernel, channel block)                 | row, kernel      |
 | `pattern` | one bit per group (if some are empty) + the rank of its kept-position pattern among the C(block, keep) possible ones, in ceil(log2 C) bits | window, window+kernel, n:m |
 | `outer`   | one bit per output channel + one bit per input column          | filter, channel  |
+| `periodic` | the period P and one bit per weight of P kernels: kernel (k, c) is kernel (k + c) mod P of them | psconv |
 
 Unmasked tensors (BatchNorm statistics, unmasked biases...) are stored as they are. The result
 is a flat `dict[str, Tensor]` (safe for `torch.save` / `torch.load(weights_only=True)`), with a
@@ -154,6 +155,20 @@ def _encode_outer(mask: torch.Tensor) -> tuple[dict, dict] | None:
     return {"encoding": "outer"}, {"index": _pack_bits(out_keep.numpy()), "cols": _pack_bits(in_keep.numpy())}
 
 
+def _encode_periodic(mask: torch.Tensor, period: int) -> tuple[dict, dict] | None:
+    """Kernel (k, c) a function of (k + c) mod `period` (psconv's supports): store one period."""
+    if mask.dim() != 4 or period < 1:
+        return None
+    k, c, r, s = mask.shape
+    residue = (torch.arange(k)[:, None] + torch.arange(c)[None, :]) % period
+    kernels = mask.reshape(k, c, r * s)
+    sequence = torch.zeros(period, r * s, dtype=torch.bool)
+    sequence[residue.flatten()] = kernels.reshape(k * c, r * s)
+    if not torch.equal(sequence[residue], kernels):  # not periodic after all
+        return None
+    return {"encoding": "periodic", "period": period}, {"index": _pack_bits(sequence.numpy())}
+
+
 def _decode_mask(entry: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
     shape = tuple(entry["shape"])
     numel = math.prod(shape)
@@ -171,6 +186,11 @@ def _decode_mask(entry: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) 
         out_keep = torch.from_numpy(_unpack_bits(tensors["index"], k))
         in_keep = torch.from_numpy(_unpack_bits(tensors["cols"], c))
         return (out_keep[:, None, None] & in_keep[None, :, None]).expand(k, c, r * s).reshape(shape)
+    if kind == "periodic":
+        k, c, r, s = shape
+        period = int(entry["period"])
+        sequence = torch.from_numpy(_unpack_bits(tensors["index"], period * r * s)).reshape(period, r * s)
+        return sequence[(torch.arange(k)[:, None] + torch.arange(c)[None, :]) % period].reshape(shape)
     view = RowView(entry["view"], _shape4(shape), int(entry["block"]))
     if kind == "rows":
         kept = torch.from_numpy(_unpack_bits(tensors["index"], view.n_rows))
@@ -184,7 +204,7 @@ def _decode_mask(entry: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) 
         rows[live] = ((codes[:, None] >> np.arange(view.block, dtype=np.int64)) & 1).astype(bool)
         return view.unrows(torch.from_numpy(rows)).reshape(shape)
     raise CheckpointError(
-        f"compressed blob uses unknown encoding {kind!r}; expected one of dense, bitmap, indices, rows, pattern, outer"
+        f"compressed blob uses unknown encoding {kind!r}; expected one of dense, bitmap, indices, rows, pattern, outer, periodic"
     )
 
 
@@ -206,6 +226,10 @@ def _candidates(mask: torch.Tensor, spec: Mapping[str, Any] | None) -> list[tupl
         outer = _encode_outer(mask)
         if outer is not None:
             found.append(outer)
+    if spec and spec.get("period"):
+        periodic = _encode_periodic(mask, int(spec["period"]))
+        if periodic is not None:
+            found.append(periodic)
     return found
 
 

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from robustsparse.errors import ConfigError
-from robustsparse.sparsity import SparsityConfig, build_pruner, get_method, verify_structure
+from robustsparse.sparsity import (
+    SparsityConfig,
+    build_pruner,
+    export_compressed,
+    get_method,
+    load_compressed,
+    verify_structure,
+)
 from robustsparse.sparsity.masks import mask_sparsity
 from robustsparse.sparsity.methods.psconv import PATTERN_SETS, PSConvPruner, psconv_kernel_masks
 
@@ -165,3 +174,31 @@ def test_mask_sparsity_counts_only_the_3x3_layers(tiny_net):
     pruner = decided(tiny_net, psconv_cfg(0.5, psconv_dense_kernel=False))
     assert set(pruner.masks) == set(BLOCK_LAYERS)
     assert mask_sparsity(pruner.masks, list(BLOCK_LAYERS)) == pytest.approx(5 / 9)
+
+
+@pytest.mark.parametrize("kw", [{}, {"psconv_dense_kernel": False, "psconv_period": 6}])
+def test_the_compressed_export_stores_one_period_not_a_bitmap(tiny_net, kw):
+    pruner = decided(tiny_net, psconv_cfg(0.5, **kw))
+    state = tiny_net.state_dict()
+    blob = export_compressed(state, pruner.masks, pruner.granularity_info())
+    header = json.loads(bytes(blob["__header__"].tolist()).decode())
+    period = pruner.cfg.psconv_period
+    for name in BLOCK_LAYERS:
+        assert header["entries"][name]["encoding"] == "periodic" and header["entries"][name]["period"] == period
+        assert blob[f"{name}::index"].numel() == math.ceil(period * 9 / 8)  # one period of kernels, not K*C
+    back = load_compressed(blob)
+    assert all(torch.equal(back[k], v) for k, v in state.items())
+
+
+def test_a_mask_that_is_not_periodic_is_not_stored_as_periodic(tiny_net):
+    pruner = decided(tiny_net, psconv_cfg())
+    masks = {k: v.clone() for k, v in pruner.masks.items()}
+    masks["conv3.weight"][9, 0] = False  # kernel (9, 0) no longer equals kernel (1, 0)
+    with torch.no_grad():
+        tiny_net.conv3.weight.masked_fill_(~masks["conv3.weight"], 0.0)
+    state = tiny_net.state_dict()
+    blob = export_compressed(state, masks, pruner.granularity_info())
+    header = json.loads(bytes(blob["__header__"].tolist()).decode())
+    assert header["entries"]["conv3.weight"]["encoding"] != "periodic"
+    assert header["entries"]["block_conv1.weight"]["encoding"] == "periodic"
+    assert torch.equal(load_compressed(blob)["conv3.weight"], state["conv3.weight"])

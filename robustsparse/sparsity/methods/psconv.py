@@ -25,6 +25,11 @@ store, and the model trains from scratch with those masks fixed. Following the o
   masking after every step keeps pruned weights and their optimizer state at zero (the paper
   masks the gradients). The paper trains from scratch, so psconv sets `from_dense: false`.
 
+The layer specs in the metadata say `window` with `keep: k`, the `period` and, with the dense
+kernel, `dense_period`: the structure check then expects all 9 kept exactly in the periodic
+dense kernels, and the compressed export stores each 3x3 mask as its period (P kernels, 9P
+bits) instead of a bitmap (`encoding.py`, `periodic`).
+
 The achieved sparsity over the pruned layers is 1 - (k (P - 1) + 9) / (9 P) with the dense
 kernel (e.g. 0.4861 for 4 of 9 at P = 8), 1 - k/9 without, up to the remainder of K x C
 kernels over the period; the metadata states it as the nearest achievable value.
@@ -141,8 +146,10 @@ class _PSConvEngine(_Engine):
 
     def spec(self, keep: int) -> dict[str, Any]:
         out = {"granularity": "window", "view": "kernel", "block": 9, "keep": keep, "kernel_stage": False}
-        if self.cfg.psconv_dense_kernel and keep < 9:
-            out["dense_period"] = self.cfg.psconv_period
+        if keep < 9:
+            out["period"] = self.cfg.psconv_period  # the compressed export stores one period of kernels
+            if self.cfg.psconv_dense_kernel:
+                out["dense_period"] = self.cfg.psconv_period
         return out
 
     def compute(
