@@ -106,8 +106,8 @@ _GRID_AXES = ("granularity", "target_sparsity", "method")
 def _variant_items(sparsity: SparsityConfig, varying: tuple[str, ...]) -> list[tuple[str, str]]:
     items = []
     for key in varying:
-        if key not in _GRID_AXES:
-            value = getattr(sparsity, key)
+        value = getattr(sparsity, key)
+        if key not in _GRID_AXES and value is not None:  # null: unset here (another method's setting)
             items.append((key, "-".join(map(str, value)) if isinstance(value, tuple) else str(value)))
     return items
 
@@ -151,14 +151,17 @@ def sparse_job(cfg: ExperimentConfig, sparsity: SparsityConfig, seed: int, varyi
 
 
 def _varying_keys(entries: tuple[SparsityConfig, ...]) -> tuple[str, ...]:
-    """The settings that tell entries of the same method apart.
+    """The settings that tell entries of the same method, granularity and level apart.
 
-    Compared within each method: a method that decides a setting itself (e.g. `random`'s
-    one-shot schedule) does not make that setting vary across the grid.
+    Compared within each (method, granularity, target_sparsity): a method that decides a
+    setting itself (e.g. `random`'s one-shot schedule) does not make that setting vary across
+    the grid, nor does a setting derived from the level or the granularity (`n` of n:m,
+    `psconv_kept`), which the id already shows.
     """
-    by_method: dict[str, list[SparsityConfig]] = {}
+    by_method: dict[tuple[str, ...], list[SparsityConfig]] = {}
     for entry in entries:
-        by_method.setdefault(entry.method, []).append(entry)
+        key = tuple(str(getattr(entry, axis)) for axis in _GRID_AXES)
+        by_method.setdefault(key, []).append(entry)
     return tuple(
         f.name
         for f in fields(SparsityConfig)

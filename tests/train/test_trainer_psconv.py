@@ -10,8 +10,9 @@ import robustsparse.train.trainer as trainer_module
 from robustsparse.checkpoints import load_checkpoint_with_masks
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_dataset
+from robustsparse.errors import ConfigError
 from robustsparse.sparsity import build_pruner, verify_structure
-from robustsparse.train.jobs import sparse_job
+from robustsparse.train.jobs import experiment_jobs, sparse_job
 from robustsparse.train.trainer import train_job
 
 CPU = torch.device("cpu")
@@ -64,3 +65,25 @@ def test_interrupted_psconv_training_resumes_to_the_same_masks_and_weights(tmp_p
     assert all(torch.equal(step0.masks[k], a_masks[k]) for k in a_masks)
     log = pd.read_csv(straight / "train_log.csv")
     assert log["masks_frozen"].all()
+
+
+def test_settings_derived_from_the_level_do_not_lengthen_model_ids():
+    """psconv_kept (like n of n:m) follows the level: the id shows the level, not the setting."""
+    sparsity = {"method": ["campfire", "psconv"], "granularity": ["window", "n:m"], "target_sparsity": [0.5, 0.75]}
+    with pytest.raises(ConfigError, match="one of window with method 'psconv'"):
+        config_from_dict({"name": "t", "sparsity": sparsity})
+    sparsity = [
+        {"method": "campfire", "granularity": ["window", "n:m"], "target_sparsity": [0.5, 0.75]},
+        {"method": "psconv", "granularity": "window", "target_sparsity": [0.5, 0.75]},
+        {"method": "psconv", "granularity": "window", "target_sparsity": 0.5, "psconv_period": 16},
+    ]
+    ids = [job.model_id for job in experiment_jobs(config_from_dict({"name": "t", "sparsity": sparsity}))]
+    assert ids[2:] == [
+        "campfire-window-50-s0",
+        "campfire-window-75-s0",
+        "campfire-nm2of4-50-s0",
+        "campfire-nm1of4-75-s0",
+        "psconv-window-50-psconv_period8-s0",
+        "psconv-window-75-psconv_period8-s0",
+        "psconv-window-50-psconv_period16-s0",
+    ]
