@@ -153,7 +153,7 @@ def _build(
 SYNFLOW = register(
     Method(
         name="synflow",
-        description="iterative synaptic-flow pruning at initialisation (data-free, 100 exponential rounds), masks fixed",
+        description="iterative synaptic-flow pruning at initialisation (data-free, synflow_rounds exponential rounds), masks fixed",
         when="before_training",
         granularities=GRANULARITIES,
         build_pruner=_build,
