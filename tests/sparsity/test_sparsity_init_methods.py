@@ -44,8 +44,11 @@ def test_both_declare_before_training_with_data_and_fix_the_papers_ranking():
         method = get_method(name)
         assert method.when == "before_training" and method.needs_data
         assert {"element", "kernel", "filter"} <= set(method.granularities)
-    cfg = cfg_of("synflow", schedule="cubic", end_epoch=9, importance="l2", global_ranking="layer_normalised")
+    cfg = cfg_of(
+        "synflow", schedule="cubic", end_epoch=9, importance="l2", global_ranking="layer_normalised", from_dense=True
+    )
     assert (cfg.schedule, cfg.end_epoch, cfg.importance, cfg.global_ranking) == ("one_shot", 0, "l1", "raw")
+    assert cfg.from_dense is False  # at initialisation: trained from scratch, no dense parent
     assert SparsityConfig().synflow_rounds == 100
     assert not get_method("campfire").needs_data and not get_method("random").needs_data
 

@@ -7,7 +7,8 @@ initialisation, and prune once to the target; the network is then trained with t
 Choices made here: the loss is the mean cross-entropy of the batch (the trainer's batch size,
 drawn once by the trainer from the training set); the gradient is taken on a copy of the model
 in eval mode (BatchNorm uses its running statistics and is not updated; the official SynFlow
-code scores SNIP the same way), so the model is untouched until its masks are applied.
+code scores SNIP the same way), so the model is untouched until its masks are applied. At
+initialisation means from scratch: `from_dense: false` is fixed (no dense parent).
 Structured granularities score a group by the sum of its element scores (`importance: l1`,
 fixed); a global ranking compares groups per weight on raw scores (`global_ranking: raw`,
 fixed: the paper's single global threshold).
@@ -104,7 +105,7 @@ SNIP = register(
         when="before_training",
         granularities=GRANULARITIES,
         build_pruner=_build,
-        fixed_settings={**BEFORE_TRAINING_SETTINGS, "importance": "l1", "global_ranking": "raw"},
+        fixed_settings={**BEFORE_TRAINING_SETTINGS, "importance": "l1", "global_ranking": "raw", "from_dense": False},
         needs_data=True,
     )
 )

@@ -19,6 +19,7 @@ Choices made here (the paper's code where it says, a setting or a note where it 
 - The all-ones input goes through the whole model as the trainer calls it, the input
   normalisation included ((1 - |mean|) / |std| is positive for images in [0, 1]). The input
   shape comes from one training batch's shape; its values are never read (data-free).
+- At initialisation means from scratch: `from_dense: false` is fixed (no dense parent).
 - Structured granularities score a group by the sum of its element scores (`importance: l1`
   on the scores, fixed); a global ranking compares groups per weight on raw scores
   (`global_ranking: raw`, fixed: the paper's single global threshold).
@@ -157,7 +158,7 @@ SYNFLOW = register(
         when="before_training",
         granularities=GRANULARITIES,
         build_pruner=_build,
-        fixed_settings={**BEFORE_TRAINING_SETTINGS, "importance": "l1", "global_ranking": "raw"},
+        fixed_settings={**BEFORE_TRAINING_SETTINGS, "importance": "l1", "global_ranking": "raw", "from_dense": False},
         needs_data=True,
     )
 )
