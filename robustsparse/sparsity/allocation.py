@@ -8,7 +8,9 @@ a layer already thinned scores its survivors higher): magnitudes differ between 
 orders of magnitude (initialisation scale, BatchNorm after the conv), and a plain ranking
 empties the small layers while leaving the large ones dense. No layer loses more than
 `max_layer_sparsity` of its weights under `global`, and each layer always keeps at least one
-group. Balanced granularities (window, window+kernel, n:m)
+group. With `global_ranking: raw` (the papers' single global threshold, fixed by `snip` and
+`synflow`, whose scores are comparable across layers) scores per weight are ranked as they are:
+no layer normalisation, no row protected (the cap still holds). Balanced granularities (window, window+kernel, n:m)
 are uniform by construction: every row keeps `keep = round((1 - s) * block)` weights.
 
 For `window+kernel` the final target s is split as (1 - s) = (1 - s_kernel)(1 - s_window):
@@ -169,7 +171,7 @@ def _allocate_rows(pending: list, cfg: SparsityConfig, target: float, result: Ma
     for info, plan, table, valid, prev_tab, shape in pending:
         sizes = plan.view.row_sizes(table.device)
         scores = row_scores(table, cfg.importance, sizes if cfg.allocation == "global" else None)
-        if cfg.allocation == "global":
+        if cfg.allocation == "global" and cfg.global_ranking == "layer_normalised":
             scores = layer_normalised(scores)
         n_prev = 0
         if prev_tab is not None:
@@ -186,7 +188,7 @@ def _allocate_rows(pending: list, cfg: SparsityConfig, target: float, result: Ma
             d[torch.argsort(scores, stable=True)[:n_prune]] = True
             dead.append(d)
     else:
-        dead = _global_rows(scored, target, cfg.max_layer_sparsity)
+        dead = _global_rows(scored, target, cfg.max_layer_sparsity, cfg.global_ranking == "layer_normalised")
     for (info, plan, valid, *_, shape), d in zip(scored, dead):
         kept = valid & ~d[:, None]
         result.masks[info.param] = plan.view.unrows(kept).reshape(shape)
@@ -199,16 +201,17 @@ def layer_normalised(scores: torch.Tensor) -> torch.Tensor:
     return scores / mean.to(scores.dtype) if float(mean) > 0 else scores
 
 
-def _global_rows(scored: list, target: float, cap: float) -> list[torch.Tensor]:
-    """One ranking of every row of every layer by layer-normalised score; prune to the nearest
-    crossing, no layer beyond `cap` of its weights."""
+def _global_rows(scored: list, target: float, cap: float, protect_best: bool = True) -> list[torch.Tensor]:
+    """One ranking of every row of every layer by (layer-normalised) score; prune to the nearest
+    crossing, no layer beyond `cap` of its weights; `protect_best`: every layer keeps its best row."""
     device = scored[0][3].device
     all_scores, all_sizes = [], []
     for _, _, _, scores, sizes, n_prev, _ in scored:
         s = scores.to(device).clone()
         sizes = sizes.to(device)
-        # Every layer keeps its best row, so no layer is cut off entirely.
-        s[torch.argmax(torch.where(torch.isfinite(s), s, torch.full_like(s, -1e30)))] = _POS
+        # Every layer keeps its best row, so no layer is cut off entirely (unless raw ranking).
+        if protect_best:
+            s[torch.argmax(torch.where(torch.isfinite(s), s, torch.full_like(s, -1e30)))] = _POS
         # The cap: only the weakest rows of the layer up to `cap` of its weights may go (never
         # fewer than were pruned before). Stable sorts keep this prefix the global order's.
         order = torch.argsort(s, stable=True)
@@ -287,7 +290,7 @@ def channel_granularity_masks(
             cols = [_consumer_columns(weights[f"{name}.weight"], g.channels, block) for name, block in g.consumers]
             s = channel_scores_from_columns(cols, cfg.importance, normalize)
         s = s.cpu().double()
-        if cfg.allocation == "global":
+        if cfg.allocation == "global" and cfg.global_ranking == "layer_normalised":
             s = layer_normalised(s)
         dead_before = 0
         if prev is not None:

@@ -73,6 +73,13 @@ class SparsityConfig:
             fraction of zeros, coupled filter / channel columns included); must be at least
             `target_sparsity`. 0.95 by default: a global ranking may thin a layer far more
             than the target, but never nearly empty it. `uniform` ignores it.
+        global_ranking: how `global` allocation compares groups of different layers:
+            `layer_normalised` (the default, above) or `raw` (scores per weight compared as
+            they are, no layer normalisation and no group protected per layer: the papers'
+            single global threshold, which `snip` and `synflow` fix; `max_layer_sparsity`
+            still caps every layer, and filter / channel still keep each group's best channel).
+        synflow_rounds: `synflow` only: pruning rounds at initialisation; round k of R reaches
+            density (1 - target_sparsity) ** (k / R) (the exponential schedule). 100 as the paper.
         keep_first_conv_dense: never prune the first convolution (the stem).
         keep_last_linear_dense: never prune the last linear layer (the classifier).
         keep_dense: more layers never pruned, as fnmatch patterns on module names
@@ -122,6 +129,8 @@ class SparsityConfig:
     importance: Literal["l1", "l2"] = "l1"
     allocation: Literal["uniform", "global"] = "uniform"
     max_layer_sparsity: float = 0.95
+    global_ranking: Literal["layer_normalised", "raw"] = "layer_normalised"
+    synflow_rounds: int = 100
     keep_first_conv_dense: bool = True
     keep_last_linear_dense: bool = True
     keep_dense: tuple[str, ...] = ()
@@ -226,6 +235,14 @@ class SparsityConfig:
             "a number in [0, 1]",
         )
         _require(isinstance(self.m, int) and self.m >= 2, "m", self.m, "an integer >= 2")
+        _require(
+            isinstance(self.synflow_rounds, int)
+            and not isinstance(self.synflow_rounds, bool)
+            and self.synflow_rounds >= 1,
+            "synflow_rounds",
+            self.synflow_rounds,
+            "an integer >= 1",
+        )
         for pattern in self.keep_dense:
             _require(
                 isinstance(pattern, str) and bool(pattern.strip()),

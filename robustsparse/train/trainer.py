@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from reports.atomic import write_csv_atomic
 from reports.contract import CHECKPOINT_FILE, LAYER_SPARSITY_FILE, META_FILE, RESUME_STATE_FILE, TRAIN_LOG_FILE
@@ -137,7 +138,17 @@ def train_job(
         model.to(memory_format=torch.channels_last)
 
     sparsity = job.sparsity
-    pruner = build_pruner(model, sparsity, steps_per_epoch, job.seed) if sparsity is not None else None
+    pruner = (
+        build_pruner(
+            model,
+            sparsity,
+            steps_per_epoch,
+            job.seed,
+            example_batch=lambda: _example_batch(train_loader.dataset, job.train.batch_size, job.seed),
+        )
+        if sparsity is not None
+        else None
+    )
     optimizer = build_optimizer(model, job.train)
     scheduler = build_scheduler(optimizer, job.train, steps_per_epoch, sparsity=sparsity)
     adversary = make_adversary(job.train.adversarial)
@@ -296,6 +307,17 @@ def _restore(
 def _total_epochs(meta: dict) -> int:
     """A finished model's total epochs (models written before the field existed: its own epochs)."""
     return int(meta.get("total_epochs", meta.get("epochs", 0)))
+
+
+def _example_batch(dataset: Any, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One shuffled training batch for a method that decides its masks from data (e.g. snip).
+
+    Drawn through a loader of its own seeded from the model's seed, so the training loader's
+    generator (the batch order of every epoch) is untouched and a resumed run draws the same batch.
+    """
+    generator = torch.Generator().manual_seed(int(seed))
+    x, y = next(iter(DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)))
+    return x, y
 
 
 def _metadata(

@@ -81,7 +81,13 @@ def test_list_methods_prints_each_method_when_and_granularities(capsys):
         assert method.when in head and method.description in head
         following = lines[lines.index(head) + 1]
         assert following.split("granularities: ")[1] == ", ".join(method.granularities)
-    assert {line.split()[0] for line in lines if not line.startswith(" ")} >= {"campfire", "psconv", "random"}
+    assert {line.split()[0] for line in lines if not line.startswith(" ")} >= {
+        "campfire",
+        "psconv",
+        "random",
+        "synflow",
+        "snip",
+    }
 
 
 @pytest.mark.parametrize("command", ["train", "run"])

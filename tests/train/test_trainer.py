@@ -373,3 +373,42 @@ def test_interrupted_random_training_resumes_to_the_same_masks_and_weights(tmp_p
     assert all(torch.equal(step0.masks[k], a_masks[k]) for k in a_masks)
     log = pd.read_csv(straight / "train_log.csv")
     assert log["masks_frozen"].all() and (log["target_sparsity"] == 0.7).all()
+
+
+@pytest.mark.parametrize("method", ["snip", "synflow"])
+def test_interrupted_training_at_initialisation_resumes_to_the_same_masks_and_weights(
+    tmp_path, digits, monkeypatch, method
+):
+    """snip and synflow get one training batch from the trainer (its own seeded draw) and decide at step 0."""
+    sparsity = {"method": method, "granularity": "element", "target_sparsity": 0.7, "from_dense": False}
+    if method == "synflow":
+        sparsity["synflow_rounds"] = 10
+    cfg = config_from_dict({"name": "t", "train": {"epochs": 2, "batch_size": 128}, "sparsity": sparsity})
+    job = sparse_job(cfg, cfg.sparsity[0], 0)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train_job(job, straight, device=CPU, bundle=digits, progress=False)
+
+    real_evaluate = trainer_module.loss_and_accuracy
+    calls = {"n": 0}
+
+    def evaluate_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed in epoch 2
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_job(job, resumed, device=CPU, bundle=digits, progress=False)
+    monkeypatch.undo()
+    train_job(job, resumed, device=CPU, bundle=digits, progress=False)
+    a_model, a_meta, a_masks = load_checkpoint_with_masks(straight)
+    b_model, _, b_masks = load_checkpoint_with_masks(resumed)
+    assert a_masks.keys() == b_masks.keys() and all(torch.equal(a_masks[k], b_masks[k]) for k in a_masks)
+    a, b = a_model.state_dict(), b_model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a_meta["method"] == method and a_meta["achieved_sparsity"] == pytest.approx(0.7, abs=0.005)
+    settings = a_meta["sparsity"]["settings"]
+    assert settings["global_ranking"] == "raw" and settings["schedule"] == "one_shot"
+    assert settings["synflow_rounds"] == (10 if method == "synflow" else 100)
+    assert method in a_meta["sparsity"] and "scores" in a_meta["sparsity"]

@@ -8,9 +8,12 @@ Example:
     >>> pruner = method.build_pruner(model, cfg, steps_per_epoch, seed)
 """
 
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
-from robustsparse.sparsity.methods import campfire, psconv, random  # noqa: F401  (registers them)
+from robustsparse.sparsity.methods import campfire, psconv, random, snip, synflow  # noqa: F401  (registers them)
 from robustsparse.sparsity.methods.base import WHEN_VALUES, Method, Pruner, When
 from robustsparse.sparsity.methods.registry import METHOD_NONE, get_method, list_methods, method_names, register
 from robustsparse.sparsity.settings import SparsityConfig
@@ -29,17 +32,32 @@ __all__ = [
 ]
 
 
-def build_pruner(model: nn.Module, cfg: SparsityConfig, steps_per_epoch: int, seed: int) -> Pruner:
+def build_pruner(
+    model: nn.Module,
+    cfg: SparsityConfig,
+    steps_per_epoch: int,
+    seed: int,
+    example_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> Pruner:
     """The pruner of `cfg.method` for `model` (the trainer's one entry point).
+
+    Args:
+        example_batch: draws one training batch `(inputs, labels)`; called once, and only for a
+            method that `needs_data` (the others never cost a batch).
 
     Raises:
         ConfigError: `cfg.method` is not registered.
         NotImplementedError: the method has extra trainable state or a loss term, which the
             trainer does not wire in yet (refused rather than silently left out).
+        ValueError: the method needs data and `example_batch` is not given.
     """
     method = get_method(cfg.method)
     if method.extra_state is not None or method.loss_term is not None:
         raise NotImplementedError(
             f"method {method.name!r} has extra trainable state or a loss term; the trainer does not wire these in yet"
         )
+    if method.needs_data:
+        if example_batch is None:
+            raise ValueError(f"method {method.name!r} needs one batch of training data: pass example_batch")
+        return method.build_pruner(model, cfg, steps_per_epoch, seed, example_batch=example_batch())
     return method.build_pruner(model, cfg, steps_per_epoch, seed)

@@ -16,7 +16,6 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 import torch
-from torch import nn
 
 from robustsparse.sparsity.settings import GRANULARITIES, SparsityConfig
 
@@ -52,8 +51,9 @@ class Pruner(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-#: (model, settings, optimizer steps per epoch, the model's seed) -> its pruner.
-PrunerFactory = Callable[[nn.Module, SparsityConfig, int, int], Pruner]
+#: (model, settings, optimizer steps per epoch, the model's seed) -> its pruner. A method with
+#: `needs_data` also gets the keyword `example_batch=(inputs, labels)`, one training batch.
+PrunerFactory = Callable[..., Pruner]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class Method:
             on load, so ids, metadata and the written config show what was used.
         extra_state: a factory of trainable state beyond the model's weights (None: none).
         loss_term: a factory of an extra training loss term (None: none).
+        needs_data: the factory takes `example_batch=(inputs, labels)`, one batch of training
+            data drawn once by the trainer (e.g. `snip`'s sensitivities; `synflow` reads only
+            the inputs' shape). False: the factory never sees data.
     """
 
     name: str
@@ -81,6 +84,7 @@ class Method:
     fixed_settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     extra_state: Callable[..., Any] | None = None
     loss_term: Callable[..., Any] | None = None
+    needs_data: bool = False
 
     def __post_init__(self) -> None:
         if self.when not in WHEN_VALUES:
