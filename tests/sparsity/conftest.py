@@ -77,3 +77,28 @@ def tiny_net() -> TinyNet:
 def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
     return torch.rand(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+
+
+@pytest.fixture
+def train_with_fixed_masks():
+    """Run SGD steps on random data through a pruner that decided its masks at step 0, asserting
+    after every step that the masks did not change and the pruned weights stay zero; returns the masks."""
+
+    def run(net: nn.Module, pruner, *, steps: int, seed: int = 1, weight_decay: float = 0.0) -> dict:
+        first = {k: v.clone() for k, v in pruner.masks.items()}
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=weight_decay)
+        g = torch.Generator().manual_seed(seed)
+        for step in range(1, steps + 1):
+            x, y = torch.rand(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
+            optimizer.zero_grad()
+            F.cross_entropy(net(x), y).backward()
+            optimizer.step()
+            assert pruner.step(step, optimizer) is False
+            pruner.apply_(optimizer)
+            assert pruner.masks.keys() == first.keys()
+            assert all(torch.equal(pruner.masks[k], first[k]) for k in first)
+        params = dict(net.named_parameters())
+        assert all(bool((params[n][~m] == 0).all()) for n, m in first.items())
+        return first
+
+    return run

@@ -81,21 +81,9 @@ def test_reaches_the_target_or_the_nearest_achievable_value(tiny_net, method, gr
 
 
 @pytest.mark.parametrize("method", ["synflow", "snip"])
-def test_masks_never_change_during_training(tiny_net, method):
+def test_masks_never_change_during_training(tiny_net, method, train_with_fixed_masks):
     pruner = decided(tiny_net, cfg_of(method, "kernel"))
-    first = {k: v.clone() for k, v in pruner.masks.items()}
-    optimizer = torch.optim.SGD(tiny_net.parameters(), lr=0.1, momentum=0.9)
-    g = torch.Generator().manual_seed(2)
-    for step in range(1, 4 * SPE + 1):
-        x, y = torch.rand(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
-        optimizer.zero_grad()
-        F.cross_entropy(tiny_net(x), y).backward()
-        optimizer.step()
-        assert pruner.step(step, optimizer) is False
-        pruner.apply_(optimizer)
-        assert same_masks(pruner.masks, first)
-    params = dict(tiny_net.named_parameters())
-    assert all(bool((params[n][~m] == 0).all()) for n, m in first.items())
+    train_with_fixed_masks(tiny_net, pruner, steps=4 * SPE, seed=2)
 
 
 @pytest.mark.parametrize("method", ["synflow", "snip"])

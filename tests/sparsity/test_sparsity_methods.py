@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from robustsparse.errors import ConfigError
 from robustsparse.sparsity import (
@@ -120,21 +119,9 @@ def test_random_allocates_like_campfire_but_keeps_other_groups(tiny_net, granula
     assert not same_masks(rand.masks, camp.masks)  # not the magnitude ranking
 
 
-def test_random_masks_never_change_during_training(tiny_net):
+def test_random_masks_never_change_during_training(tiny_net, train_with_fixed_masks):
     pruner = decided(tiny_net, random_cfg("kernel"))
-    first = {k: v.clone() for k, v in pruner.masks.items()}
-    optimizer = torch.optim.SGD(tiny_net.parameters(), lr=0.1, momentum=0.9)
-    g = torch.Generator().manual_seed(1)
-    for step in range(1, 4 * SPE + 1):
-        x, y = torch.rand(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
-        optimizer.zero_grad()
-        F.cross_entropy(tiny_net(x), y).backward()
-        optimizer.step()
-        assert pruner.step(step, optimizer) is False
-        pruner.apply_(optimizer)
-        assert same_masks(pruner.masks, first)
-    params = dict(tiny_net.named_parameters())
-    assert all(bool((params[n][~m] == 0).all()) for n, m in first.items())
+    train_with_fixed_masks(tiny_net, pruner, steps=4 * SPE, seed=1)
 
 
 def test_same_seed_same_masks_other_seed_other_masks(tiny_net):
