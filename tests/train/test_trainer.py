@@ -329,7 +329,7 @@ def test_a_corrupt_resume_file_restarts_with_the_step_zero_masks(tmp_path, digit
     assert logs[0]["train_loss"].tolist() == logs[1]["train_loss"].tolist()
 
 
-def test_interrupted_random_training_resumes_to_the_same_masks_and_weights(tmp_path, digits, monkeypatch):
+def test_interrupted_random_training_resumes_to_the_same_masks_and_weights(tmp_path, digits, straight_and_resumed):
     from robustsparse.sparsity import build_pruner
 
     cfg = config_from_dict(
@@ -341,28 +341,8 @@ def test_interrupted_random_training_resumes_to_the_same_masks_and_weights(tmp_p
     )
     job = sparse_job(cfg, cfg.sparsity[0], 0)
     assert job.model_id == "random-kernel-70-s0" and job.parent_id is None
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_job(job, straight, device=CPU, bundle=digits, progress=False)
-
-    calls = {"n": 0}
-    real_evaluate = trainer_module.loss_and_accuracy
-
-    def evaluate_then_die(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # killed in epoch 2
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_job(job, resumed, device=CPU, bundle=digits, progress=False)
-    monkeypatch.undo()
-    train_job(job, resumed, device=CPU, bundle=digits, progress=False)
+    straight = straight_and_resumed(job, tmp_path, digits)
     a_model, a_meta, a_masks = load_checkpoint_with_masks(straight)
-    b_model, b_meta, b_masks = load_checkpoint_with_masks(resumed)
-    assert a_masks.keys() == b_masks.keys() and all(torch.equal(a_masks[k], b_masks[k]) for k in a_masks)
-    a, b = a_model.state_dict(), b_model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
     assert a_meta["method"] == "random" and a_meta["sparsity"]["settings"]["schedule"] == "one_shot"
     assert a_meta["achieved_sparsity"] == pytest.approx(0.7, abs=0.005) or a_meta["achieved_sparsity"] == pytest.approx(
         a_meta["sparsity"]["nearest_achievable_sparsity"], abs=0.005
@@ -377,7 +357,7 @@ def test_interrupted_random_training_resumes_to_the_same_masks_and_weights(tmp_p
 
 @pytest.mark.parametrize("method", ["snip", "synflow"])
 def test_interrupted_training_at_initialisation_resumes_to_the_same_masks_and_weights(
-    tmp_path, digits, monkeypatch, method
+    tmp_path, digits, method, straight_and_resumed
 ):
     """snip and synflow get one training batch from the trainer (its own seeded draw) and decide at step 0."""
     sparsity = {"method": method, "granularity": "element", "target_sparsity": 0.7, "from_dense": False}
@@ -385,28 +365,8 @@ def test_interrupted_training_at_initialisation_resumes_to_the_same_masks_and_we
         sparsity["synflow_rounds"] = 10
     cfg = config_from_dict({"name": "t", "train": {"epochs": 2, "batch_size": 128}, "sparsity": sparsity})
     job = sparse_job(cfg, cfg.sparsity[0], 0)
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_job(job, straight, device=CPU, bundle=digits, progress=False)
-
-    real_evaluate = trainer_module.loss_and_accuracy
-    calls = {"n": 0}
-
-    def evaluate_then_die(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # killed in epoch 2
-            raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_job(job, resumed, device=CPU, bundle=digits, progress=False)
-    monkeypatch.undo()
-    train_job(job, resumed, device=CPU, bundle=digits, progress=False)
+    straight = straight_and_resumed(job, tmp_path, digits)
     a_model, a_meta, a_masks = load_checkpoint_with_masks(straight)
-    b_model, _, b_masks = load_checkpoint_with_masks(resumed)
-    assert a_masks.keys() == b_masks.keys() and all(torch.equal(a_masks[k], b_masks[k]) for k in a_masks)
-    a, b = a_model.state_dict(), b_model.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
     assert a_meta["method"] == method and a_meta["achieved_sparsity"] == pytest.approx(0.7, abs=0.005)
     settings = a_meta["sparsity"]["settings"]
     assert settings["global_ranking"] == "raw" and settings["schedule"] == "one_shot"
