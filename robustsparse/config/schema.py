@@ -44,6 +44,11 @@ class DataConfig:
         num_workers: DataLoader worker processes.
         train_examples: train on this many training examples (a fixed subset spread evenly over
             the split; None: all) - for quick runs on a CPU budget.
+        test_examples: the trainer's test pass (every epoch, and the `clean_acc` of meta.json)
+            reads this many test examples (a fixed subset spread evenly over the split; None:
+            all) - for CPU budgets, where a full test pass per epoch can cost more than the
+            epoch. The attack sweep draws its own examples (`attack.n_examples`) from the
+            whole test split either way.
         label: the name results and reports use for the data (e.g. "CIFAR-10 (JPEG)" for the
             ImageFolder copy); None: the dataset's registry name.
     """
@@ -56,6 +61,7 @@ class DataConfig:
     image_size: int | None = None
     num_workers: int = 0
     train_examples: int | None = None
+    test_examples: int | None = None
     label: str | None = None
 
     def __post_init__(self) -> None:
@@ -74,6 +80,12 @@ class DataConfig:
             self.train_examples is None or self.train_examples > 0,
             "data.train_examples",
             self.train_examples,
+            "a positive integer or null",
+        )
+        _require(
+            self.test_examples is None or self.test_examples > 0,
+            "data.test_examples",
+            self.test_examples,
             "a positive integer or null",
         )
 

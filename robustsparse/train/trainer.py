@@ -118,7 +118,7 @@ def train_job(
         bundle = load_job_data(job.data)
     set_seed(job.seed)
     train_loader, test_loader = make_loaders(
-        bundle,
+        replace(bundle, test=eval_subset(bundle.test, job.data.test_examples)),
         batch_size=job.train.batch_size,
         eval_batch_size=job.train.eval_batch_size,
         num_workers=job.data.num_workers,

@@ -42,6 +42,7 @@ def test_defaults_are_valid_and_frozen():
         ({"train": {"lr": -1}}, ["train.lr", "-1"]),
         ({"train": {"nesterov": "yes"}}, ["train.nesterov", "true/false"]),
         ({"data": {"dataset": "mnistt"}}, ["data.dataset", "mnistt", "digits"]),
+        ({"data": {"test_examples": 0}}, ["data.test_examples", "0", "positive integer or null"]),
         ({"model": {"arch": "resnet9000"}}, ["model.arch", "resnet9000", "small_cnn"]),
         ({"seeds": [0, 0]}, ["seeds", "distinct"]),
         ({"train": {"epochs": 5, "milestones": [7]}}, ["train.milestones", "[7]"]),

@@ -372,3 +372,16 @@ def test_interrupted_training_at_initialisation_resumes_to_the_same_masks_and_we
     assert settings["global_ranking"] == "raw" and settings["schedule"] == "one_shot"
     assert settings["synflow_rounds"] == (10 if method == "synflow" else 100)
     assert method in a_meta["sparsity"] and "scores" in a_meta["sparsity"]
+
+
+def test_test_examples_limits_the_trainers_test_pass_to_a_fixed_subset(tmp_path, digits):
+    cfg = config_from_dict({"name": "t", "data": {"test_examples": 100}, "train": {"epochs": 1, "batch_size": 128}})
+    job = dense_job(cfg, seed=0)
+    assert job.digest != dense_job(small_cfg(epochs=1), seed=0).digest  # clean_acc is measured on other examples
+    meta = train_job(job, tmp_path / "m", device=CPU, bundle=digits, progress=False)
+    assert meta["n_test"] == 100 < len(digits.test)
+    model, _ = load_checkpoint(tmp_path / "m")
+    images, labels = load_tensors(digits.test, 100)  # the same evenly spread subset the attacks would use
+    with torch.no_grad():
+        acc = int((model(images).argmax(1) == labels).sum()) / len(labels)
+    assert acc == pytest.approx(meta["clean_acc"], abs=1e-9)
