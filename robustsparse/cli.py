@@ -162,12 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export",
-        help="export a sparse checkpoint compressed, or compacted to a smaller dense model",
+        help="export a checkpoint: compressed, compacted, or for torch.nn.utils.prune, torch.export, ONNX",
         description="compressed: only kept values plus the cheapest index for the granularity (loads back "
-        "bit-identical). compact: filter/channel models rebuilt with fewer channels.",
+        "bit-identical). compact: filter/channel models rebuilt with fewer channels. torch-prune: a state dict "
+        "with weight_orig/weight_mask. pt2: a torch.export program. onnx: an ONNX graph (needs the onnx extra).",
     )
     p.add_argument("checkpoint", type=Path, help="a model folder or its model.pt")
-    p.add_argument("--format", choices=["compressed", "compact"], required=True, help="what to write")
+    p.add_argument(
+        "--format",
+        choices=["compressed", "compact", "torch-prune", "pt2", "onnx"],
+        required=True,
+        help="what to write (each is loaded back and checked before it is written)",
+    )
+    p.add_argument("--compact", action="store_true", help="pt2 / onnx: the compacted model (filter / channel pruning)")
     p.add_argument("--out", type=Path, default=None, help="output file (default beside the checkpoint)")
     p.set_defaults(handler=_cmd_export)
 
@@ -287,7 +294,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from robustsparse.exporting import export_checkpoint
 
-    summary = export_checkpoint(args.checkpoint, fmt=args.format, out=args.out)
+    summary = export_checkpoint(args.checkpoint, fmt=args.format, out=args.out, compact=args.compact)
     print(summary)
     return 0
 

@@ -10,6 +10,7 @@ __all__ = [
     "RobustSparseError",
     "ConfigError",
     "DatasetError",
+    "MissingExtra",
     "ModelError",
     "CheckpointError",
     "TrainingDiverged",
@@ -34,6 +35,10 @@ class ModelError(RobustSparseError, ValueError):
 
 class CheckpointError(RobustSparseError):
     """A checkpoint that is missing, corrupt, foreign, unsafe, or inconsistent with its metadata."""
+
+
+class MissingExtra(RobustSparseError):
+    """An optional dependency that this feature needs is not installed (the message names the extra)."""
 
 
 class TrainingDiverged(RobustSparseError):

@@ -265,6 +265,14 @@ def test_export_command_writes_a_smaller_file(trained, tmp_path, capsys):
     assert out.is_file() and "smaller" in capsys.readouterr().out
     assert main(["export", str(trained / "models" / "campfire-element-50-s0"), "--format", "compact"]) == 2
     assert "filter or channel" in capsys.readouterr().err
+    pruned = tmp_path / "torch_prune.pt"
+    model_dir = str(trained / "models" / "campfire-element-50-s0")
+    assert main(["export", model_dir, "--format", "torch-prune", "--out", str(pruned)]) == 0
+    assert "torch-prune" in capsys.readouterr().out
+    assert any(key.endswith(".weight_orig") for key in torch.load(pruned, weights_only=True))
+    assert main(["export", model_dir, "--format", "compressed", "--compact", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "--compact applies to pt2, onnx" in _one_error_line(capsys)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def _one_error_line(capsys) -> str:

@@ -1,4 +1,4 @@
-"""Exported checkpoints: `compressed` (kept values + cheapest index) and `compact` (fewer channels).
+"""robustsparse's own export formats: `compressed` (kept values + cheapest index), `compact` (fewer channels).
 
 Both are files of tensors and plain data, written atomically and read with
 `torch.load(weights_only=True)`, like every robustsparse checkpoint.
@@ -12,15 +12,21 @@ Both are files of tensors and plain data, written atomically and read with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from robustsparse.checkpoints import ModelSpec, load_checkpoint_with_masks, read_checkpoint, resolve_checkpoint_path
+from robustsparse.checkpoints import ModelSpec
 from robustsparse.errors import CheckpointError
+from robustsparse.exporting.base import (
+    ExportSource,
+    ExportSummary,
+    check_outputs,
+    compact_allowed,
+    example_input,
+)
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import (
     compact_model,
@@ -32,97 +38,69 @@ from robustsparse.sparsity import (
 )
 from robustsparse.utils.atomic import torch_save_atomic
 
-__all__ = ["ExportSummary", "export_checkpoint", "load_exported", "COMPRESSED_KIND", "COMPACT_KIND"]
+__all__ = [
+    "export_compressed_file",
+    "export_compact_file",
+    "compacted",
+    "load_exported",
+    "COMPRESSED_KIND",
+    "COMPACT_KIND",
+]
 
 COMPRESSED_KIND = "robustsparse.export.compressed"
 COMPACT_KIND = "robustsparse.export.compact"
-COMPACT_GRANULARITIES = ("filter", "channel")
-OUTPUT_TOLERANCE = 1e-5
 
 
-@dataclass(frozen=True)
-class ExportSummary:
-    """What was written, and how it compares with the dense checkpoint."""
-
-    path: Path
-    fmt: str
-    dense_bytes: int
-    exported_bytes: int
-    details: dict[str, Any]
-
-    def __str__(self) -> str:
-        ratio = self.dense_bytes / self.exported_bytes if self.exported_bytes else float("inf")
-        lines = [
-            f"wrote {self.path} ({self.fmt})",
-            f"size: {self.exported_bytes:,} bytes vs {self.dense_bytes:,} dense ({ratio:.2f}x smaller)",
-        ]
-        lines += [f"{key}: {value}" for key, value in self.details.items()]
-        return "\n".join(lines)
-
-
-def _spec_dict(payload: dict[str, Any]) -> dict[str, Any]:
-    return dict(payload["model_spec"])
-
-
-def export_checkpoint(path: str | Path, *, fmt: str, out: str | Path | None = None) -> ExportSummary:
-    """Export a checkpoint as `compressed` or `compact` and verify the export on the way.
-
-    Raises:
-        CheckpointError: the checkpoint is unsafe or inconsistent, `compact` was asked for a
-            granularity other than filter/channel, or the export failed its own check.
-    """
-    file = resolve_checkpoint_path(path)
-    model, meta, masks = load_checkpoint_with_masks(file)
-    spec = _spec_dict(read_checkpoint(file))
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    dense_bytes = dense_size_bytes(state)
-    if fmt == "compressed":
-        blob = export_compressed(state, masks, meta.get("sparsity"))
-        restored = load_compressed(blob)
-        if set(restored) != set(state) or not all(_bit_equal(restored[k], state[k]) for k in state):
-            raise CheckpointError(
-                f"{file}: the compressed export does not restore the weights bit for bit; not written"
-            )
-        target = Path(out) if out is not None else file.with_name("model.compressed.pt")
-        torch_save_atomic(target, {"format": COMPRESSED_KIND, "model_spec": spec, "meta": meta, "blob": blob})
-        return ExportSummary(
-            target,
-            fmt,
-            dense_bytes,
-            compressed_size_bytes(blob),
-            {"granularity": meta.get("granularity"), "bit_identical": True},
-        )
-    if fmt != "compact":
-        raise CheckpointError(f"unknown export format {fmt!r}; allowed: compressed, compact")
-    if meta.get("granularity") not in COMPACT_GRANULARITIES:
+def export_compressed_file(source: ExportSource, out: Path | None) -> ExportSummary:
+    """Only the kept values plus the cheapest index for the granularity; loads back bit for bit."""
+    state = {k: v.detach().clone() for k, v in source.model.state_dict().items()}
+    blob = export_compressed(state, source.masks, source.meta.get("sparsity"))
+    restored = load_compressed(blob)
+    if set(restored) != set(state) or not all(_bit_equal(restored[k], state[k]) for k in state):
         raise CheckpointError(
-            f"{file}: compact export needs filter or channel pruning, this model is "
-            f"{meta.get('granularity')!r}; use --format compressed"
+            f"{source.file}: the compressed export does not restore the weights bit for bit; not written"
         )
-    small = compact_model(model, masks).eval()
-    info = meta.get("data", {}).get("info", {})
-    example = torch.rand(
-        4,
-        int(info.get("in_channels", 3)),
-        int(info.get("image_size", 32)),
-        int(info.get("image_size", 32)),
-        generator=torch.Generator().manual_seed(0),
-    )
-    with torch.no_grad():
-        gap = float((small(example) - model(example)).abs().max())
-    if gap > OUTPUT_TOLERANCE:
-        raise CheckpointError(
-            f"{file}: the compacted model's outputs differ by {gap:.2e} (> {OUTPUT_TOLERANCE}); not written"
-        )
-    small_state = {k: v.detach().clone() for k, v in small.state_dict().items()}
-    target = Path(out) if out is not None else file.with_name("model.compact.pt")
-    torch_save_atomic(target, {"format": COMPACT_KIND, "model_spec": spec, "meta": meta, "state_dict": small_state})
-    shape = example.shape[1:]
-    before, after = model_cost(model, shape), model_cost(small, shape)
+    target = out if out is not None else source.file.with_name("model.compressed.pt")
+    torch_save_atomic(target, {"format": COMPRESSED_KIND, "model_spec": source.spec, "meta": source.meta, "blob": blob})
     return ExportSummary(
         target,
-        fmt,
-        dense_bytes,
+        "compressed",
+        dense_size_bytes(state),
+        compressed_size_bytes(blob),
+        {"granularity": source.meta.get("granularity"), "bit_identical": True},
+    )
+
+
+def compacted(source: ExportSource) -> tuple[nn.Module, float]:
+    """The model with its pruned channels cut out, and its largest output difference.
+
+    Raises:
+        CheckpointError: the granularity is not filter / channel, or the outputs moved.
+    """
+    if not compact_allowed(source):
+        raise CheckpointError(
+            f"{source.file}: compacting needs filter or channel pruning, this model is "
+            f"{source.meta.get('granularity')!r}; export it masked (without --compact) or as compressed"
+        )
+    small = compact_model(source.model, source.masks).eval()
+    gap = check_outputs(source.model, small, example_input(source.meta), f"{source.file}: the compacted model")
+    return small, gap
+
+
+def export_compact_file(source: ExportSource, out: Path | None) -> ExportSummary:
+    """The model rebuilt with fewer channels; the stored shapes say how to resize each layer."""
+    small, gap = compacted(source)
+    small_state = {k: v.detach().clone() for k, v in small.state_dict().items()}
+    target = out if out is not None else source.file.with_name("model.compact.pt")
+    torch_save_atomic(
+        target, {"format": COMPACT_KIND, "model_spec": source.spec, "meta": source.meta, "state_dict": small_state}
+    )
+    shape = example_input(source.meta).shape[1:]
+    before, after = model_cost(source.model, shape), model_cost(small, shape)
+    return ExportSummary(
+        target,
+        "compact",
+        dense_size_bytes(source.model.state_dict()),
         dense_size_bytes(small_state),
         {
             "params": f"{before['params']:,} -> {after['params']:,}",
