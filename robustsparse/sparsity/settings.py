@@ -121,6 +121,12 @@ class SparsityConfig:
             kernel (4: 2x2 corner squares, 2: horizontal pairs; derived from target_sparsity
             when left out), its period P (8) and whether one kernel in every P stays dense
             (true, as the paper's code); null for other methods (methods/psconv.py).
+        pconv_pattern_size, pconv_library_size, pconv_other_layers: `pconv`'s weights kept
+            per 3x3 kernel pattern, centre included (4; an integer in [2, 8]), the number of
+            patterns in the library chosen from the weights (8; at most C(8, size - 1)), and what
+            happens to prunable layers that are not 3x3 convs (`element`: magnitude pruning at
+            the same target, the default; `dense`: kept dense); null for other methods
+            (methods/pconv.py).
     """
 
     method: str = "none"
@@ -151,6 +157,9 @@ class SparsityConfig:
     psconv_kept: int | None = None
     psconv_period: int | None = None
     psconv_dense_kernel: bool | None = None
+    pconv_pattern_size: int | None = None
+    pconv_library_size: int | None = None
+    pconv_other_layers: Literal["element", "dense"] | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -289,6 +298,11 @@ class SparsityConfig:
         from robustsparse.sparsity.methods.psconv import resolve_psconv_settings
 
         for key, value in resolve_psconv_settings(self).items():
+            object.__setattr__(self, key, value)
+        # pconv's settings: likewise (methods/pconv.py)
+        from robustsparse.sparsity.methods.pconv import resolve_pconv_settings
+
+        for key, value in resolve_pconv_settings(self).items():
             object.__setattr__(self, key, value)
         if self.method == METHOD_NONE:
             return
