@@ -121,6 +121,14 @@ class SparsityConfig:
             kernel (4: 2x2 corner squares, 2: horizontal pairs; derived from target_sparsity
             when left out), its period P (8) and whether one kernel in every P stays dense
             (true, as the paper's code); null for other methods (methods/psconv.py).
+        drop_pruning_away_prob, drop_pruning_back_prob, drop_pruning_candidate_fraction,
+        drop_pruning_revive: `drop_pruning`'s probability p that a candidate (one of the
+            r |K| weakest kept groups of a layer) is dropped away at a pruning step (0.5), the
+            probability q that a pruned group is dropped back (0.05), the candidate fraction r
+            (derived at every step so the expected kept count meets the schedule; given, p is
+            derived instead, so at most one of p and r may be set) and what a revived weight
+            restarts from, `zero` or its `previous` value (`zero`); the paper's values are not
+            known, these are reconstructions; null for other methods (methods/drop_pruning.py).
     """
 
     method: str = "none"
@@ -151,6 +159,10 @@ class SparsityConfig:
     psconv_kept: int | None = None
     psconv_period: int | None = None
     psconv_dense_kernel: bool | None = None
+    drop_pruning_away_prob: float | None = None
+    drop_pruning_back_prob: float | None = None
+    drop_pruning_candidate_fraction: float | None = None
+    drop_pruning_revive: Literal["zero", "previous"] | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -289,6 +301,11 @@ class SparsityConfig:
         from robustsparse.sparsity.methods.psconv import resolve_psconv_settings
 
         for key, value in resolve_psconv_settings(self).items():
+            object.__setattr__(self, key, value)
+        # drop_pruning's settings, likewise
+        from robustsparse.sparsity.methods.drop_pruning import resolve_drop_pruning_settings
+
+        for key, value in resolve_drop_pruning_settings(self).items():
             object.__setattr__(self, key, value)
         if self.method == METHOD_NONE:
             return

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robustsparse.sparsity.methods import campfire, psconv, random, snip, synflow  # noqa: F401  (registers them)
+from robustsparse.sparsity.methods import campfire, drop_pruning, psconv, random, snip, synflow  # noqa: F401  (registers them)
 from robustsparse.sparsity.methods.base import WHEN_VALUES, Method, Pruner, When
 from robustsparse.sparsity.methods.registry import METHOD_NONE, get_method, list_methods, method_names, register
 from robustsparse.sparsity.settings import SparsityConfig
