@@ -16,16 +16,16 @@ The expected kept count is E|K'| = |K| (1 - p r) + q |P| (methods.md's recursion
 Campfire would count it (the same granularity, allocation and rounding); r is solved from the
 recursion so that E|K'| = K* (r = (|K| - K* + q |P|) / (p |K|), at most 1, where p then rises
 to what the step needs). With `drop_pruning_candidate_fraction` given, r is fixed and p is
-solved instead. A realised count below K* (overshooting the schedule) is corrected at once by
-restoring the pruned groups of largest value before pruning; at the last step the count is
-made exactly K* (the weakest kept groups go, with a revived group counted at the value it
+solved instead (r rising where even p = 1 falls short). A realised count below K*
+(overshooting the schedule) is corrected at once by restoring the pruned groups of largest
+value before pruning; at the last step the count is made exactly K* (the weakest kept groups go, with a revived group counted at the value it
 restarts from, or the strongest pruned ones come back), so the final sparsity is Campfire's
 nearest achievable value.
 
 The paper's p, q, r, retrain length and revival rule are not known (methods.md: "not
 retrievable"); the defaults are a reconstruction: p = 0.5 (the dropout analogy the paper
 draws; half the candidates go, so twice as many weak groups as needed are at risk), q = 0.05
-(a pruned group has about one chance in two of coming back over ten steps), r solved per step,
+(a pruned group has a 40% chance of coming back within ten steps), r solved per step,
 revival from zero.
 
 Randomness: one uniform draw per group per layer at every step from a generator seeded by a
@@ -35,9 +35,11 @@ drew. The values before pruning live in the pruner's shadow copy (saved with its
 
 Granularities: groups are the rows of the granularity's view: `element` (one weight), `row`
 and `kernel` (whole kernel rows / kernels; 1x1 convs and linear layers as
-`pointwise_grouping` says), with `uniform` or `global` allocation. The balanced granularities
-(window, window+kernel, n:m) and the channel ones (filter, channel) are not supported: their
-groups are not independent units that can be dropped and restored one at a time.
+`pointwise_grouping` says), with `uniform` or `global` allocation. Not supported (refused
+with the allowed values): the balanced granularities (window, window+kernel, n:m), where a
+drop would have to be paired with a drop back inside the same kernel to keep the balance, and
+the channel ones (filter, channel), where one channel couples several layers and the counts
+come from a joint allocation; both would need their own step, not written yet.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from robustsparse.sparsity._math import round_half_up
 from robustsparse.sparsity.allocation import MaskResult
 from robustsparse.sparsity.granularity import layer_plan
 from robustsparse.sparsity.importance import row_scores
+from robustsparse.sparsity.masks import zero_masked_state_
 from robustsparse.sparsity.methods.base import Method
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
@@ -169,7 +172,7 @@ class DropPruningPruner(CampfirePruner):
 
     @torch.no_grad()
     def _update(self, target: float, optimizer: torch.optim.Optimizer | None) -> bool:
-        result = self._drop_step(int(self._point), target)
+        result = self._drop_step(int(self._point), target, optimizer)
         changed = any(not torch.equal(result.masks[n], self.masks[n]) for n in self.masks)
         self.masks = result.masks
         self._result = result
@@ -183,14 +186,17 @@ class DropPruningPruner(CampfirePruner):
         need = kept - wanted + cfg.drop_pruning_back_prob * pruned  # expected drop-aways needed
         if kept == 0 or need <= 0:
             return 0.0, 0.0
+        # The configured one of p and r stays, the other is solved; where it would exceed 1
+        # the configured one rises too (to all kept groups dropped, at worst).
         if cfg.drop_pruning_candidate_fraction is not None:
             r = float(cfg.drop_pruning_candidate_fraction)
-            return min(1.0, need / (r * kept)), r
+            p = need / (r * kept)
+            return (p, r) if p <= 1.0 else (1.0, min(1.0, need / kept))
         p = float(cfg.drop_pruning_away_prob)
         r = need / (p * kept)
         return (p, r) if r <= 1.0 else (min(1.0, need / kept), 1.0)
 
-    def _drop_step(self, point: int, target: float) -> MaskResult:
+    def _drop_step(self, point: int, target: float, optimizer: torch.optim.Optimizer | None) -> MaskResult:
         """One pruning step at update point `point` towards `target` (see the module docstring)."""
         cfg = self.cfg
         final = point >= self.plan.end_step
@@ -236,7 +242,7 @@ class DropPruningPruner(CampfirePruner):
             totals["dropped_back"] += int(back.sum())
             totals["corrected"] += int(new.sum()) - count
             new_mask = view.unrows(valid & new.to(w.device)[:, None]).reshape(w.shape)
-            self._transition(name, params[name], mask, new_mask, shadow)
+            self._transition(name, params[name], mask, new_mask, shadow, optimizer)
             result.masks[name] = new_mask
         history = list(self._result.notes.get(_HISTORY, []))
         history.append({"step": point, "target": float(target), **totals, "kept_after": self._kept_total(result)})
@@ -244,14 +250,25 @@ class DropPruningPruner(CampfirePruner):
         return result
 
     def _transition(
-        self, name: str, param: torch.Tensor, old: torch.Tensor, new: torch.Tensor, shadow: torch.Tensor
+        self,
+        name: str,
+        param: torch.Tensor,
+        old: torch.Tensor,
+        new: torch.Tensor,
+        shadow: torch.Tensor,
+        optimizer: torch.optim.Optimizer | None,
     ) -> None:
-        """Record the values of newly pruned weights; restart the revived ones as configured."""
+        """Record the values of newly pruned weights; restart the revived ones as configured.
+
+        A revived weight starts exactly from 0 or its value before pruning, with no optimizer
+        state: the optimizer step just before this update wrote into it while it was pruned.
+        """
         dropped, revived = old & ~new, ~old & new
         shadow = torch.where(dropped, param.detach(), shadow)
-        if self.cfg.drop_pruning_revive == "previous":
-            param.copy_(torch.where(revived, shadow, param.detach()))
-        # zero (default): a pruned weight is already exactly zero in the model
+        start = shadow if self.cfg.drop_pruning_revive == "previous" else torch.zeros_like(shadow)
+        param.copy_(torch.where(revived, start, param.detach()))
+        if optimizer is not None:
+            zero_masked_state_(optimizer, [(param, revived)])
         self._shadow[name] = torch.where(revived, torch.zeros_like(shadow), shadow)
 
     def _kept_total(self, result: MaskResult) -> int:
