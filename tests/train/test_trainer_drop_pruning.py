@@ -17,6 +17,16 @@ from robustsparse.train.trainer import load_job_data, train_job
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """A small CNN on 8x8 images: intra-op threads only add overhead (and spin on a shared
+    machine); restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_cfg(epochs: int, sparsity: dict | None = None):
     data = {"name": "t", "data": {"train_examples": 256}, "train": {"epochs": epochs, "batch_size": 128}}
     return config_from_dict({**data, "sparsity": sparsity} if sparsity else data)
