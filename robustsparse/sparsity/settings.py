@@ -124,7 +124,7 @@ class SparsityConfig:
         drop_pruning_away_prob, drop_pruning_back_prob, drop_pruning_candidate_fraction,
         drop_pruning_revive: `drop_pruning`'s probability p that a candidate (one of the
             r |K| weakest kept groups of a layer) is dropped away at a pruning step (0.5), the
-            probability q that a pruned group is dropped back (0.05), the candidate fraction r
+            probability q that a pruned group is dropped back (0.01), the candidate fraction r
             (derived at every step so the expected kept count meets the schedule; given, p is
             derived instead, so at most one of p and r may be set) and what a revived weight
             restarts from, `zero` or its `previous` value (`zero`); the paper's values are not

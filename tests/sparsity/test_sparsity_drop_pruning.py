@@ -57,7 +57,7 @@ def test_declared_after_training_from_the_dense_parent_with_documented_defaults(
     assert method.when == "after_training" and method.granularities == ("element", "row", "kernel")
     cfg = cfg_of(from_dense=False, allow_regrowth=True)
     assert cfg.from_dense is True and cfg.allow_regrowth is False  # fixed by the method
-    assert (cfg.drop_pruning_away_prob, cfg.drop_pruning_back_prob) == (0.5, 0.05)
+    assert (cfg.drop_pruning_away_prob, cfg.drop_pruning_back_prob) == (0.5, 0.01)
     assert cfg.drop_pruning_candidate_fraction is None and cfg.drop_pruning_revive == "zero"
     fixed_r = cfg_of(drop_pruning_candidate_fraction=0.3)
     assert fixed_r.drop_pruning_away_prob is None  # then p is the one solved per step
@@ -122,6 +122,10 @@ def test_reaches_the_target_and_freezes_at_end_epoch(tiny_net, granularity, allo
     steps = meta["drop_pruning"]["steps"]
     assert [s["step"] for s in steps] == [0, 2, 4, 6, 8]
     assert sum(s["dropped_away"] for s in steps) > 0 and sum(s["dropped_back"] for s in steps) > 0
+    # the last step is the deterministic correction: nothing drawn, nothing revived as the masks freeze
+    assert steps[-1]["dropped_away"] == steps[-1]["dropped_back"] == 0
+    last, before = history[END * SPE], history[END * SPE - 1]
+    assert all(not bool((last[k] & ~before[k]).any()) for k in last)
 
 
 def test_masked_weights_and_momentum_stay_zero_after_every_step(tiny_net):

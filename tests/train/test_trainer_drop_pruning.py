@@ -40,6 +40,7 @@ def test_interrupted_drop_pruning_resumes_to_the_same_masks_and_weights(tmp_path
             "granularity": "element",
             "target_sparsity": 0.7,
             "end_epoch": 2,
+            "update_unit": "steps",  # a pruning step after every optimizer step: 1, 2 | 3, 4 (frozen)
             "drop_pruning_back_prob": 0.2,
             "drop_pruning_revive": "previous",
         },
@@ -59,6 +60,6 @@ def test_interrupted_drop_pruning_resumes_to_the_same_masks_and_weights(tmp_path
     assert (settings["drop_pruning_away_prob"], settings["drop_pruning_back_prob"]) == (0.5, 0.2)
     assert settings["drop_pruning_candidate_fraction"] is None and settings["drop_pruning_revive"] == "previous"
     steps = written["drop_pruning"]["steps"]
-    assert [s["step"] for s in steps] == [0, 2, 4] and steps[-1]["dropped_back"] > 0
+    assert [s["step"] for s in steps] == [0, 1, 2, 3, 4] and steps[3]["dropped_back"] > 0
     log = pd.read_csv(straight / "train_log.csv")
     assert log["masks_frozen"].tolist() == [False, True, True]

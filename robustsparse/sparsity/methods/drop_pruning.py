@@ -18,15 +18,18 @@ recursion so that E|K'| = K* (r = (|K| - K* + q |P|) / (p |K|), at most 1, where
 to what the step needs). With `drop_pruning_candidate_fraction` given, r is fixed and p is
 solved instead (r rising where even p = 1 falls short). A realised count below K*
 (overshooting the schedule) is corrected at once by restoring the pruned groups of largest
-value before pruning; at the last step the count is made exactly K* (the weakest kept groups go, with a revived group counted at the value it
-restarts from, or the strongest pruned ones come back), so the final sparsity is Campfire's
-nearest achievable value.
+value before pruning. The last step (at `end_epoch`) draws nothing: it is a deterministic
+top-k correction to exactly K* (the weakest kept groups by current magnitude go, or the
+strongest pruned ones by value before pruning come back), so the final sparsity is Campfire's
+nearest achievable value and no group is revived just as the masks freeze (it would enter the
+final retrain at its restart value without ever being judged).
 
 The paper's p, q, r, retrain length and revival rule are not known (methods.md: "not
 retrievable"); the defaults are a reconstruction: p = 0.5 (the dropout analogy the paper
-draws; half the candidates go, so twice as many weak groups as needed are at risk), q = 0.05
-(a pruned group has a 40% chance of coming back within ten steps), r solved per step,
-revival from zero.
+draws; half the candidates go, so twice as many weak groups as needed are at risk), q = 0.01
+(q |P| grows with sparsity: at 90% it already brings back a tenth of |K| per step, which must
+be dropped again, so a larger q turns most kept groups into candidates; measured on digits,
+q = 0.05 made r saturate at 1 at 90%), r solved per step, revival from zero.
 
 Randomness: one uniform draw per group per layer at every step from a generator seeded by a
 hash of (the model's seed, the step), never by the global RNG or by how many steps ran in this
@@ -75,7 +78,7 @@ __all__ = [
 METHOD = "drop_pruning"
 GRANULARITIES = ("element", "row", "kernel")
 DEFAULT_AWAY_PROB = 0.5
-DEFAULT_BACK_PROB = 0.05
+DEFAULT_BACK_PROB = 0.01
 DEFAULT_REVIVE = "zero"
 REVIVE_VALUES = ("zero", "previous")
 _SETTINGS = (
@@ -206,7 +209,9 @@ class DropPruningPruner(CampfirePruner):
         reference = self._engine.compute(scored, None, target)
         generator = torch.Generator().manual_seed(drop_pruning_seed(self.seed, point))
         result = MaskResult(specs=reference.specs)
+        # counts of groups (weights for element), summed over the layers
         totals = dict.fromkeys(("kept_before", "candidates", "dropped_away", "dropped_back", "corrected"), 0)
+        kept_after = 0
         for info in self._engine.layers:
             name = info.param
             view = layer_plan(info, cfg).view
@@ -220,32 +225,34 @@ class DropPruningPruner(CampfirePruner):
             now = row_scores(view.rows(scored[name]), cfg.importance).cpu()  # kept: current magnitude
             before = row_scores(view.rows(shadow), cfg.importance).cpu()  # pruned: value before pruning
             n_kept, n_pruned = int(kept.sum()), int((~kept).sum())
-            p, r = self._probabilities(n_kept, n_pruned, goal)
+            # The last step draws nothing: the correction below makes it Campfire's count by
+            # magnitude, so no group is revived just as the masks freeze (it would enter the
+            # final retrain at its restart value, judged by no step).
+            p, r = (0.0, 0.0) if final else self._probabilities(n_kept, n_pruned, goal)
+            q = 0.0 if final else cfg.drop_pruning_back_prob
             draw = torch.rand(kept.numel(), generator=generator)
             candidates = torch.zeros_like(kept)
             candidates[_lowest(now, kept, round_half_up(r * n_kept))] = True
             away = candidates & (draw < p)
-            back = ~kept & (draw < cfg.drop_pruning_back_prob)
+            back = ~kept & (draw < q)
             new = (kept & ~away) | back
             count = int(new.sum())
             if count < goal:  # overshoot: the strongest pruned groups (values before pruning) come back
                 restore = torch.where(kept, now, before)
                 new[_highest(restore, ~new, goal - count)] = True
-            elif final and count > goal:  # last step: exactly Campfire's count
-                after = torch.where(
-                    kept, now, before if cfg.drop_pruning_revive == "previous" else torch.zeros_like(now)
-                )
-                new[_lowest(after, new, count - goal)] = False
+            elif final and count > goal:  # last step: the weakest kept groups go (no revived ones here)
+                new[_lowest(now, new, count - goal)] = False
             totals["kept_before"] += n_kept
             totals["candidates"] += int(candidates.sum())
             totals["dropped_away"] += int(away.sum())
             totals["dropped_back"] += int(back.sum())
             totals["corrected"] += int(new.sum()) - count
+            kept_after += int(new.sum())
             new_mask = view.unrows(valid & new.to(w.device)[:, None]).reshape(w.shape)
             self._transition(name, params[name], mask, new_mask, shadow, optimizer)
             result.masks[name] = new_mask
         history = list(self._result.notes.get(_HISTORY, []))
-        history.append({"step": point, "target": float(target), **totals, "kept_after": self._kept_total(result)})
+        history.append({"step": point, "target": float(target), **totals, "kept_after": kept_after})
         result.notes[_HISTORY] = history
         return result
 
@@ -270,9 +277,6 @@ class DropPruningPruner(CampfirePruner):
         if optimizer is not None:
             zero_masked_state_(optimizer, [(param, revived)])
         self._shadow[name] = torch.where(revived, torch.zeros_like(shadow), shadow)
-
-    def _kept_total(self, result: MaskResult) -> int:
-        return int(sum(int(result.masks[layer.param].sum()) for layer in self._engine.layers))
 
     def metadata(self) -> dict[str, Any]:
         """Campfire's metadata plus the drop probabilities, the revival rule and every step's counts."""
