@@ -41,8 +41,10 @@ and `kernel` (whole kernel rows / kernels; 1x1 convs and linear layers as
 `pointwise_grouping` says), with `uniform` or `global` allocation. Not supported (refused
 with the allowed values): the balanced granularities (window, window+kernel, n:m), where a
 drop would have to be paired with a drop back inside the same kernel to keep the balance, and
-the channel ones (filter, channel), where one channel couples several layers and the counts
-come from a joint allocation; both would need their own step, not written yet.
+the channel ones (filter, channel), where one channel couples several layers (and its
+BatchNorm scale: a channel revived from zero has scale 0, which blocks every gradient to its
+filter, so it would not really come back) and the counts come from a joint allocation; both
+would need a step of their own, not written yet.
 """
 
 from __future__ import annotations
