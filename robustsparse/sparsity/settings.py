@@ -127,6 +127,14 @@ class SparsityConfig:
             happens to prunable layers that are not 3x3 convs (`element`: magnitude pruning at
             the same target, the default; `dense`: kept dense); null for other methods
             (methods/pconv.py).
+        drop_pruning_away_prob, drop_pruning_back_prob, drop_pruning_candidate_fraction,
+        drop_pruning_revive: `drop_pruning`'s probability p that a candidate (one of the
+            r |K| weakest kept groups of a layer) is dropped away at a pruning step (0.5), the
+            probability q that a pruned group is dropped back (0.01), the candidate fraction r
+            (derived at every step so the expected kept count meets the schedule; given, p is
+            derived instead, so at most one of p and r may be set) and what a revived weight
+            restarts from, `zero` or its `previous` value (`zero`); the paper's values are not
+            known, these are reconstructions; null for other methods (methods/drop_pruning.py).
     """
 
     method: str = "none"
@@ -160,6 +168,10 @@ class SparsityConfig:
     pconv_pattern_size: int | None = None
     pconv_library_size: int | None = None
     pconv_other_layers: Literal["element", "dense"] | None = None
+    drop_pruning_away_prob: float | None = None
+    drop_pruning_back_prob: float | None = None
+    drop_pruning_candidate_fraction: float | None = None
+    drop_pruning_revive: Literal["zero", "previous"] | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -303,6 +315,11 @@ class SparsityConfig:
         from robustsparse.sparsity.methods.pconv import resolve_pconv_settings
 
         for key, value in resolve_pconv_settings(self).items():
+            object.__setattr__(self, key, value)
+        # drop_pruning's settings, likewise
+        from robustsparse.sparsity.methods.drop_pruning import resolve_drop_pruning_settings
+
+        for key, value in resolve_drop_pruning_settings(self).items():
             object.__setattr__(self, key, value)
         if self.method == METHOD_NONE:
             return

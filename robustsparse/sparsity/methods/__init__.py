@@ -13,7 +13,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robustsparse.sparsity.methods import campfire, pconv, psconv, random, snip, synflow  # noqa: F401  (registers them)
+from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
+    campfire,
+    drop_pruning,
+    pconv,
+    psconv,
+    random,
+    snip,
+    synflow,
+)
 from robustsparse.sparsity.methods.base import WHEN_VALUES, Method, Pruner, When
 from robustsparse.sparsity.methods.registry import METHOD_NONE, get_method, list_methods, method_names, register
 from robustsparse.sparsity.settings import SparsityConfig
