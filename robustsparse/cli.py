@@ -112,7 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate checkpoints on N test examples of their dataset (spread evenly over the split, the same for every model). Attacks come "
         "from --attack/--eps or from the attack section of a config file (--config).",
     )
-    p.add_argument("checkpoints", type=Path, nargs="+", help="model folders or their model.pt files")
+    p.add_argument("checkpoints", type=Path, nargs="*", help="model folders or their model.pt files")
+    ext = p.add_argument_group(
+        "models from outside robustsparse",
+        "a state_dict (plain or torch.nn.utils.prune's weight_orig/weight_mask) with its architecture, a "
+        "torch.export .pt2 or a TorchScript file; loaded without unpickling Python objects",
+    )
+    ext.add_argument(
+        "--model-card", type=Path, action="append", default=[], metavar="YAML", help="a model card file; repeatable"
+    )
+    ext.add_argument("--weights", type=Path, default=None, help="the model file (with the options below)")
+    ext.add_argument("--arch", default=None, help="state dicts: torchvision:<name> or a robustsparse model")
+    ext.add_argument("--dataset", default=None, help="the dataset whose test split is attacked")
+    ext.add_argument("--mean", default=None, help="the normalisation the model expects, e.g. 0.4914,0.4822,0.4465")
+    ext.add_argument("--std", default=None, help="e.g. 0.2470,0.2435,0.2616 (0,0,0 / 1,1,1: the model takes [0,1])")
+    ext.add_argument("--num-classes", type=_positive_int, default=None, help="default: the dataset's")
+    ext.add_argument("--format", default="auto", help="auto (default), state_dict, pt2 or torchscript")
+    ext.add_argument("--name", default=None, help="model id in the results (default: the file's stem)")
     p.add_argument(
         "--attack",
         action="append",
@@ -265,6 +281,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
 
     table, out = attack_command(
         args.checkpoints,
+        cards=_model_cards(args),
         attacks=args.attack,
         eps=args.eps,
         steps=args.steps,
@@ -281,6 +298,44 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"\nresults: {out / 'results.csv'}")
     return 0
+
+
+def _numbers(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{option} {text!r}: give comma-separated numbers, e.g. 0.5,0.5,0.5") from None
+
+
+def _model_cards(args: argparse.Namespace) -> list:
+    """The external models of `attack`: every --model-card, and the card made of --weights and its options."""
+    from robustsparse.external import ModelCard, read_model_card
+
+    cards = [read_model_card(path) for path in args.model_card]
+    if args.data_root is not None:  # the data lives elsewhere on this machine, for every model
+        cards = [ModelCard.from_mapping({**card.__dict__, "data_root": str(args.data_root)}) for card in cards]
+    inline = {
+        "arch": args.arch,
+        "dataset": args.dataset,
+        "mean": _numbers(args.mean, "--mean"),
+        "std": _numbers(args.std, "--std"),
+        "num_classes": args.num_classes,
+        "name": args.name,
+    }
+    if args.weights is None:
+        given = [f"--{k.replace('_', '-')}" for k, v in inline.items() if v is not None]
+        if given:
+            raise UsageError(f"{given[0]} describes an external model: give its file with --weights")
+        return cards
+    if args.dataset is None:
+        raise UsageError("--weights needs --dataset: the dataset whose test split is attacked")
+    raw = {k: v for k, v in inline.items() if v is not None}
+    raw.update(weights=str(args.weights), format=args.format)
+    if args.data_root is not None:
+        raw["data_root"] = str(args.data_root)
+    return [*cards, ModelCard.from_mapping(raw)]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from robustsparse.config.loader import (
     config_digest,
     config_from_dict,
     config_to_dict,
+    dataclass_from_mapping,
     dump_config,
     load_config,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "config_digest",
     "config_from_dict",
     "config_to_dict",
+    "dataclass_from_mapping",
     "dump_config",
     "load_config",
 ]

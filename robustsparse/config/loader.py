@@ -145,6 +145,15 @@ def _expand_sparsity(raw: Any) -> tuple[SparsityConfig, ...]:
     return tuple(unique)
 
 
+def dataclass_from_mapping(cls: type, raw: Any, path: str) -> Any:
+    """Build the frozen dataclass `cls` from a mapping, checking keys and types against its hints.
+
+    Any section-like dataclass (e.g. an external model card) gets the experiment file's checks
+    and one-line `ConfigError`s; `path` prefixes the key names in messages (e.g. "model card").
+    """
+    return _build(cls, raw, path)
+
+
 def _build(cls: type, raw: Any, path: str) -> Any:
     """Build dataclass `cls` from `raw`, checking keys and types against its type hints."""
     where = path or "the top level"

@@ -10,10 +10,11 @@ import torch
 
 from attacks import AttackSpec, AttackSpecError, attack_info
 from reports.atomic import write_csv_atomic
-from reports.contract import OUTCOMES_FILE, RESULTS_FILE, SANITY_FILE
+from reports.contract import MODELS_DIR, OUTCOMES_FILE, RESULTS_FILE, SANITY_FILE
 from robustsparse.checkpoints import resolve_checkpoint_path
 from robustsparse.config import load_config
 from robustsparse.errors import ConfigError
+from robustsparse.external import ModelCard, import_external
 from robustsparse.pipeline.evaluation import EvalSettings, collect_results
 
 __all__ = ["attack_specs_from_args", "attack_command"]
@@ -73,6 +74,7 @@ def attack_specs_from_args(attacks: Sequence[str], eps: str | None, steps: int |
 def attack_command(
     checkpoints: Sequence[Path],
     *,
+    cards: Sequence[ModelCard] = (),
     attacks: Sequence[str] = (),
     eps: str | None = None,
     steps: int | None = None,
@@ -86,7 +88,10 @@ def attack_command(
     sanity: bool = True,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, Path]:
-    """Attack `checkpoints` and write results.csv, outcomes.csv.gz and sanity.csv into `out_dir`.
+    """Attack `checkpoints` and external models (`cards`); write results.csv, outcomes.csv.gz and sanity.csv.
+
+    External models are imported into `out_dir/models/<model_id>` (metadata only; the weights
+    stay where they are), so their evaluations are cached like any model's.
 
     Returns:
         `(short_table, out_dir)`: a few columns per model x spec, for printing.
@@ -103,7 +108,15 @@ def attack_command(
         )
     if batch_size < 1:
         raise ConfigError(f"batch_size = {batch_size} is not allowed; give an integer >= 1")
+    if not checkpoints and not cards:
+        raise ConfigError("no model given: pass checkpoints, --model-card FILE, or --weights FILE with its options")
+    ids = [card.model_id for card in cards]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(
+            f"two external models share the id {sorted({i for i in ids if ids.count(i) > 1})[0]!r}; give each a name"
+        )
     model_dirs = [resolve_checkpoint_path(path).parent for path in checkpoints]
+    model_dirs += [import_external(card, out_dir / MODELS_DIR) for card in cards]
     settings = EvalSettings(n_examples, batch_size, seed, sanity)
     results, outcomes, flags, _ = collect_results(
         model_dirs, specs, settings, device=device, data_root=data_root, progress=progress

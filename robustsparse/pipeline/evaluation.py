@@ -36,6 +36,7 @@ from reports.contract import (
 from robustsparse.checkpoints import load_checkpoint, read_meta
 from robustsparse.config import config_digest
 from robustsparse.data import DatasetBundle, load_dataset, load_tensors
+from robustsparse.external import is_external, load_external_folder
 
 __all__ = [
     "EvalExamples",
@@ -113,7 +114,10 @@ class _ModelFolder:
 
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            self._model, _ = load_checkpoint(self.path, device=self._device)
+            if is_external(self.meta):  # imported from outside: loaded from its own file, by its card
+                self._model = load_external_folder(self.meta, self._device)
+            else:
+                self._model, _ = load_checkpoint(self.path, device=self._device)
         return self._model
 
 
