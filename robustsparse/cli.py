@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from robustsparse._version import __version__
 from robustsparse.errors import RobustSparseError
 
 __all__ = ["main", "build_parser"]
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train dense and sparse CNNs, attack them, and report what sparsity does to adversarial robustness.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"robustsparse {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
