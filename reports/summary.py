@@ -15,7 +15,14 @@ from reports.content import Finding
 from reports.errors import ReportError
 from reports.labels import choose_eps, eps_label_of, format_p, format_pct, format_points, settings_of, sparsity_text
 from reports.stats import correction_words, wilson_interval
-from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas, robust_vs_clean
+from reports.tables import (
+    aggregate_accuracy,
+    annotated,
+    grid_deltas,
+    model_deltas,
+    robust_vs_clean,
+    strongest_series,
+)
 
 __all__ = ["Finding", "summarize"]
 
@@ -113,16 +120,6 @@ def _overview(df: pd.DataFrame, setting: str) -> Finding:
             "n_examples": n_examples,
         },
     )
-
-
-def _headline_series(agg: pd.DataFrame, eps: float) -> str | None:
-    at = agg[agg["bounded"] & np.isclose(agg["eps_key"], eps, rtol=1e-6, atol=1e-9)]
-    if at.empty:
-        return None
-    # the strongest attack at this eps: lowest dense accuracy (or lowest overall without dense)
-    ref = at[at["is_dense"]] if at["is_dense"].any() else at
-    by_series = ref.groupby("series", sort=False)["accuracy"].mean()
-    return str(by_series.idxmin())
 
 
 def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: float | None) -> float | None:
@@ -369,7 +366,7 @@ def summarize(
                 raise
             e = None
         label_eps = eps_label_of(sub, e) if e is not None else ""
-        headline = _headline_series(agg, e) if e is not None else None
+        headline = strongest_series(agg, e) if e is not None else None
         dense = _dense_finding(agg, headline, e, label_eps, _dense_worst_case(sub, outcomes, e))
         if dense is not None:
             part.append(dense)
