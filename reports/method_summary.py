@@ -97,7 +97,7 @@ def _level_finding(level: pd.DataFrame, pairs: pd.DataFrame, label_eps: str, alp
 
 
 def _mismatch_finding(level: pd.DataFrame, tolerance: float) -> Finding | None:
-    """Said in words when a level's families do not reach the same sparsity (within `tolerance`)."""
+    """Said in words when a level's families (`methods.method_families` rows) do not reach the same sparsity."""
     off = level[~level["matched"]]
     if off.empty:
         return None
@@ -165,11 +165,11 @@ def method_findings(
     """
     headline = comparison[comparison["is_headline"]]
     findings: list[Finding] = []
-    for _, level in headline.groupby("target_sparsity", sort=True):
+    for target, level in headline.groupby("target_sparsity", sort=True):
         if level["label"].nunique() < 2:
             continue
         findings.append(_level_finding(level, pairs, label_eps, alpha, correction))
-        mismatch = _mismatch_finding(level, tolerance)
+        mismatch = _mismatch_finding(families[np.isclose(families["target_sparsity"], target)], tolerance)
         if mismatch is not None:
             findings.append(mismatch)
     if not findings:

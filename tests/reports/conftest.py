@@ -312,3 +312,28 @@ def run_factory(tmp_path: Path):
         return make_run(tmp_path / f"run{next(counter)}", **kwargs)
 
     return factory
+
+
+#: The robust-accuracy penalty of `methods_run`: campfire most robust at 50%, snip at 70%, random least at both.
+METHOD_PENALTY = {
+    ("campfire", "window", 0.5): 0.00,
+    ("campfire", "window", 0.7): 0.03,
+    ("random", "window", 0.5): 0.08,
+    ("random", "window", 0.7): 0.20,
+    ("snip", "window", 0.5): 0.02,
+    ("snip", "window", 0.7): 0.00,
+}
+
+
+@pytest.fixture(scope="session")
+def methods_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three methods (campfire, random, snip) at window x 50%/70%, one seed; snip at 70% reaches only 66.7%."""
+    return make_run(
+        tmp_path_factory.mktemp("methods") / "run",
+        granularities=("window",),
+        methods=("campfire", "random", "snip"),
+        seeds=(0,),
+        robust_penalty=METHOD_PENALTY,
+        clean_penalty=dict.fromkeys(METHOD_PENALTY, 0.01),
+        achieved={("snip", "window", 0.7): 0.667},
+    )
