@@ -278,7 +278,7 @@ def _method_items(
         tables.append(
             TableItem(
                 f"method_pairs{tag}",
-                "The most robust method against each other at its level, on the same examples" + names,
+                "The most robust method at each level against each other method there, on the same examples" + names,
                 "Paired on the same examples seed by seed, discordant examples pooled over the seeds both share; "
                 f"exact McNemar p and the exact 95% interval of the difference (points), {correction_words(correction)} "
                 "(these tests a family of their own)",
