@@ -258,7 +258,11 @@ def fig_method_pareto(
             shown = data.dropna(subset=[x])
             for row in shown.itertuples():
                 if row.is_dense:
-                    ax.scatter(getattr(row, x), row.robust_pct, marker="*", s=200, color=_DENSE_COLOR, zorder=4)
+                    # the dense model filled, a dense control (dense-continued) hollow: they differ in budget
+                    face = _DENSE_COLOR if row.label == "dense" else "white"
+                    ax.scatter(
+                        getattr(row, x), row.robust_pct, marker="*", s=200, c=[face], edgecolors=_DENSE_COLOR, zorder=4
+                    )
                     continue
                 ax.scatter(
                     getattr(row, x),
@@ -285,6 +289,8 @@ def fig_method_pareto(
             ax.set(xlabel=xlabel, ylabel=f"robust accuracy at eps {label_eps} (%)", title=title)
         handles = _method_handles(methods, colors, markers)
         handles.append(Line2D([], [], color=_DENSE_COLOR, marker="*", ms=12, ls="", label="dense"))
+        for control in sorted(set(data.loc[data["is_dense"], "label"]) - {"dense"}):
+            handles.append(Line2D([], [], color=_DENSE_COLOR, mfc="white", marker="*", ms=12, ls="", label=control))
         handles.append(
             Line2D([], [], color="0.2", ls=":", marker="o", mfc="none", mec="0.15", ms=10, label="Pareto front")
         )
@@ -296,7 +302,8 @@ def fig_method_pareto(
 def method_pareto_caption(eps_label: str) -> str:
     """The report's caption of `fig_method_pareto` at eps `eps_label`."""
     return (
-        f"One point per model, colour: method, marker: granularity, number: target sparsity (%); star: dense. "
+        f"One point per model, colour: method, marker: granularity, number: target sparsity (%); star: dense "
+        "(hollow: the dense control continued for the fine-tuned models' epochs). "
         f"Robust accuracy: the worst case over the eps-budget attacks at eps {eps_label}, per example. Ringed and "
         "joined by the dotted line: the Pareto front (no other model is at least as good on both axes and better "
         "on one; for compute, fewer effective MACs is better)."
