@@ -1,7 +1,8 @@
 """Figures of sparsification methods side by side, one setting each: DataFrames in, a Figure out, no file I/O.
 
 Methods are colours throughout (the same colour for a method in every figure); granularities are
-markers. Each function raises `NothingToPlot` when the setting has fewer than two methods.
+markers. Each function raises `NothingToPlot` when the setting has fewer than two methods, and
+`ReportError` when the table holds more than one setting (filter it first, as `build_report` does).
 """
 
 from __future__ import annotations
@@ -15,8 +16,17 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from reports.errors import NothingToPlot
-from reports.figures import _DENSE_COLOR, _EPS_XLABEL, _MARKERS, EPS_AXIS_WORDS, _eps_axis, _new_figure, _style
-from reports.labels import choose_eps, eps_label_of, eps_text, points_text, settings_of, sparsity_text
+from reports.figures import (
+    _DENSE_COLOR,
+    _EPS_XLABEL,
+    _MARKERS,
+    EPS_AXIS_WORDS,
+    _eps_axis,
+    _new_figure,
+    _one_setting,
+    _style,
+)
+from reports.labels import choose_eps, eps_label_of, eps_text, points_text, sparsity_text
 from reports.methods import SPARSITY_TOLERANCE, method_comparison, method_front, sparse_methods
 from reports.stats import correction_words
 from reports.tables import aggregate_accuracy, annotated
@@ -32,10 +42,7 @@ __all__ = [
 
 
 def _methods_of_one_setting(results: pd.DataFrame, what: str) -> pd.DataFrame:
-    df = annotated(results)
-    settings = settings_of(df)
-    if len(settings) > 1:
-        raise NothingToPlot(f"{what}: {len(settings)} settings {settings}; filter the table to one dataset/arch")
+    df = _one_setting(annotated(results), what)
     methods = sparse_methods(df)
     if len(methods) < 2:
         raise NothingToPlot(f"only {len(methods)} sparsification method in this setting: nothing to set side by side")

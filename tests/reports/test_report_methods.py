@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from reports import summarize
+from reports import NothingToPlot, ReportError, summarize
 from reports.build import _method_items
 from reports.content import METHODS_SECTION, ReportContent, TableItem
 from reports.labels import annotate
@@ -225,3 +225,14 @@ def test_the_report_gives_methods_a_section_of_their_own(tables: dict) -> None:
         [],
         [],
     )
+
+
+def test_method_figures_say_why_they_cannot_draw(tables: dict, shared_run: Path) -> None:
+    single = load_results(shared_run)  # campfire only
+    for make in (fig_methods_vs_eps, fig_method_heatmap, fig_method_pareto):
+        with pytest.raises(NothingToPlot, match="only 1 sparsification method"):
+            make(single)
+    two = tables["results"].copy()
+    two.loc[two["model_id"].str.startswith("snip"), "dataset"] = "cifar10"
+    with pytest.raises(ReportError, match="filter it to one dataset/arch"):
+        fig_methods_vs_eps(two)
