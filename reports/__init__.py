@@ -34,6 +34,16 @@ from reports.load import (
     load_sanity,
     read_run_config_file,
 )
+from reports.method_figures import fig_method_heatmap, fig_method_pareto, fig_methods_vs_eps
+from reports.methods import (
+    SPARSITY_TOLERANCE,
+    compares_methods,
+    method_comparison,
+    method_families,
+    method_front,
+    method_pairs,
+    sparse_methods,
+)
 from reports.stats import CORRECTIONS
 from reports.summary import summarize
 from reports.tables import (
@@ -97,4 +107,15 @@ __all__ = [
     "fig_clean_vs_robust",
     "fig_layer_sparsity",
     "fig_attack_success",
+    # sparsification methods side by side
+    "SPARSITY_TOLERANCE",
+    "sparse_methods",
+    "compares_methods",
+    "method_families",
+    "method_comparison",
+    "method_pairs",
+    "method_front",
+    "fig_methods_vs_eps",
+    "fig_method_heatmap",
+    "fig_method_pareto",
 ]

@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports.atomic import atomic_dir
-from reports.content import FigureItem, ReportContent, TableItem
+from reports.content import METHODS_SECTION, FigureItem, ReportContent, TableItem
 from reports.contract import REPORT_DIR
 from reports.errors import NothingToPlot, ReportError
 from reports.figures import (
@@ -39,7 +39,7 @@ from reports.figures import (
     fig_layer_sparsity,
     layer_sparsity_caption,
 )
-from reports.labels import choose_eps, eps_label_of, settings_of
+from reports.labels import choose_eps, eps_label_of, points_text, settings_of
 from reports.load import (
     load_layer_sparsity,
     load_meta,
@@ -48,6 +48,15 @@ from reports.load import (
     load_sanity,
     read_run_config_file,
 )
+from reports.method_figures import (
+    fig_method_heatmap,
+    fig_method_pareto,
+    fig_methods_vs_eps,
+    method_heatmap_caption,
+    method_pareto_caption,
+    methods_vs_eps_caption,
+)
+from reports.methods import SPARSITY_TOLERANCE, compares_methods, method_comparison, method_pairs
 from reports.render import render_html, render_markdown
 from reports.stats import CORRECTIONS, correction_words
 from reports.summary import summarize
@@ -165,6 +174,122 @@ def _figures_for(
     return items
 
 
+_METHODS_SHOWN = [
+    "label",
+    "sparsity_pct",
+    "achieved_sparsity",
+    "off_level_pp",
+    "matched",
+    "macs_fraction",
+    "total_epochs",
+    "n_seeds",
+    "series",
+    "rank",
+    "accuracy",
+    "delta_pp",
+    "delta_low_pp",
+    "delta_high_pp",
+    "p_adjusted",
+    "clean_accuracy",
+    "robust_accuracy",
+]
+_PAIRS_SHOWN = [
+    "sparsity_pct",
+    "series",
+    "best",
+    "other",
+    "best_accuracy",
+    "other_accuracy",
+    "delta_pp",
+    "best_only",
+    "other_only",
+    "n_paired",
+    "delta_low_pp",
+    "delta_high_pp",
+    "p_value",
+    "p_adjusted",
+]
+
+
+def _method_items(
+    df: pd.DataFrame,
+    outcomes: pd.DataFrame | None,
+    meta: pd.DataFrame | None,
+    eps: float | str | None,
+    alpha: float,
+    correction: str,
+    suffix: str,
+    notes: list[str],
+) -> tuple[list[FigureItem], list[TableItem]]:
+    """The methods-side-by-side figures and tables of one setting; none when it has a single method."""
+    if not compares_methods(df):
+        return [], []
+    try:
+        e = choose_eps(df, eps)
+    except ReportError as exc:
+        if eps is not None and "was not evaluated" in str(exc):
+            raise
+        notes.append("Methods side by side skipped: no attack with an eps budget was run.")
+        return [], []
+    label_eps = eps_label_of(df, e)
+    names = f" ({suffix})" if suffix else ""
+    tag = f"__{_slug(suffix)}" if suffix else ""
+    specs: list[tuple[str, str, str, Callable[[], Figure]]] = [
+        (
+            "methods_vs_eps",
+            "Robust accuracy vs eps per method, at equal target sparsity",
+            methods_vs_eps_caption(),
+            lambda: fig_methods_vs_eps(df),
+        ),
+        (
+            "methods_heatmap",
+            f"Methods x sparsity: change in robust accuracy vs dense at eps {label_eps}",
+            method_heatmap_caption(alpha, correction, SPARSITY_TOLERANCE),
+            lambda: fig_method_heatmap(df, outcomes, meta=meta, eps=e, alpha=alpha, correction=correction),
+        ),
+        (
+            "methods_pareto",
+            "Clean vs robust accuracy and compute, methods as colours",
+            method_pareto_caption(label_eps),
+            lambda: fig_method_pareto(df, meta, eps=e, outcomes=outcomes),
+        ),
+    ]
+    figures = []
+    for name, title, caption, make in specs:
+        fig = _figure(notes, f"{name}{tag}", make)
+        if fig is not None:
+            figures.append(FigureItem(f"{name}{tag}", title + names, caption, _png(fig), section=METHODS_SECTION))
+    comparison = method_comparison(df, outcomes, meta, eps=e, correction=correction)
+    tables = [
+        TableItem(
+            f"methods{tag}",
+            f"Methods at equal target sparsity, eps {label_eps}" + names,
+            "Per method / granularity and level under the headline attack (every attack at this eps in the CSV): "
+            "achieved sparsity and its distance from the level's median (equal sparsity: within "
+            f"{points_text(SPARSITY_TOLERANCE)}), effective MACs, training budget, rank by robust accuracy, "
+            "change vs dense with its exact 95% interval and adjusted McNemar p, clean and worst-case robust accuracy",
+            comparison,
+            comparison.loc[comparison["is_headline"], _METHODS_SHOWN].rename(columns={"label": "method / granularity"}),
+            section=METHODS_SECTION,
+        )
+    ]
+    pairs = method_pairs(df, outcomes, comparison, eps=e, correction=correction)
+    if len(pairs):
+        tables.append(
+            TableItem(
+                f"method_pairs{tag}",
+                "The most robust method at each level against each other method there, on the same examples" + names,
+                "Paired on the same examples seed by seed, discordant examples pooled over the seeds both share; "
+                f"exact McNemar p and the exact 95% interval of the difference (points), {correction_words(correction)} "
+                "(these tests a family of their own)",
+                pairs,
+                pairs[_PAIRS_SHOWN],
+                section=METHODS_SECTION,
+            )
+        )
+    return figures, tables
+
+
 def _deltas_shown(grid: pd.DataFrame, several: bool) -> pd.DataFrame:
     cols = (["setting"] if several else []) + [
         "label",
@@ -264,6 +389,12 @@ def assemble_report(
         )
 
     tables: list[TableItem] = []
+    for setting in settings:
+        method_figures, method_tables = _method_items(
+            df[df["setting"] == setting], outcomes, meta, eps, alpha, correction, setting if several else "", notes
+        )
+        figures += method_figures
+        tables += method_tables
     has_pairs = bool(df["is_dense"].any() and (~df["is_dense"]).any())
     if has_pairs:
         per_model = model_deltas(df, outcomes, meta, correction=correction)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["Finding", "FigureItem", "TableItem", "ReportContent"]
+__all__ = ["Finding", "FigureItem", "TableItem", "ReportContent", "METHODS_SECTION"]
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,9 @@ class Finding:
 
     Attributes:
         kind: What the sentence is about: "overview", "dense", "sparsity", "ranking",
-            "clean_cost", "sanity", "precision" or "method".
+            "clean_cost", "sanity", "precision", "method" (how the numbers were computed), or, where
+            several sparsification methods are compared, "methods", "methods_sparsity",
+            "methods_budget" and "methods_note" (see `method_summary`).
         text: The sentence.
         numbers: The values the sentence states (raw, unrounded), by name.
     """
@@ -29,14 +31,19 @@ class Finding:
     numbers: dict[str, Any] = field(default_factory=dict)
 
 
+#: The report section of the methods side by side (only where a setting has several methods); "" is the main one.
+METHODS_SECTION = "methods"
+
+
 @dataclass
 class FigureItem:
-    """One figure of the report, already rendered to PNG bytes."""
+    """One figure of the report, already rendered to PNG bytes; `section` groups it on the page."""
 
     name: str
     title: str
     caption: str
     png: bytes
+    section: str = ""
 
 
 @dataclass
@@ -49,6 +56,7 @@ class TableItem:
     data: pd.DataFrame
     shown: pd.DataFrame | None = None
     collapsed: bool = False
+    section: str = ""
 
 
 @dataclass

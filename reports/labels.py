@@ -24,6 +24,9 @@ __all__ = [
     "format_pct",
     "format_points",
     "format_p",
+    "points_text",
+    "p_words",
+    "join_names",
     "settings_of",
 ]
 
@@ -84,6 +87,12 @@ def format_points(points: float, digits: int = 1) -> str:
     return f"{value:+.{digits}f} points"
 
 
+def points_text(fraction: float) -> str:
+    """A tolerance as a fraction in percentage points: 0.01 -> "1 percentage point", 0.02 -> "2 percentage points"."""
+    value = float(fraction) * 100
+    return f"{value:g} percentage point" + ("" if value == 1 else "s")
+
+
 def format_p(p: float) -> str:
     """A p-value in words: "p<0.001", "p=0.0041", "p=0.041", "p=0.41", or "no paired test"."""
     if p is None or not np.isfinite(p):
@@ -91,6 +100,24 @@ def format_p(p: float) -> str:
     if p < 0.001:
         return "p<0.001"
     return f"p={p:.2f}" if p >= 0.1 else f"p={p:.2g}"
+
+
+_ADJUSTED = {"holm": "Holm-adjusted ", "bh": "BH-adjusted ", "none": ""}
+
+
+def p_words(p: float, alpha: float, correction: str) -> str:
+    """`p` (already adjusted by `correction`) in words, naming the correction: "Holm-adjusted p=0.01, significant"."""
+    if p is None or not np.isfinite(p):
+        return "no paired test"
+    return f"{_ADJUSTED[correction]}{format_p(p)}, {'significant' if p < alpha else 'not significant'}"
+
+
+def join_names(items: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _series_labels(df: pd.DataFrame) -> pd.Series:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from reports.content import ReportContent
+from reports.content import METHODS_SECTION, ReportContent
 from reports.labels import format_p
 
 __all__ = ["display_table", "html_table", "markdown_table", "render_html", "render_markdown"]
@@ -35,8 +35,12 @@ _PERCENT = {
     "band_high",
     "success_ci_low",
     "success_ci_high",
+    "macs_fraction",
+    "level_achieved",
+    "best_accuracy",
+    "other_accuracy",
 }
-_POINTS = {"delta_pp", "delta_low_pp", "delta_high_pp"}
+_POINTS = {"delta_pp", "delta_low_pp", "delta_high_pp", "off_level_pp", "off_target_pp"}
 _RENAME = {
     "label": "granularity",
     "sparsity_pct": "sparsity",
@@ -62,6 +66,15 @@ _RENAME = {
     "accuracy_sd": "sd over seeds (points)",
     "band_low": "95% band low",
     "band_high": "95% band high",
+    "macs_fraction": "effective MACs (of dense)",
+    "off_level_pp": "vs level median (points)",
+    "matched": "equal sparsity",
+    "total_epochs": "total epochs",
+    "best_only": "only best right",
+    "other_only": "only other right",
+    "n_paired": "paired examples",
+    "best_accuracy": "best accuracy",
+    "other_accuracy": "other accuracy",
 }
 
 
@@ -148,28 +161,41 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def _sections(items: list, section: str) -> list:
+    return [item for item in items if item.section == section]
+
+
 def render_html(content: ReportContent) -> str:
-    """The self-contained HTML page: figures embedded as base64 PNG, inline style, no script, no links out."""
-    figures = [
-        {
-            "name": f.name,
-            "title": f.title,
-            "caption": f.caption,
-            "src": "data:image/png;base64," + base64.b64encode(f.png).decode("ascii"),
-        }
-        for f in content.figures
-    ]
-    tables = [
-        {
-            "name": t.name,
-            "title": t.title,
-            "caption": t.caption,
-            "collapsed": t.collapsed,
-            "rows": 0 if t.shown is None else len(t.shown),
-            "html": None if t.shown is None else html_table(t.shown),
-        }
-        for t in content.tables
-    ]
+    """The self-contained HTML page: figures embedded as base64 PNG, inline style, no script, no links out.
+
+    Figures and tables of the methods section (`content.METHODS_SECTION`) get a section of their
+    own after the findings; a run without them has no such section.
+    """
+
+    def figures(section: str) -> list[dict[str, str]]:
+        return [
+            {
+                "name": f.name,
+                "title": f.title,
+                "caption": f.caption,
+                "src": "data:image/png;base64," + base64.b64encode(f.png).decode("ascii"),
+            }
+            for f in _sections(content.figures, section)
+        ]
+
+    def tables(section: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t.name,
+                "title": t.title,
+                "caption": t.caption,
+                "collapsed": t.collapsed,
+                "rows": 0 if t.shown is None else len(t.shown),
+                "html": None if t.shown is None else html_table(t.shown),
+            }
+            for t in _sections(content.tables, section)
+        ]
+
     return (
         _environment()
         .get_template("report.html.j2")
@@ -177,8 +203,10 @@ def render_html(content: ReportContent) -> str:
             title=content.title,
             findings=content.findings,
             notes=content.notes,
-            figures=figures,
-            tables=tables,
+            method_figures=figures(METHODS_SECTION),
+            method_tables=tables(METHODS_SECTION),
+            figures=figures(""),
+            tables=tables(""),
             metadata=html_table(content.metadata, text=True),
             config_text=content.config_text,
         )
@@ -187,15 +215,18 @@ def render_html(content: ReportContent) -> str:
 
 def render_markdown(content: ReportContent) -> str:
     """The Markdown page: same order as the HTML page, figures linked from figures/, tables inline or as CSV links."""
-    tables = [
-        {
-            "name": t.name,
-            "title": t.title,
-            "caption": t.caption,
-            "markdown": markdown_table(t.shown) if (t.shown is not None and not t.collapsed) else None,
-        }
-        for t in content.tables
-    ]
+
+    def tables(section: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t.name,
+                "title": t.title,
+                "caption": t.caption,
+                "markdown": markdown_table(t.shown) if (t.shown is not None and not t.collapsed) else None,
+            }
+            for t in _sections(content.tables, section)
+        ]
+
     return (
         _environment()
         .get_template("report.md.j2")
@@ -203,8 +234,10 @@ def render_markdown(content: ReportContent) -> str:
             title=content.title,
             findings=content.findings,
             notes=content.notes,
-            figures=content.figures,
-            tables=tables,
+            method_figures=_sections(content.figures, METHODS_SECTION),
+            method_tables=tables(METHODS_SECTION),
+            figures=_sections(content.figures, ""),
+            tables=tables(""),
             metadata=markdown_table(content.metadata),
             config_text=content.config_text,
         )

@@ -13,28 +13,29 @@ import pandas as pd
 
 from reports.content import Finding
 from reports.errors import ReportError
-from reports.labels import choose_eps, eps_label_of, format_p, format_pct, format_points, settings_of, sparsity_text
+from reports.labels import (
+    choose_eps,
+    eps_label_of,
+    format_pct,
+    format_points,
+    join_names,
+    p_words,
+    settings_of,
+    sparsity_text,
+)
+from reports.method_summary import method_findings
+from reports.methods import SPARSITY_TOLERANCE, compares_methods, method_comparison, method_families, method_pairs
 from reports.stats import correction_words, wilson_interval
-from reports.tables import aggregate_accuracy, annotated, grid_deltas, model_deltas, robust_vs_clean
+from reports.tables import (
+    aggregate_accuracy,
+    annotated,
+    grid_deltas,
+    model_deltas,
+    robust_vs_clean,
+    strongest_series,
+)
 
 __all__ = ["Finding", "summarize"]
-
-
-_ADJUSTED = {"holm": "Holm-adjusted ", "bh": "BH-adjusted ", "none": ""}
-
-
-def _p_words(p: float, alpha: float, correction: str) -> str:
-    """`p` (already adjusted by `correction`) in words, naming the correction: "Holm-adjusted p=0.01, significant"."""
-    if p is None or not np.isfinite(p):
-        return "no paired test"
-    return f"{_ADJUSTED[correction]}{format_p(p)}, {'significant' if p < alpha else 'not significant'}"
-
-
-def _names(items: list[str]) -> str:
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _rounded(x: float) -> float:
@@ -92,11 +93,11 @@ def _overview(df: pd.DataFrame, setting: str) -> Finding:
     detail = ""
     if len(sparse):
         detail = (
-            f" ({_names(sorted(sparse['method'].unique()))}; granularities {_names(sorted(sparse['label'].unique()))}; "
-            f"target sparsities {_names([sparsity_text(t) for t in sorted(sparse['target_sparsity'].unique())])}; "
+            f" ({join_names(sorted(sparse['method'].unique()))}; granularities {join_names(sorted(sparse['label'].unique()))}; "
+            f"target sparsities {join_names([sparsity_text(t) for t in sorted(sparse['target_sparsity'].unique())])}; "
             f"seeds {_seeds_text(models['seed'])})"
         )
-    attacked = f", attacked with {_names(parts)}" if parts else ", evaluated on clean data only"
+    attacked = f", attacked with {join_names(parts)}" if parts else ", evaluated on clean data only"
     text = (
         f"The run holds {len(models)} models on {setting}: {len(dense)} dense and {len(sparse)} sparse{detail}"
         f"{attacked}, on {n_examples} test examples."
@@ -113,16 +114,6 @@ def _overview(df: pd.DataFrame, setting: str) -> Finding:
             "n_examples": n_examples,
         },
     )
-
-
-def _headline_series(agg: pd.DataFrame, eps: float) -> str | None:
-    at = agg[agg["bounded"] & np.isclose(agg["eps_key"], eps, rtol=1e-6, atol=1e-9)]
-    if at.empty:
-        return None
-    # the strongest attack at this eps: lowest dense accuracy (or lowest overall without dense)
-    ref = at[at["is_dense"]] if at["is_dense"].any() else at
-    by_series = ref.groupby("series", sort=False)["accuracy"].mean()
-    return str(by_series.idxmin())
 
 
 def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: float | None) -> float | None:
@@ -191,7 +182,7 @@ def _sparsity_findings(
             "n_seeds": int(sub["n_seeds"].max()),
             "correction": correction,
         }
-        best_p = _p_words(best["p_adjusted"], alpha, correction)
+        best_p = p_words(best["p_adjusted"], alpha, correction)
         if len(sub) == 1:
             text = (
                 f"{where}, {best['label']} changes robust accuracy by {format_points(best['delta_pp'])} vs dense "
@@ -202,7 +193,7 @@ def _sparsity_findings(
                 f"{where}, {best['label']} {_best_phrase(best['delta_pp'])}: "
                 f"{format_points(best['delta_pp'])} vs dense "
                 f"({best_p}); {worst['label']} {_worst_phrase(worst['delta_pp'])}: "
-                f"{format_points(worst['delta_pp'])} ({_p_words(worst['p_adjusted'], alpha, correction)})."
+                f"{format_points(worst['delta_pp'])} ({p_words(worst['p_adjusted'], alpha, correction)})."
             )
         findings.append(Finding("sparsity", text, numbers))
     return findings
@@ -220,11 +211,12 @@ def _ranking_finding(grid: pd.DataFrame, series: str, eps: float, label_eps: str
     )
     winners = list(best["label"])
     cells = [f"{sparsity_text(t)} ({format_points(d)})" for t, d in zip(best["target_sparsity"], best["delta_pp"])]
-    head = f"Under {series} at eps {label_eps}, the granularity that keeps most robust accuracy vs dense is"
+    family = "method/granularity" if at["method"].nunique() > 1 else "granularity"
+    head = f"Under {series} at eps {label_eps}, the {family} that keeps most robust accuracy vs dense is"
     if len(set(winners)) == 1:
-        text = f"{head} {winners[0]} at every sparsity: {_names(cells)}."
+        text = f"{head} {winners[0]} at every sparsity: {join_names(cells)}."
     else:
-        text = f"{head} " + _names([f"{w} at {c}" for w, c in zip(winners, cells)]) + "."
+        text = f"{head} " + join_names([f"{w} at {c}" for w, c in zip(winners, cells)]) + "."
     numbers = {
         "series": series,
         "eps": eps,
@@ -261,7 +253,7 @@ def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float, cor
             "most_p": float(worst["p_value"]),
             "most_p_adjusted": float(worst["p_adjusted"]),
         }
-        best_p = _p_words(best["p_adjusted"], alpha, correction)
+        best_p = p_words(best["p_adjusted"], alpha, correction)
         if len(sub) == 1:
             parts.append(
                 f"at {sparsity_text(target)} sparsity {best['label']} {format_points(best['delta_pp'])} ({best_p})"
@@ -271,7 +263,7 @@ def _clean_cost_finding(grid: pd.DataFrame, agg: pd.DataFrame, alpha: float, cor
                 f"at {sparsity_text(target)} sparsity {best['label']} {_clean_phrase(best['delta_pp'], best=True)} "
                 f"({format_points(best['delta_pp'])}, {best_p}) and {worst['label']} "
                 f"{_clean_phrase(worst['delta_pp'], best=False)} "
-                f"({format_points(worst['delta_pp'])}, {_p_words(worst['p_adjusted'], alpha, correction)})"
+                f"({format_points(worst['delta_pp'])}, {p_words(worst['p_adjusted'], alpha, correction)})"
             )
     text = f"Clean accuracy vs dense ({format_pct(numbers['dense_clean_accuracy'])}): " + "; ".join(parts) + "."
     return Finding("clean_cost", text, numbers)
@@ -293,7 +285,7 @@ def _sanity_finding(sanity: pd.DataFrame) -> Finding:
     }
     skipped = ""
     if len(not_run):
-        names = _names(sorted(set(not_run["check"])))
+        names = join_names(sorted(set(not_run["check"])))
         skipped = f"{len(not_run)} of {n} could not run (nothing to compare: {names})"
     if failed.empty:
         if not len(not_run):
@@ -369,7 +361,7 @@ def summarize(
                 raise
             e = None
         label_eps = eps_label_of(sub, e) if e is not None else ""
-        headline = _headline_series(agg, e) if e is not None else None
+        headline = strongest_series(agg, e) if e is not None else None
         dense = _dense_finding(agg, headline, e, label_eps, _dense_worst_case(sub, outcomes, e))
         if dense is not None:
             part.append(dense)
@@ -386,6 +378,19 @@ def summarize(
             clean_cost = _clean_cost_finding(grid, agg, alpha, correction)
             if clean_cost is not None:
                 part.append(clean_cost)
+        if e is not None and compares_methods(sub):
+            comparison = method_comparison(sub, outcomes, meta, eps=e, correction=correction)
+            part.extend(
+                method_findings(
+                    comparison,
+                    method_pairs(sub, outcomes, comparison, eps=e, correction=correction),
+                    method_families(sub, meta),
+                    label_eps=label_eps,
+                    alpha=alpha,
+                    correction=correction,
+                    tolerance=SPARSITY_TOLERANCE,
+                )
+            )
         if len(settings) > 1:
             part = [Finding(f.kind, f"{setting}: {f.text}", {**f.numbers, "setting": setting}) for f in part]
         findings.extend(part)

@@ -35,6 +35,7 @@ __all__ = [
     "aggregate_accuracy",
     "accuracy_table",
     "success_rate_interval",
+    "strongest_series",
     "robust_vs_clean",
     "sanity_table",
     "model_table",
@@ -317,6 +318,25 @@ def aggregate_accuracy(results: pd.DataFrame) -> pd.DataFrame:
         for key, group in df.groupby(keys, sort=True, dropna=False)
     ]
     return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def strongest_series(agg: pd.DataFrame, eps: float) -> str | None:
+    """The attack configuration the headline speaks of at `eps`: the one with the lowest dense accuracy.
+
+    Args:
+        agg: `aggregate_accuracy` of one setting.
+        eps: The eps (as stored).
+
+    Returns:
+        Its `series` name, or None when nothing was attacked at `eps`. Without a dense model, the
+        attack with the lowest accuracy over every model.
+    """
+    at = agg[agg["bounded"] & np.isclose(agg["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+    if at.empty:
+        return None
+    ref = at[at["is_dense"]] if at["is_dense"].any() else at
+    by_series = ref.groupby("series", sort=False)["accuracy"].mean()
+    return str(by_series.idxmin())
 
 
 def success_rate_interval(results: pd.DataFrame, confidence: float = 0.95) -> tuple[pd.Series, pd.Series]:

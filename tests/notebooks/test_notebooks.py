@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
@@ -51,6 +52,9 @@ PROBE_GRANULARITIES = (
     "    'target': target, 'eps': EPS, 'run_dir': str(RUN_DIR),\n"
     "    'robust': tradeoff['robust_accuracy'].to_dict() if len(tradeoff) else {},\n"
     "    'clean': tradeoff['clean_accuracy'].to_dict() if len(tradeoff) else {},\n"
+    "    'method_ranks': method_table.loc[method_table['is_headline'], ['label', 'rank']].values.tolist()\n"
+    "    if len(method_table) else [],\n"
+    "    'method_series': method_table.loc[method_table['is_headline'], 'series'].iloc[0] if len(method_table) else None,\n"
     "}))"
 )
 
@@ -238,10 +242,50 @@ def test_granularity_notebook_ranks_the_granularities_as_the_files_say(tiny_run:
     assert probe["robust"] == pytest.approx(worst.to_dict())
     assert probe["clean"] == pytest.approx(clean.to_dict())
 
+    # one method (campfire): the methods section says so and draws nothing
+    assert probe["method_ranks"] == [] and "no methods to set side by side at this level (1 method" in everything
+
     summary = _last_code_output(nb)
     ranked = [m.group(1) for m in re.finditer(r"^\s*\d+\. (\S+)", summary, flags=re.MULTILINE)]
     assert ranked == list(worst.sort_values(ascending=False, kind="stable").index), summary
     assert set(ranked) == {"dense", "dense-continued", *sparse["granularity"].unique()}
+
+
+@pytest.fixture(scope="module")
+def methods_run(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny run whose filter model is relabelled as made by another method (`random`)."""
+    run_dir = tmp_path_factory.mktemp("methods") / "run"
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns("report"))
+    results = pd.read_csv(run_dir / "results.csv")
+    relabelled = results["granularity"] == "filter"
+    results.loc[relabelled, "method"] = "random"
+    results.to_csv(run_dir / "results.csv", index=False)
+    for model_id in results.loc[relabelled, "model_id"].unique():
+        meta_path = run_dir / "models" / model_id / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        meta_path.write_text(json.dumps({**meta, "method": "random"}))
+    return run_dir
+
+
+def test_granularity_notebook_sets_methods_side_by_side(methods_run: Path, tmp_path: Path, monkeypatch):
+    nb = _execute(GRANULARITIES, methods_run, tmp_path, monkeypatch, probe=PROBE_GRANULARITIES)
+    results = pd.read_csv(methods_run / "results.csv")
+    probe = _probe(nb)
+    eps = _headline_eps(results)
+    at_eps = results[(results["attack"] != "clean") & np.isclose(results["eps"], eps)]
+    # the attack the comparison speaks of is the strongest against the dense models at that eps
+    dense = at_eps[at_eps["granularity"] == "dense"].groupby("attack")["accuracy"].mean()
+    assert probe["method_series"].lower() in set(dense[dense == dense.min()].index)
+    # ranked by robust accuracy under it, highest first (ties: by name), as the files say
+    sparse = at_eps[(at_eps["granularity"] != "dense") & (at_eps["attack"] == probe["method_series"].lower())]
+    sparse = sparse.assign(label=sparse["method"] + "/" + sparse["granularity"])
+    expected = sparse.sort_values(["accuracy", "label"], ascending=[False, True])["label"].tolist()
+    assert [label for label, _ in sorted(probe["method_ranks"], key=lambda r: r[1])] == expected
+    assert expected == ["campfire/element", "random/filter"] or expected == ["random/filter", "campfire/element"]
+    everything = "".join(_texts(cell) for cell in nb.cells)
+    assert "nothing to draw" not in everything and "no methods to set side by side" not in everything
+    assert f"{expected[0]} keeps most robust accuracy" in everything or "tie for most robust accuracy" in everything
+    assert _n_images(nb) >= 7  # the four granularity figures and the three method figures
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

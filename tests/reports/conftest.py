@@ -72,8 +72,15 @@ def make_run(
     include_cw: bool = False,
     failing_check: bool = False,
     not_run_check: bool = False,
+    methods: Sequence[str] = ("campfire",),
+    achieved: Mapping[tuple[str, str, float], float] | None = None,
 ) -> Path:
-    """Write a synthetic finished run directory under `root` and return it."""
+    """Write a synthetic finished run directory under `root` and return it.
+
+    With several `methods`, every method is trained at every granularity and sparsity, its model ids
+    start with the method, and the penalties may be keyed (method, granularity, sparsity) as well as
+    (granularity, sparsity). `achieved` sets a family's achieved sparsity (default: target + 0.001).
+    """
     attacks = DENSE_ATTACK if attacks is None else attacks
     robust_penalty = ROBUST_PENALTY if robust_penalty is None else robust_penalty
     clean_penalty = CLEAN_PENALTY if clean_penalty is None else clean_penalty
@@ -85,27 +92,30 @@ def make_run(
     for seed in seeds:
         if include_dense:
             models.append(dict(model_id=f"dense-s{seed}", method="dense", granularity="dense", target=0.0, seed=seed))
-        for g in granularities:
-            for t in sparsities:
-                models.append(
-                    dict(
-                        model_id=f"{g}-{round(t * 100)}-s{seed}", method="campfire", granularity=g, target=t, seed=seed
-                    )
-                )
+        for method in methods:
+            for g in granularities:
+                for t in sparsities:
+                    prefix = f"{method}-" if len(methods) > 1 else ""
+                    model_id = f"{prefix}{g}-{round(t * 100)}-s{seed}"
+                    models.append(dict(model_id=model_id, method=method, granularity=g, target=t, seed=seed))
 
     rows, outcome_frames = [], []
     for m_index, m in enumerate(models):
         mrng = np.random.default_rng(100 + m_index)
         sparse = m["method"] != "dense"
         cell = (m["granularity"], m["target"])
+        own = (m["method"], *cell)
+        m["achieved"] = (achieved or {}).get(own, m["target"] + 0.001) if sparse else 0.0
         seed_shift = 0.005 * m["seed"]
-        specs = [("clean", "clean", np.nan, 0.0, "0", DENSE_CLEAN - (clean_penalty[cell] if sparse else 0.0), np.nan)]
+        clean_cost = clean_penalty.get(own, clean_penalty.get(cell)) if sparse else 0.0
+        robust_cost = robust_penalty.get(own, robust_penalty.get(cell)) if sparse else 0.0
+        specs = [("clean", "clean", np.nan, 0.0, "0", DENSE_CLEAN - clean_cost, np.nan)]
         for attack, levels in attacks.items():
             steps = 1 if attack == "fgsm" else 10
             for n255, dense_acc in levels.items():
                 label = f"{n255}/255"
                 key = f"{attack}:eps={label},steps={steps},restarts=1,seed=0"
-                acc = dense_acc - (robust_penalty[cell] if sparse else 0.0) - seed_shift
+                acc = dense_acc - robust_cost - seed_shift
                 specs.append((key, attack, "Linf", n255 / 255, label, acc, steps))
         if include_cw:
             # minimum-norm attacks have no budget: the attacks package writes eps=inf
@@ -128,7 +138,7 @@ def make_run(
                     method=m["method"],
                     granularity=m["granularity"],
                     target_sparsity=m["target"],
-                    achieved_sparsity=m["target"] + (0.001 if sparse else 0.0),
+                    achieved_sparsity=m["achieved"],
                     seed=m["seed"],
                     key=key,
                     attack=attack,
@@ -216,7 +226,7 @@ def _write_model(root: Path, m: dict, rows: list[dict]) -> None:
     t = m["target"]
     sparse = m["method"] != "dense"
     clean_acc = next(r["accuracy"] for r in rows if r["model_id"] == m["model_id"] and r["attack"] == "clean")
-    achieved_all = 0.9 * t
+    achieved_all = 0.9 * m["achieved"]
     meta = dict(
         model_id=m["model_id"],
         arch="smallcnn",
@@ -224,7 +234,7 @@ def _write_model(root: Path, m: dict, rows: list[dict]) -> None:
         method=m["method"],
         granularity=m["granularity"],
         target_sparsity=t,
-        achieved_sparsity=t + (0.001 if sparse else 0.0),
+        achieved_sparsity=m["achieved"],
         achieved_sparsity_all=achieved_all,
         seed=m["seed"],
         epochs=3,
@@ -302,3 +312,28 @@ def run_factory(tmp_path: Path):
         return make_run(tmp_path / f"run{next(counter)}", **kwargs)
 
     return factory
+
+
+#: The robust-accuracy penalty of `methods_run`: campfire most robust at 50%, snip at 70%, random least at both.
+METHOD_PENALTY = {
+    ("campfire", "window", 0.5): 0.00,
+    ("campfire", "window", 0.7): 0.03,
+    ("random", "window", 0.5): 0.08,
+    ("random", "window", 0.7): 0.20,
+    ("snip", "window", 0.5): 0.02,
+    ("snip", "window", 0.7): 0.00,
+}
+
+
+@pytest.fixture(scope="session")
+def methods_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three methods (campfire, random, snip) at window x 50%/70%, one seed; snip at 70% reaches only 66.7%."""
+    return make_run(
+        tmp_path_factory.mktemp("methods") / "run",
+        granularities=("window",),
+        methods=("campfire", "random", "snip"),
+        seeds=(0,),
+        robust_penalty=METHOD_PENALTY,
+        clean_penalty=dict.fromkeys(METHOD_PENALTY, 0.01),
+        achieved={("snip", "window", 0.7): 0.667},
+    )

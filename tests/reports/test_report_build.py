@@ -53,6 +53,7 @@ def test_html_is_self_contained(built: Path) -> None:
     assert refs, "expected image sources and in-page links"
     assert all(r.startswith(("data:", "#")) for r in refs), [r for r in refs if not r.startswith(("data:", "#"))]
     assert not re.search(r"https?://", page)
+    assert 'id="methods"' not in page and "Methods side by side" not in page  # one method: no methods section
     assert "<script" not in page.lower() and "@import" not in page and "url(" not in page
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
     pngs = {p.read_bytes() for p in (built.parent / "figures").glob("*.png")}
