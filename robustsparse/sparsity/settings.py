@@ -121,6 +121,11 @@ class SparsityConfig:
             kernel (4: 2x2 corner squares, 2: horizontal pairs; derived from target_sparsity
             when left out), its period P (8) and whether one kernel in every P stays dense
             (true, as the paper's code); null for other methods (methods/psconv.py).
+        hybrid_examples, hybrid_ratios, hybrid_tolerance, hybrid_channel_multiple: `hybrid`'s
+            sensitivity test: training examples it is measured on (512, a seeded subset of the
+            training split), the grid of channel pruning ratios tried per layer (0.1, ..., 0.9),
+            the largest accuracy drop a layer's chosen ratio may cost (0.01) and the multiple
+            its kept channels are rounded up to (1); null for other methods (methods/hybrid.py).
     """
 
     method: str = "none"
@@ -151,6 +156,10 @@ class SparsityConfig:
     psconv_kept: int | None = None
     psconv_period: int | None = None
     psconv_dense_kernel: bool | None = None
+    hybrid_examples: int | None = None
+    hybrid_ratios: tuple[float, ...] | None = None
+    hybrid_tolerance: float | None = None
+    hybrid_channel_multiple: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -289,6 +298,11 @@ class SparsityConfig:
         from robustsparse.sparsity.methods.psconv import resolve_psconv_settings
 
         for key, value in resolve_psconv_settings(self).items():
+            object.__setattr__(self, key, value)
+        # hybrid's settings, likewise (methods/hybrid.py)
+        from robustsparse.sparsity.methods.hybrid import resolve_hybrid_settings
+
+        for key, value in resolve_hybrid_settings(self).items():
             object.__setattr__(self, key, value)
         if self.method == METHOD_NONE:
             return

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from robustsparse.sparsity.methods import campfire, psconv, random, snip, synflow  # noqa: F401  (registers them)
+from robustsparse.sparsity.methods import campfire, hybrid, psconv, random, snip, synflow  # noqa: F401  (registers them)
 from robustsparse.sparsity.methods.base import WHEN_VALUES, Method, Pruner, When
 from robustsparse.sparsity.methods.registry import METHOD_NONE, get_method, list_methods, method_names, register
 from robustsparse.sparsity.settings import SparsityConfig
@@ -37,13 +37,14 @@ def build_pruner(
     cfg: SparsityConfig,
     steps_per_epoch: int,
     seed: int,
-    example_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    example_batch: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Pruner:
     """The pruner of `cfg.method` for `model` (the trainer's one entry point).
 
     Args:
-        example_batch: draws one training batch `(inputs, labels)`; called once, and only for a
-            method that `needs_data` (the others never cost a batch).
+        example_batch: draws training examples `(inputs, labels)`: called once, and only for a
+            method that `needs_data` (the others never cost a batch); with no argument one
+            training batch, with a count (a method's `data_examples`) that many examples.
 
     Raises:
         ConfigError: `cfg.method` is not registered.
@@ -59,5 +60,6 @@ def build_pruner(
     if method.needs_data:
         if example_batch is None:
             raise ValueError(f"method {method.name!r} needs one batch of training data: pass example_batch")
-        return method.build_pruner(model, cfg, steps_per_epoch, seed, example_batch=example_batch())
+        batch = example_batch() if method.data_examples is None else example_batch(method.data_examples(cfg))
+        return method.build_pruner(model, cfg, steps_per_epoch, seed, example_batch=batch)
     return method.build_pruner(model, cfg, steps_per_epoch, seed)
