@@ -5,7 +5,8 @@ Both are files of tensors and plain data, written atomically and read with
 
 - `compressed`: the sparsity engine's encoding (`sparsity.encoding`); loading it back gives the
   masked state dict bit for bit.
-- `compact` (filter / channel granularities): the model with its removed channels cut out
+- `compact` (filter / channel granularities, and models with channels removed by a method such
+  as hybrid): the model with its removed channels cut out
   (`sparsity.compact_model`); the stored shapes tell the loader how to resize each layer of the
   registered architecture, so no code is stored.
 """
@@ -94,10 +95,13 @@ def export_checkpoint(path: str | Path, *, fmt: str, out: str | Path | None = No
         )
     if fmt != "compact":
         raise CheckpointError(f"unknown export format {fmt!r}; allowed: compressed, compact")
-    if meta.get("granularity") not in COMPACT_GRANULARITIES:
+    # Whole channels are gone with filter / channel pruning, or where a method removed some on
+    # top of finer pruning (hybrid's channel stage: the compact model keeps the finer zeros).
+    removed = (meta.get("sparsity") or {}).get("pruned_channels") or {}
+    if meta.get("granularity") not in COMPACT_GRANULARITIES and not any(removed.values()):
         raise CheckpointError(
-            f"{file}: compact export needs filter or channel pruning, this model is "
-            f"{meta.get('granularity')!r}; use --format compressed"
+            f"{file}: compact export needs whole channels removed (filter or channel pruning, or hybrid's "
+            f"channel stage), this model is {meta.get('granularity')!r} with none removed; use --format compressed"
         )
     small = compact_model(model, masks).eval()
     info = meta.get("data", {}).get("info", {})
