@@ -5,7 +5,8 @@ follows the reconstruction of methods.md section 4 in the tolerance mode:
 
 1. **Sensitivity test, no retraining** (at the first mask update, on the trained dense parent):
    on `hybrid_examples` training examples (the first ones of a shuffle of the training split
-   seeded with the model's seed, drawn by the trainer; the test split is never seen), the
+   seeded with the model's seed, drawn by the trainer; the test split is never seen; with the
+   training split's augmentation on, as the trainer loads it, the examples are augmented), the
    accuracy of the parent is measured, then for every channel group whose producer and
    consumers are all prunable (the groups of `granularity: filter`, so residual streams are
    never cut, methods.md 13.7) and every channel pruning ratio r of `hybrid_ratios`, the
@@ -422,8 +423,8 @@ HYBRID = register(
     Method(
         name=METHOD,
         description=(
-            "per-layer channel ratios from a fast sensitivity test on training examples, channel pruning, "
-            "then gradual element pruning to the target, fine-tuned (granularity element = filters then weights)"
+            "channel ratios per layer from a fast sensitivity test, channel pruning, then element pruning "
+            "to the target, fine-tuned (Hybrid Pruning)"
         ),
         when="after_training",
         granularities=("element",),
