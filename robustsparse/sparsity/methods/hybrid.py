@@ -237,7 +237,9 @@ class HybridPruner(CampfirePruner):
                 )
         return base, rows, orders
 
-    def _capped(self, chosen: dict[str, float], rows: list[dict[str, Any]], orders: dict[str, torch.Tensor]):
+    def _capped(
+        self, chosen: dict[str, float], rows: list[dict[str, Any]], orders: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor], list[dict[str, Any]]]:
         """`chosen` stepped down until the channel stage removes at most the target; its removals."""
         cfg = self.cfg
         grid = (0.0, *cfg.hybrid_ratios)
