@@ -115,10 +115,22 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     return dataclasses.replace(config, sparsity=grid)
 
 
+def _is_tuple_type(tp: Any) -> bool:
+    """A tuple type, possibly optional (`tuple[str, ...]`, `tuple[float, ...] | None`)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_is_tuple_type(arg) for arg in typing.get_args(tp))
+    return typing.get_origin(tp) is tuple
+
+
+# The sparsity settings whose value is itself a list (given as a list of lists, they are an axis).
+_LIST_SETTINGS = frozenset(k for k, tp in typing.get_type_hints(SparsityConfig).items() if _is_tuple_type(tp))
+
+
 def _expand_sparsity(raw: Any) -> tuple[SparsityConfig, ...]:
     """Expand the `sparsity` section: every key given as a list becomes one grid axis.
 
-    `keep_dense` is a list by nature, so only a list of lists makes it an axis.
+    A setting that is a list by nature (a tuple-typed field: `keep_dense`, `hybrid_ratios`)
+    becomes an axis only when given as a list of lists.
     """
     if raw is None:
         return ()
@@ -129,7 +141,7 @@ def _expand_sparsity(raw: Any) -> tuple[SparsityConfig, ...]:
     axes: dict[str, list[Any]] = {}
     fixed: dict[str, Any] = {}
     for key, value in raw.items():
-        is_axis = isinstance(value, list) and (key != "keep_dense" or (value and isinstance(value[0], list)))
+        is_axis = isinstance(value, list) and (key not in _LIST_SETTINGS or (value and isinstance(value[0], list)))
         if is_axis:
             if not value:
                 raise ConfigError(f"config error: sparsity.{key} is an empty list; give at least one value")

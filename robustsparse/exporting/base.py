@@ -42,8 +42,13 @@ class ExportSource:
 
 
 def compact_allowed(source: ExportSource) -> bool:
-    """Can the model's pruned channels be cut out (filter / channel granularities)?"""
-    return source.meta.get("granularity") in COMPACT_GRANULARITIES
+    """Can the model's pruned channels be cut out?
+
+    Whole channels are gone with filter / channel pruning, or where a method removed some on top
+    of finer pruning (hybrid's channel stage: the compact model keeps the finer zeros).
+    """
+    removed = (source.meta.get("sparsity") or {}).get("pruned_channels") or {}
+    return source.meta.get("granularity") in COMPACT_GRANULARITIES or any(removed.values())
 
 
 @dataclass(frozen=True)

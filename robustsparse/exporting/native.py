@@ -79,8 +79,9 @@ def compacted(source: ExportSource) -> tuple[nn.Module, float]:
     """
     if not compact_allowed(source):
         raise CheckpointError(
-            f"{source.file}: compacting needs filter or channel pruning, this model is "
-            f"{source.meta.get('granularity')!r}; export it masked (without --compact) or as compressed"
+            f"{source.file}: compacting needs whole channels removed (filter or channel pruning, or hybrid's "
+            f"channel stage), this model is {source.meta.get('granularity')!r} with none removed; "
+            "export it masked (without --compact) or as compressed"
         )
     small = compact_model(source.model, source.masks).eval()
     gap = check_outputs(source.model, small, example_input(source.meta), f"{source.file}: the compacted model")

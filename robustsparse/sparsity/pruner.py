@@ -36,7 +36,7 @@ from robustsparse.sparsity.masks import achieved_sparsity, mask_sparsity, zero_m
 from robustsparse.sparsity.schedule import last_update_step, schedule_sparsity, update_plan
 from robustsparse.sparsity.settings import CHANNEL_GRANULARITIES, SparsityConfig, settings_to_dict
 
-__all__ = ["CampfirePruner", "compute_masks", "prune_one_shot", "PRUNER_FORMAT", "PRUNER_VERSION"]
+__all__ = ["CampfirePruner", "compute_masks", "prunable_groups", "prune_one_shot", "PRUNER_FORMAT", "PRUNER_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,7 @@ class _Engine:
         self.all_groups: list[ChannelGroup] = []
         if cfg.granularity in CHANNEL_GRANULARITIES and self.layers:
             self.all_groups = find_channel_groups(model)
-            prunable = {layer.module for layer in self.layers}
-            self.groups = [
-                g
-                for g in self.all_groups
-                if g.producer in prunable and all(name in prunable for name, _ in g.consumers)
-            ]
+            self.groups = prunable_groups(self.all_groups, self.layers)
             if not self.groups:
                 log.warning(
                     "granularity %s: no channel can be removed without touching a residual stream or a dense layer; "
@@ -87,6 +82,12 @@ class _Engine:
                 self.layers, self.groups, weights, self.param_names, prev, self.cfg, target
             )
         return row_granularity_masks(self.layers, weights, prev, self.cfg, target, self.cfg.target_sparsity)
+
+
+def prunable_groups(groups: list[ChannelGroup], layers: list[LayerInfo]) -> list[ChannelGroup]:
+    """The channel groups whose producer and consumers are all prunable layers."""
+    prunable = {layer.module for layer in layers}
+    return [g for g in groups if g.producer in prunable and all(name in prunable for name, _ in g.consumers)]
 
 
 def compute_masks(model: nn.Module, cfg: SparsityConfig, target: float | None = None) -> dict[str, torch.Tensor]:

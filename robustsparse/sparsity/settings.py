@@ -135,6 +135,11 @@ class SparsityConfig:
             derived instead, so at most one of p and r may be set) and what a revived weight
             restarts from, `zero` or its `previous` value (`zero`); the paper's values are not
             known, these are reconstructions; null for other methods (methods/drop_pruning.py).
+        hybrid_examples, hybrid_ratios, hybrid_tolerance, hybrid_channel_multiple: `hybrid`'s
+            sensitivity test: training examples it is measured on (512, a seeded subset of the
+            training split), the grid of channel pruning ratios tried per layer (0.1, ..., 0.9),
+            the largest accuracy drop a layer's chosen ratio may cost (0.01) and the multiple
+            its kept channels are rounded up to (1); null for other methods (methods/hybrid.py).
     """
 
     method: str = "none"
@@ -172,6 +177,10 @@ class SparsityConfig:
     drop_pruning_back_prob: float | None = None
     drop_pruning_candidate_fraction: float | None = None
     drop_pruning_revive: Literal["zero", "previous"] | None = None
+    hybrid_examples: int | None = None
+    hybrid_ratios: tuple[float, ...] | None = None
+    hybrid_tolerance: float | None = None
+    hybrid_channel_multiple: int | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -320,6 +329,11 @@ class SparsityConfig:
         from robustsparse.sparsity.methods.drop_pruning import resolve_drop_pruning_settings
 
         for key, value in resolve_drop_pruning_settings(self).items():
+            object.__setattr__(self, key, value)
+        # hybrid's settings, likewise (methods/hybrid.py)
+        from robustsparse.sparsity.methods.hybrid import resolve_hybrid_settings
+
+        for key, value in resolve_hybrid_settings(self).items():
             object.__setattr__(self, key, value)
         if self.method == METHOD_NONE:
             return

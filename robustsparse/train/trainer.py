@@ -144,7 +144,9 @@ def train_job(
             sparsity,
             steps_per_epoch,
             job.seed,
-            example_batch=lambda: _example_batch(train_loader.dataset, job.train.batch_size, job.seed),
+            example_batch=lambda count=None: _example_batch(
+                train_loader.dataset, job.train.batch_size if count is None else count, job.seed
+            ),
         )
         if sparsity is not None
         else None
@@ -310,10 +312,12 @@ def _total_epochs(meta: dict) -> int:
 
 
 def _example_batch(dataset: Any, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One shuffled training batch for a method that decides its masks from data (e.g. snip).
+    """The first `batch_size` examples of a seeded shuffle of the training set, for a method that
+    decides its masks from data (snip: one training batch; hybrid: its sensitivity subset).
 
     Drawn through a loader of its own seeded from the model's seed, so the training loader's
-    generator (the batch order of every epoch) is untouched and a resumed run draws the same batch.
+    generator (the batch order of every epoch) is untouched and a resumed run draws the same
+    examples. A count above the dataset's size gives the whole (shuffled) set.
     """
     generator = torch.Generator().manual_seed(int(seed))
     x, y = next(iter(DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)))

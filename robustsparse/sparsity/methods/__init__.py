@@ -16,6 +16,7 @@ from torch import nn
 from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     campfire,
     drop_pruning,
+    hybrid,
     pconv,
     psconv,
     random,
@@ -45,13 +46,14 @@ def build_pruner(
     cfg: SparsityConfig,
     steps_per_epoch: int,
     seed: int,
-    example_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    example_batch: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Pruner:
     """The pruner of `cfg.method` for `model` (the trainer's one entry point).
 
     Args:
-        example_batch: draws one training batch `(inputs, labels)`; called once, and only for a
-            method that `needs_data` (the others never cost a batch).
+        example_batch: draws training examples `(inputs, labels)`: called once, and only for a
+            method that `needs_data` (the others never cost a batch); with no argument one
+            training batch, with a count (a method's `data_examples`) that many examples.
 
     Raises:
         ConfigError: `cfg.method` is not registered.
@@ -67,5 +69,6 @@ def build_pruner(
     if method.needs_data:
         if example_batch is None:
             raise ValueError(f"method {method.name!r} needs one batch of training data: pass example_batch")
-        return method.build_pruner(model, cfg, steps_per_epoch, seed, example_batch=example_batch())
+        batch = example_batch() if method.data_examples is None else example_batch(method.data_examples(cfg))
+        return method.build_pruner(model, cfg, steps_per_epoch, seed, example_batch=batch)
     return method.build_pruner(model, cfg, steps_per_epoch, seed)

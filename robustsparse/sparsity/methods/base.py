@@ -52,7 +52,8 @@ class Pruner(Protocol):
 
 
 #: (model, settings, optimizer steps per epoch, the model's seed) -> its pruner. A method with
-#: `needs_data` also gets the keyword `example_batch=(inputs, labels)`, one training batch.
+#: `needs_data` also gets the keyword `example_batch=(inputs, labels)`: one training batch, or
+#: `data_examples(settings)` training examples when the method declares that.
 PrunerFactory = Callable[..., Pruner]
 
 
@@ -74,6 +75,9 @@ class Method:
         needs_data: the factory takes `example_batch=(inputs, labels)`, one batch of training
             data drawn once by the trainer (e.g. `snip`'s sensitivities; `synflow` reads only
             the inputs' shape). False: the factory never sees data.
+        data_examples: with `needs_data`, how many training examples `example_batch` holds,
+            from the settings (e.g. `hybrid`'s sensitivity subset); the trainer draws them
+            with the model's seed, so a resumed run draws the same. None: one training batch.
     """
 
     name: str
@@ -85,6 +89,7 @@ class Method:
     extra_state: Callable[..., Any] | None = None
     loss_term: Callable[..., Any] | None = None
     needs_data: bool = False
+    data_examples: Callable[[SparsityConfig], int] | None = None
 
     def __post_init__(self) -> None:
         if self.when not in WHEN_VALUES:
@@ -96,5 +101,7 @@ class Method:
         )
         if unknown or not self.granularities:
             raise ValueError(f"method {self.name!r}: unknown granularities or settings {unknown} (or none given)")
+        if self.data_examples is not None and not self.needs_data:
+            raise ValueError(f"method {self.name!r}: data_examples is given but needs_data is false")
         # read-only, so a registered method cannot be changed behind the registry's back
         object.__setattr__(self, "fixed_settings", MappingProxyType(dict(self.fixed_settings)))
