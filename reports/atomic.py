@@ -30,6 +30,7 @@ __all__ = [
     "write_json_atomic",
     "write_csv_atomic",
     "write_bytes_atomic",
+    "write_parquet_atomic",
 ]
 
 
@@ -142,3 +143,8 @@ def write_csv_atomic(path: str | Path, frame: pd.DataFrame) -> Path:
     if str(path).endswith(".gz"):
         return write_bytes_atomic(path, gzip.compress(frame.to_csv(index=False).encode("utf-8"), mtime=0))
     return _write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def write_parquet_atomic(path: str | Path, frame: pd.DataFrame) -> Path:
+    """Write a DataFrame as Parquet (pyarrow, no index) to `path` atomically."""
+    return _write(path, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))

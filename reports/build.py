@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports.atomic import atomic_dir
+from reports.atomic import atomic_dir, write_parquet_atomic
 from reports.content import METHODS_SECTION, FigureItem, ReportContent, TableItem
-from reports.contract import REPORT_DIR
+from reports.contract import REPORT_DIR, RESULTS_PARQUET_FILE
 from reports.errors import NothingToPlot, ReportError
 from reports.figures import (
     accuracy_vs_eps_caption,
@@ -58,6 +58,7 @@ from reports.method_figures import (
 )
 from reports.methods import SPARSITY_TOLERANCE, compares_methods, method_comparison, method_pairs
 from reports.render import render_html, render_markdown
+from reports.robustbench import ROBUSTBENCH_DIR, robustbench_entries, write_robustbench
 from reports.stats import CORRECTIONS, correction_words
 from reports.summary import summarize
 from reports.tables import (
@@ -544,6 +545,7 @@ def assemble_report(
         metadata=metadata,
         config_text=config_text,
         notes=notes,
+        robustbench=robustbench_entries(df, meta),
     )
 
 
@@ -573,9 +575,22 @@ def write_report(content: ReportContent, out_dir: str | Path) -> Path:
             (tmp / "figures" / f"{fig.name}.png").write_bytes(fig.png)
         for table in content.tables:
             table.data.to_csv(tmp / "tables" / f"{table.name}.csv", index=False)
+        write_robustbench(content.robustbench, tmp / ROBUSTBENCH_DIR)
         (tmp / "report.md").write_text(render_markdown(content), encoding="utf-8")
         (tmp / "index.html").write_text(render_html(content), encoding="utf-8")
     return out / "index.html"
+
+
+#: the package `--parquet` writes with (the `parquet` extra)
+PARQUET_ENGINE = "pyarrow"
+
+
+def _require_parquet() -> None:
+    """Refuse before anything is written when pyarrow is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(PARQUET_ENGINE) is None:
+        raise ReportError("--parquet needs pyarrow: install the extra with pip install 'robustsparse[parquet]'")
 
 
 def build_report(
@@ -585,6 +600,7 @@ def build_report(
     eps: float | str | None = None,
     alpha: float = 0.05,
     correction: str = "holm",
+    parquet: bool = False,
 ) -> Path:
     """Read a finished run directory and write its report.
 
@@ -600,6 +616,8 @@ def build_report(
         alpha: Significance level for McNemar marks and words (applied to the adjusted p-values).
         correction: Multiple-comparison correction over each setting's McNemar tests: "holm"
             (default; family-wise error), "bh" (Benjamini-Hochberg; false discovery rate) or "none".
+        parquet: Also write the results table as `results.parquet` in the report folder (needs
+            pyarrow: the `parquet` extra).
 
     Returns:
         The path of the written index.html.
@@ -632,6 +650,10 @@ def build_report(
         alpha=alpha,
         correction=correction,
     )
+    if parquet:
+        _require_parquet()
     index = write_report(content, Path(out_dir) if out_dir is not None else run / REPORT_DIR)
+    if parquet:
+        write_parquet_atomic(index.parent / RESULTS_PARQUET_FILE, results)
     log.info("report written to %s", index)
     return index

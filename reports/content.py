@@ -70,3 +70,5 @@ class ReportContent:
     metadata: pd.DataFrame
     config_text: str = ""
     notes: list[str] = field(default_factory=list)
+    #: RobustBench-style record per model (`robustbench.robustbench_entries`), written as robustbench/<id>.json
+    robustbench: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -37,6 +37,7 @@ __all__ = [
     "OUTCOMES_FILE",
     "SANITY_FILE",
     "MODELS_DIR",
+    "RESULTS_PARQUET_FILE",
     "REPORT_DIR",
     "CHECKPOINT_FILE",
     "META_FILE",
@@ -72,6 +73,8 @@ OUTCOMES_FILE = "outcomes.csv.gz"
 SANITY_FILE = "sanity.csv"
 MODELS_DIR = "models"
 REPORT_DIR = "report"
+#: Inside report/: the results table as Parquet (`robustsparse report --parquet`).
+RESULTS_PARQUET_FILE = "results.parquet"
 #: Inside models/<model_id>/.
 CHECKPOINT_FILE = "model.pt"
 META_FILE = "meta.json"

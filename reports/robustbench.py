@@ -23,9 +23,11 @@ import pandas as pd
 
 from reports.atomic import write_json_atomic
 
-__all__ = ["AUTOATTACK", "robustbench_entries", "write_robustbench"]
+__all__ = ["AUTOATTACK", "ROBUSTBENCH_DIR", "robustbench_entries", "write_robustbench"]
 
 AUTOATTACK = "autoattack"
+#: the report's folder of per-model records (report/robustbench/<model_id>.json)
+ROBUSTBENCH_DIR = "robustbench"
 _NORM_NAMES = {"Linf": "Linf", "L2": "L2", "linf": "Linf", "l2": "L2"}
 
 

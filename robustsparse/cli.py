@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="holm",
         help="multiple-comparison correction of the McNemar tests: holm (default), bh (Benjamini-Hochberg) or none",
     )
+    p.add_argument("--parquet", action="store_true", help="also write the results table as report/results.parquet")
     p.set_defaults(handler=_cmd_report)
 
     p = sub.add_parser(
@@ -343,7 +344,7 @@ def _model_cards(args: argparse.Namespace) -> list:
 def _cmd_report(args: argparse.Namespace) -> int:
     from reports import build_report
 
-    path = build_report(args.run_dir, eps=args.eps, correction=args.correction)
+    path = build_report(args.run_dir, eps=args.eps, correction=args.correction, parquet=args.parquet)
     print(f"report: {path}")
     return 0
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
+from reports import build_report
+from reports.errors import ReportError
+from reports.load import load_results
 from reports.robustbench import robustbench_entries, write_robustbench
 
 
@@ -67,3 +71,29 @@ def test_versions_come_from_the_metadata_and_files_are_one_per_model(tmp_path):
     paths = write_robustbench(entries, tmp_path / "rb")
     assert sorted(p.name for p in paths) == ["a.json", "b.json"]
     assert json.loads((tmp_path / "rb" / "a.json").read_text())["autoattack_acc"] == "12.34"
+
+
+def test_the_report_writes_one_record_per_model_with_the_results_clean_accuracy(synthetic_run):
+    index = build_report(synthetic_run)
+    records = {p.stem: json.loads(p.read_text()) for p in (index.parent / "robustbench").glob("*.json")}
+    results = load_results(synthetic_run)
+    clean = results[results["attack"] == "clean"].set_index("model_id")["accuracy"]
+    assert set(records) == set(clean.index) and len(records) > 1
+    for model_id, record in records.items():
+        assert record["clean_acc"] == f"{100 * clean[model_id]:.2f}"
+
+
+def test_the_results_table_as_parquet_equals_the_csv(synthetic_run):
+    pytest.importorskip("pyarrow")
+    index = build_report(synthetic_run, parquet=True)
+    table = pd.read_parquet(index.parent / "results.parquet")
+    pd.testing.assert_frame_equal(table, load_results(synthetic_run), check_dtype=False)
+
+
+def test_parquet_without_pyarrow_is_refused_before_anything_is_written(synthetic_run, monkeypatch):
+    import reports.build
+
+    monkeypatch.setattr(reports.build, "PARQUET_ENGINE", "robustsparse_no_such_package")
+    with pytest.raises(ReportError, match=r"pyarrow.*robustsparse\[parquet\]"):
+        build_report(synthetic_run, parquet=True)
+    assert not (synthetic_run / "report").exists()
