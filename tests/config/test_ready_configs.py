@@ -15,11 +15,14 @@ import pytest
 from robustsparse.config import load_config
 from robustsparse.data import list_datasets
 from robustsparse.models import list_models
+from robustsparse.sparsity.methods import get_method, method_names
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 CONFIG_IDS = [p.stem for p in CONFIGS]
-CIFAR_CONFIGS = [p for p in CONFIGS if p.stem.startswith("cifar10-")]
+CIFAR_CONFIGS = [
+    p for p in [p for p in CONFIGS if p.stem.startswith("cifar10-")] if not p.stem.endswith("-methods")
+]  # methods: a CPU budget of its own
 
 # A CIFAR file must also run on the CPU with a reduced budget; start < end is what `cubic` needs.
 CPU_BUDGET = ("train.epochs=1", "sparsity.end_epoch=1", "sparsity.start_epoch=0")
@@ -76,9 +79,12 @@ def test_config_is_consistent(path: Path):
     assert cfg.data.dataset in list_datasets()
     assert cfg.sparsity, "every ready file has a sparse grid"
     for entry in cfg.sparsity:
-        assert entry.method == "campfire"
+        assert entry.method in method_names() and entry.method != "none"
         assert 0.0 < entry.target_sparsity < 1.0
-        assert entry.start_epoch < entry.end_epoch <= cfg.train.epochs
+        if get_method(entry.method).when == "before_training":  # masks fixed at step 0
+            assert entry.start_epoch == entry.end_epoch == 0
+        else:
+            assert entry.start_epoch < entry.end_epoch <= cfg.train.epochs
     assert all(0 < m < cfg.train.epochs for m in cfg.train.milestones)
 
 
@@ -165,3 +171,13 @@ def test_cifar_grid_covers_granularities_and_levels():
         assert cfg.attack.n_examples == 1000
         names = {s.name for s in cfg.attack.attack_specs()}
         assert {"fgsm", "pgd", "square"} <= names
+
+
+@pytest.mark.parametrize("name", ["digits-methods", "cifar10-methods"])
+def test_the_methods_configs_hold_every_registered_method(name):
+    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    assert {e.method for e in cfg.sparsity} == set(method_names()) - {"none"}
+    levels = {e.target_sparsity for e in cfg.sparsity}
+    assert 0.7 in levels and all(
+        {e.target_sparsity for e in cfg.sparsity if e.method == m} == levels for m in {e.method for e in cfg.sparsity}
+    )  # every method at every level
