@@ -17,6 +17,7 @@ from robustsparse.config import (
     SparsityConfig,
     TrainConfig,
     config_digest,
+    config_to_dict,
 )
 
 __all__ = [
@@ -73,7 +74,11 @@ class TrainJob:
             "data": replace(self.data, label=None),  # the display label does not change the weights
             "model": self.model,
             "train": self.train,
-            "sparsity": self.sparsity,
+            # settings left unset (None: another method's settings, or derived ones) are left out,
+            # so registering a method with new settings does not change finished models' digests
+            "sparsity": None
+            if self.sparsity is None
+            else {k: v for k, v in config_to_dict(self.sparsity).items() if v is not None},
             "parent": self.parent_id,
         }
         return config_digest(parts)

@@ -385,3 +385,20 @@ def test_test_examples_limits_the_trainers_test_pass_to_a_fixed_subset(tmp_path,
     with torch.no_grad():
         acc = int((model(images).argmax(1) == labels).sum()) / len(labels)
     assert acc == pytest.approx(meta["clean_acc"], abs=1e-9)
+
+
+def test_a_sparse_jobs_digest_ignores_unset_settings_but_not_set_ones():
+    """Registering a method with new (unset by default) settings must not re-train finished models."""
+    import dataclasses
+
+    cfg = config_from_dict({"name": "t", "sparsity": {"method": "campfire", "target_sparsity": 0.7}})
+    entry = cfg.sparsity[0]
+    # the same settings after a new method added a field of its own, unset by default
+    grown = dataclasses.make_dataclass(
+        "GrownSparsityConfig", [("newmethod_setting", int | None, None)], bases=(type(entry),), frozen=True
+    )
+    values = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+    job = sparse_job(cfg, entry, seed=0)
+    assert dataclasses.replace(job, sparsity=grown(**values)).digest == job.digest
+    assert dataclasses.replace(job, sparsity=grown(**values, newmethod_setting=3)).digest != job.digest
+    assert dataclasses.replace(job, sparsity=dataclasses.replace(entry, end_epoch=3)).digest != job.digest
