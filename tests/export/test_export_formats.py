@@ -77,7 +77,7 @@ def test_onnx_without_its_extra_says_which_packages_to_install_and_writes_nothin
     [
         ({"fmt": "tflite"}, "unknown export format 'tflite'; allowed: compressed, compact, torch-prune, pt2, onnx"),
         ({"fmt": "compressed", "compact": True}, "--compact applies to pt2, onnx"),
-        ({"fmt": "pt2", "compact": True, "_granularity": "window"}, "compacting needs filter or channel pruning"),
+        ({"fmt": "pt2", "compact": True, "_granularity": "window"}, "compacting needs whole channels removed"),
     ],
 )
 def test_an_export_that_cannot_be_made_is_refused_in_one_line_and_writes_nothing(models, tmp_path, kwargs, words):
