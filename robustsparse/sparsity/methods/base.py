@@ -69,8 +69,13 @@ class Method:
         fixed_settings: settings the method decides itself (e.g. a one-shot schedule at
             step 0 for a method that decides before training); `SparsityConfig` fills them in
             on load, so ids, metadata and the written config show what was used.
-        extra_state: a factory of trainable state beyond the model's weights (None: none).
-        loss_term: a factory of an extra training loss term (None: none).
+        extra_state: `(pruner) -> optimizer` of the method's trainable state beyond the model's
+            weights, held by the pruner (None: none). The training loop zeroes its gradients
+            with the model's and steps it after every backward pass; the parameters and the
+            optimiser state belong in `pruner.state_dict()`, so resume is exact.
+        loss_term: `(pruner) -> tensor or None`, the extra loss of the latest training forward
+            pass, added to the cross-entropy before backward (None that step: nothing added;
+            None as the field: the method has none).
         needs_data: the factory takes `example_batch=(inputs, labels)`, one batch of training
             data drawn once by the trainer (e.g. `snip`'s sensitivities; `synflow` reads only
             the inputs' shape). False: the factory never sees data.
