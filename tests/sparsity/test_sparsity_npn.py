@@ -22,14 +22,22 @@ def npn_cfg(**kw) -> SparsityConfig:
     )
 
 
-def run_steps(model, pruner: NpnPruner, cfg: SparsityConfig, steps: int) -> torch.optim.Optimizer:
+def run_steps(
+    model,
+    pruner: NpnPruner,
+    cfg: SparsityConfig,
+    steps: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    first: int = 1,
+) -> torch.optim.Optimizer:
     """The trainer's loop in miniature: CE + the method's loss term, both optimisers, pruner calls."""
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(first)
     x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        pruner.step(0, optimizer)
     extra_opt, extra_loss = extra_training(cfg, pruner)
-    pruner.step(0, optimizer)
-    for step in range(1, steps + 1):
+    for step in range(first, first + steps):
         loss = F.cross_entropy(model(x), y)
         term = extra_loss()
         if term is not None:
@@ -85,8 +93,17 @@ def test_the_final_mask_is_the_thresholded_scores_and_the_model_is_plain_again(t
     model = copy.deepcopy(tiny_net)
     cfg = npn_cfg()
     pruner = build_pruner(model, cfg, SPE, 0)
-    run_steps(model, pruner, cfg, SPE * 2 + 2)
+    optimizer = run_steps(model, pruner, cfg, SPE * 2 + 2)
     assert pruner.frozen and pruner.current_target == 0.5
+    frozen = {k: m.clone() for k, m in pruner.masks.items()}
+    # fine-tuning: masks fixed, masked weights and their momentum exactly zero after every step
+    run_steps(model, pruner, cfg, 3, optimizer, first=SPE * 2 + 3)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(frozen[k], m) for k, m in pruner.masks.items())
+    for name, mask in frozen.items():
+        momentum = optimizer.state[params[name]]["momentum_buffer"]
+        assert bool((params[name].detach()[~mask] == 0).all()) and bool((momentum[~mask] == 0).all()), name
+    assert any(not bool(m.all()) for m in frozen.values())
     # recompute the scores from the saved state alone
     state = pruner.state_dict()["npn"]
     net = PrunerNetwork(len(pruner.groups), cfg.npn_hidden, seed=123)

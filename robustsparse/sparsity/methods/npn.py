@@ -156,7 +156,10 @@ class PrunerNetwork(nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(int(seed) * 7919 + 17)
         self.w1 = nn.ParameterList(
-            [nn.Parameter(torch.randn(hidden, N_FEATURES, generator=gen) / math.sqrt(N_FEATURES)) for _ in range(groups)]
+            [
+                nn.Parameter(torch.randn(hidden, N_FEATURES, generator=gen) / math.sqrt(N_FEATURES))
+                for _ in range(groups)
+            ]
         )
         self.b1 = nn.ParameterList([nn.Parameter(torch.zeros(hidden)) for _ in range(groups)])
         self.w2 = nn.ParameterList(
@@ -219,7 +222,9 @@ class NpnPruner(CampfirePruner):
         self._logits: list[torch.Tensor] | None = None
         self._gates: list[torch.Tensor] | None = None
         # The share of each group's filters the final masks remove (the controller's goal).
-        dry = self._engine.compute({n: params[n].detach() for n in self._engine.weight_names}, None, cfg.target_sparsity)
+        dry = self._engine.compute(
+            {n: params[n].detach() for n in self._engine.weight_names}, None, cfg.target_sparsity
+        )
         removed = torch.tensor([dry.pruned_channels.get(g.producer, 0) for g in self.groups], dtype=torch.float64)
         sizes = torch.tensor([g.channels for g in self.groups], dtype=torch.float64)
         if cfg.allocation == "global" and self.groups:
@@ -289,7 +294,9 @@ class NpnPruner(CampfirePruner):
         rate = float(self.cfg.npn_lambda_rate)
         if rate == 0 or self._logits is None:
             return
-        progress = schedule_sparsity(global_step / self.steps_per_epoch, self.cfg) / max(self.cfg.target_sparsity, 1e-12)
+        progress = schedule_sparsity(global_step / self.steps_per_epoch, self.cfg) / max(
+            self.cfg.target_sparsity, 1e-12
+        )
         wanted = 1.0 - self.final_removed * min(1.0, progress)
         open_ = torch.tensor([float((lg.detach() > 0).double().mean()) for lg in self._logits], dtype=torch.float64)
         if self.cfg.allocation == "global":
@@ -371,7 +378,9 @@ class NpnPruner(CampfirePruner):
                 "gated_modules": [g.norms[-1] if g.norms else g.producer for g in self.groups],
                 "lambda_final": [float(v) for v in self.lam],
                 "thresholds": self.thresholds(),
-                "kept_filters": {g.producer: g.channels - int(self._result.pruned_channels.get(g.producer, 0)) for g in self.groups},
+                "kept_filters": {
+                    g.producer: g.channels - int(self._result.pruned_channels.get(g.producer, 0)) for g in self.groups
+                },
             },
         }
 
