@@ -121,12 +121,12 @@ class SparsityConfig:
             kernel (4: 2x2 corner squares, 2: horizontal pairs; derived from target_sparsity
             when left out), its period P (8) and whether one kernel in every P stays dense
             (true, as the paper's code); null for other methods (methods/psconv.py).
-        npn_hidden, npn_lambda, npn_lambda_rate, npn_gate, npn_lr: `npn`'s pruner network (one
-            MLP per filter group with `npn_hidden` hidden units, 16), the initial sparsity-penalty
-            weight lambda (0.1), the rate at which lambda is steered towards the scheduled kept
-            fraction per step (0.05; 0 keeps lambda fixed), the gate (`straight_through`: hard
-            0/1 gates forward, sigmoid gradient backward; `soft`: sigmoid gates) and the pruner
-            network's Adam learning rate (0.01); null for other methods (methods/npn.py).
+        npn_hidden, npn_lambda, npn_gate, npn_lr: `npn`'s pruner network (one MLP per filter
+            group with `npn_hidden` hidden units, 16), the weight lambda of its penalty
+            lambda * (share of open gates - share the schedule allows)^2 (5.0), the gate
+            (`straight_through`: hard 0/1 gates forward, sigmoid gradient backward; `soft`:
+            sigmoid gates) and the pruner network's Adam learning rate (0.01); null for other
+            methods (methods/npn.py).
     """
 
     method: str = "none"
@@ -159,7 +159,6 @@ class SparsityConfig:
     psconv_dense_kernel: bool | None = None
     npn_hidden: int | None = None
     npn_lambda: float | None = None
-    npn_lambda_rate: float | None = None
     npn_gate: str | None = None
     npn_lr: float | None = None
 

@@ -20,13 +20,16 @@ How it is realised here (every choice the paper leaves open is a setting or writ
   activation, which is channel-wise with f(0) = 0) by the gate: `straight_through` (default)
   uses the hard gate 1[l > 0] forward and the sigmoid's gradient backward, so the network
   trains with exactly the filters it would keep; `soft` uses sigmoid(l) both ways.
-- **Penalty and target.** The loss term is the mean over groups of lambda_g * mean(sigmoid(l))
-  (a differentiable count of open gates per filter). lambda is steered every step so the share
-  of open (hard) gates follows the schedule: the share of filters the final masks remove at
-  `target_sparsity` (a dry run at the start) times the schedule's progress (cubic by default,
-  0 at `start_epoch`, 1 at `end_epoch`). lambda_g <- lambda_g * exp(npn_lambda_rate * (open -
-  wanted)), per group with `allocation: uniform`, one shared lambda with `global`; clipped to
-  [1e-4, 1e4].
+- **Penalty and target.** The paper's penalty is lambda times the number of open gates; a bare
+  count drives every gate of a group shut once the task gradient through them vanishes (a fully
+  gated layer feeds BatchNorm a constant, whose gradient is zero), and Adam makes lambda's
+  scale irrelevant, so here the count is steered to a budget: the loss term is
+  lambda * (open - wanted)^2 per group (mean over groups), `open` the mean of the gates as used
+  forward (the hard share with straight-through, its sigmoid gradient backward) and `wanted`
+  the share the schedule allows now: 1 - (the share of the group's filters the final masks
+  remove at `target_sparsity`, from a dry run at the start) * the schedule's progress (cubic by
+  default: 0 at `start_epoch`, 1 at `end_epoch`). With `allocation: global` one budget covers
+  all groups (their filters pooled), so the split between layers is learned.
 - **Freeze.** At `end_epoch` the scores are thresholded to a filter mask: with `uniform` each
   group keeps its (nearest achievable) count of filters, the highest scores; with `global` one
   threshold over all groups' raw scores (`global_ranking: raw`, fixed), each group keeping its
@@ -37,7 +40,7 @@ How it is realised here (every choice the paper leaves open is a setting or writ
   masks fixed for the remaining epochs.
 - **Optimisation.** The pruner network has its own Adam optimiser (`npn_lr`), held by the
   pruner and stepped by the trainer after every backward pass (`Method.extra_state`); its
-  parameters, optimiser state, lambda and the step are in `state_dict()`, so resume is exact.
+  parameters, optimiser state and the step are in `state_dict()`, so resume is exact.
 - From the dense parent (`from_dense: true`, fixed): the paper prunes a pretrained network.
 """
 
@@ -67,14 +70,12 @@ METHOD = "npn"
 GATES: tuple[str, ...] = ("straight_through", "soft")
 DEFAULTS: dict[str, Any] = {
     "npn_hidden": 16,
-    "npn_lambda": 0.1,
-    "npn_lambda_rate": 0.05,
+    "npn_lambda": 5.0,
     "npn_gate": "straight_through",
     "npn_lr": 0.01,
 }
 N_FEATURES = 7
 INIT_LOGIT = 3.0  # sigmoid(3) = 0.95: every gate open at the start
-LAMBDA_RANGE = (1e-4, 1e4)
 NPN_FORMAT = "robustsparse.npn"
 
 
@@ -103,9 +104,7 @@ def resolve_npn_settings(cfg: SparsityConfig) -> dict[str, Any]:
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise _refuse("npn_hidden", hidden, "an integer >= 1 (hidden units of each group's pruner MLP)")
     if not _number(out["npn_lambda"]) or out["npn_lambda"] <= 0:
-        raise _refuse("npn_lambda", out["npn_lambda"], "a number > 0 (the initial sparsity-penalty weight)")
-    if not _number(out["npn_lambda_rate"]) or out["npn_lambda_rate"] < 0:
-        raise _refuse("npn_lambda_rate", out["npn_lambda_rate"], "a number >= 0 (0 keeps lambda fixed)")
+        raise _refuse("npn_lambda", out["npn_lambda"], "a number > 0 (the weight of the gate-budget penalty)")
     if out["npn_gate"] not in GATES:
         raise _refuse("npn_gate", out["npn_gate"], f"one of {', '.join(GATES)}")
     if not _number(out["npn_lr"]) or out["npn_lr"] <= 0:
@@ -163,7 +162,8 @@ class PrunerNetwork(nn.Module):
         )
         self.b1 = nn.ParameterList([nn.Parameter(torch.zeros(hidden)) for _ in range(groups)])
         self.w2 = nn.ParameterList(
-            [nn.Parameter(torch.randn(hidden, generator=gen) * 0.1 / math.sqrt(hidden)) for _ in range(groups)]
+            # spread the first logits (about +-1 around INIT_LOGIT) so the filters close one by one
+            [nn.Parameter(torch.randn(hidden, generator=gen) * 2.0 / math.sqrt(hidden)) for _ in range(groups)]
         )
         self.b2 = nn.ParameterList([nn.Parameter(torch.tensor(INIT_LOGIT)) for _ in range(groups)])
 
@@ -216,7 +216,6 @@ class NpnPruner(CampfirePruner):
         device = next(iter(params.values())).device
         self.network = PrunerNetwork(len(self.groups), int(cfg.npn_hidden), seed).to(device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=float(cfg.npn_lr))
-        self.lam = torch.full((len(self.groups),), float(cfg.npn_lambda), dtype=torch.float64)
         self.seen_step = 0
         self.record: dict[str, dict[str, torch.Tensor]] = {}
         self._logits: list[torch.Tensor] | None = None
@@ -281,36 +280,31 @@ class NpnPruner(CampfirePruner):
 
         return hook
 
-    def loss_term(self) -> torch.Tensor | None:
-        """lambda-weighted mean keep score of the latest training forward pass (None outside the joint phase)."""
-        if not self.joint or self._logits is None or not self._logits[0].requires_grad:
-            return None
-        lam = self.lam.to(self._logits[0].device, torch.float32)
-        terms = [lam[i] * torch.sigmoid(lg.float()).mean() for i, lg in enumerate(self._logits)]
-        return torch.stack(terms).mean()
-
-    def _steer(self, global_step: int) -> None:
-        """Move lambda so the share of open gates follows the schedule (module docstring)."""
-        rate = float(self.cfg.npn_lambda_rate)
-        if rate == 0 or self._logits is None:
-            return
+    def wanted_open(self, global_step: int) -> torch.Tensor:
+        """The share of each group's gates the schedule allows open after `global_step` steps."""
         progress = schedule_sparsity(global_step / self.steps_per_epoch, self.cfg) / max(
             self.cfg.target_sparsity, 1e-12
         )
-        wanted = 1.0 - self.final_removed * min(1.0, progress)
-        open_ = torch.tensor([float((lg.detach() > 0).double().mean()) for lg in self._logits], dtype=torch.float64)
+        return 1.0 - self.final_removed * min(1.0, progress)
+
+    def loss_term(self) -> torch.Tensor | None:
+        """lambda * (open - wanted)^2 of the latest training forward pass (None outside the joint phase)."""
+        if not self.joint or self._gates is None or not self._gates[0].requires_grad:
+            return None
+        wanted = self.wanted_open(self.seen_step + 1).to(self._gates[0].device, torch.float32)
+        opened = [g.float().mean() for g in self._gates]
         if self.cfg.allocation == "global":
-            sizes = torch.tensor([g.channels for g in self.groups], dtype=torch.float64)
-            open_ = torch.full_like(open_, float((open_ * sizes).sum() / sizes.sum()))
-        self.lam = (self.lam * torch.exp(rate * (open_ - wanted))).clamp(*LAMBDA_RANGE)
+            sizes = [g.numel() for g in self._gates]
+            pooled = sum(o * n for o, n in zip(opened, sizes)) / sum(sizes)
+            return float(self.cfg.npn_lambda) * (pooled - wanted[0]).square()
+        gaps = torch.stack([(o - wanted[i]).square() for i, o in enumerate(opened)])
+        return float(self.cfg.npn_lambda) * gaps.mean()
 
     # ------------------------------------------------------------------ the training-loop calls
     def step(self, global_step: int, optimizer: torch.optim.Optimizer | None = None) -> bool:
-        """Steer lambda during the joint phase; at `end_epoch` threshold the scores into masks."""
+        """Record the step (the budget follows it); at `end_epoch` threshold the scores into masks."""
         if self.frozen:
             return False
-        if self.joint and global_step > self.seen_step:
-            self._steer(global_step)
         self.seen_step = int(global_step)
         if global_step < self.plan.end_step or not self.groups:
             self.current_target = schedule_sparsity(global_step / self.steps_per_epoch, self.cfg) if self.joint else 0.0
@@ -366,7 +360,7 @@ class NpnPruner(CampfirePruner):
 
     # ------------------------------------------------------------------ reporting and resume
     def metadata(self) -> dict[str, Any]:
-        """Campfire's metadata plus the pruner network, lambda and the freeze's thresholds."""
+        """Campfire's metadata plus the pruner network, its penalty and the freeze's thresholds."""
         return {
             **super().metadata(),
             "scores": "npn keep score sigmoid(MLP(filter features)) at end_epoch; mask = scores above each "
@@ -376,7 +370,7 @@ class NpnPruner(CampfirePruner):
                 "hidden": int(self.cfg.npn_hidden),
                 "gate": self.cfg.npn_gate,
                 "gated_modules": [g.norms[-1] if g.norms else g.producer for g in self.groups],
-                "lambda_final": [float(v) for v in self.lam],
+                "penalty": "npn_lambda * (share of open gates - scheduled share)^2, mean over groups",
                 "thresholds": self.thresholds(),
                 "kept_filters": {
                     g.producer: g.channels - int(self._result.pruned_channels.get(g.producer, 0)) for g in self.groups
@@ -385,14 +379,13 @@ class NpnPruner(CampfirePruner):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        """Campfire's state plus the pruner network, its optimiser, lambda, the step and the freeze record."""
+        """Campfire's state plus the pruner network, its optimiser, the step and the freeze record."""
         return {
             **super().state_dict(),
             "npn": {
                 "format": NPN_FORMAT,
                 "network": _to_cpu(self.network.state_dict()),
                 "optimizer": _to_cpu(self.optimizer.state_dict()),
-                "lambda": self.lam.clone(),
                 "seen_step": int(self.seen_step),
                 "record": _to_cpu(self.record),
             },
@@ -406,7 +399,6 @@ class NpnPruner(CampfirePruner):
             raise CheckpointError("pruner state has no npn part; resume only from a state saved by NpnPruner")
         self.network.load_state_dict(extra["network"])
         self.optimizer.load_state_dict(extra["optimizer"])
-        self.lam = extra["lambda"].clone().double()
         self.seen_step = int(extra["seen_step"])
         self.record = {k: dict(v) for k, v in extra["record"].items()}
         if self.frozen:
