@@ -207,6 +207,9 @@ class NpnPruner(CampfirePruner):
 
     Attributes:
         network: the pruner network; optimizer: its Adam optimiser (`Method.extra_state`).
+
+    Until the freeze the model carries hooks bound to this pruner: copy its `state_dict()` into a
+    fresh model rather than deep-copying the model itself.
     """
 
     def __init__(self, model: nn.Module, cfg: SparsityConfig, steps_per_epoch: int, seed: int) -> None:
@@ -220,7 +223,7 @@ class NpnPruner(CampfirePruner):
         self.record: dict[str, dict[str, torch.Tensor]] = {}
         self._logits: list[torch.Tensor] | None = None
         self._gates: list[torch.Tensor] | None = None
-        # The share of each group's filters the final masks remove (the controller's goal).
+        # The share of each group's filters the final masks remove: where the gate budget ends.
         dry = self._engine.compute(
             {n: params[n].detach() for n in self._engine.weight_names}, None, cfg.target_sparsity
         )
