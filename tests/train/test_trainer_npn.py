@@ -12,6 +12,7 @@ from robustsparse.checkpoints import load_checkpoint_with_masks
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_tensors
 from robustsparse.sparsity import verify_structure
+from robustsparse.sparsity.compact import compact_model
 from robustsparse.sparsity.methods.npn import PrunerNetwork
 from robustsparse.train.jobs import dense_job, sparse_job
 from robustsparse.train.trainer import load_job_data, train_job
@@ -60,6 +61,10 @@ def test_npn_resumes_exactly_in_the_joint_phase_and_its_mask_is_the_thresholded_
     with torch.no_grad():
         acc = int((model(images).argmax(1) == labels).sum()) / len(labels)
     assert acc == pytest.approx(meta["clean_acc"], abs=1e-9)
+    small = compact_model(model, masks)  # a thinner plain CNN computing the same function
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        assert torch.allclose(small(images), model(images), atol=1e-4)
     written = json.loads((straight / "meta.json").read_text())["sparsity"]
     assert written["settings"]["npn_hidden"] == 16 and written["settings"]["npn_lr"] == 0.05
     assert written["settings"]["npn_gate"] == "straight_through" and written["settings"]["from_dense"] is True
