@@ -268,6 +268,7 @@ def channel_granularity_masks(
     prev: Mapping[str, torch.Tensor] | None,
     cfg: SparsityConfig,
     target: float,
+    channel_scores: Mapping[str, torch.Tensor] | None = None,
 ) -> MaskResult:
     """Masks for filter / channel: whole channel groups, coupled parameters included.
 
@@ -278,13 +279,17 @@ def channel_granularity_masks(
         param_names: all parameter names of the model (to find biases).
         prev: the current masks (no regrowth) or None.
         cfg / target: settings and the cumulative target now.
+        channel_scores: producer module -> a method's own score per channel (e.g. npn's keep
+            probabilities), used as they are instead of the weight norms (None: the norms).
     """
     result = MaskResult()
     normalize = cfg.allocation == "global"
     scores, n_prev = [], []
     for g in groups:
         w = weights[f"{g.producer}.weight"]
-        if cfg.granularity == "filter":
+        if channel_scores is not None:
+            s = channel_scores[g.producer].detach().float()
+        elif cfg.granularity == "filter":
             s = channel_scores_from_rows(w, cfg.importance, normalize)
         else:
             cols = [_consumer_columns(weights[f"{name}.weight"], g.channels, block) for name, block in g.consumers]

@@ -140,6 +140,12 @@ class SparsityConfig:
             training split), the grid of channel pruning ratios tried per layer (0.1, ..., 0.9),
             the largest accuracy drop a layer's chosen ratio may cost (0.01) and the multiple
             its kept channels are rounded up to (1); null for other methods (methods/hybrid.py).
+        npn_hidden, npn_lambda, npn_gate, npn_lr: `npn`'s pruner network (one MLP per filter
+            group with `npn_hidden` hidden units, 16), the weight lambda of its penalty
+            lambda * (share of open gates - share the schedule allows)^2 (5.0), the gate
+            (`straight_through`: hard 0/1 gates forward, sigmoid gradient backward; `soft`:
+            sigmoid gates) and the pruner network's Adam learning rate (0.01); null for other
+            methods (methods/npn.py).
     """
 
     method: str = "none"
@@ -181,6 +187,10 @@ class SparsityConfig:
     hybrid_ratios: tuple[float, ...] | None = None
     hybrid_tolerance: float | None = None
     hybrid_channel_multiple: int | None = None
+    npn_hidden: int | None = None
+    npn_lambda: float | None = None
+    npn_gate: str | None = None
+    npn_lr: float | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -307,7 +317,7 @@ class SparsityConfig:
     def _check_method(self) -> None:
         """`method` against the registry; fill in the settings the method decides itself."""
         # Imported here: the method modules build pruners, which import these settings.
-        from robustsparse.sparsity.methods import METHOD_NONE, get_method, method_names
+        from robustsparse.sparsity.methods import METHOD_NONE, get_method, list_methods, method_names
 
         _require(
             isinstance(self.method, str) and self.method in method_names(),
@@ -315,26 +325,11 @@ class SparsityConfig:
             self.method,
             "one of " + ", ".join(method_names()),
         )
-        # psconv's settings: checked and filled in by its module (null for every other method)
-        from robustsparse.sparsity.methods.psconv import resolve_psconv_settings
-
-        for key, value in resolve_psconv_settings(self).items():
-            object.__setattr__(self, key, value)
-        # pconv's settings: likewise (methods/pconv.py)
-        from robustsparse.sparsity.methods.pconv import resolve_pconv_settings
-
-        for key, value in resolve_pconv_settings(self).items():
-            object.__setattr__(self, key, value)
-        # drop_pruning's settings, likewise
-        from robustsparse.sparsity.methods.drop_pruning import resolve_drop_pruning_settings
-
-        for key, value in resolve_drop_pruning_settings(self).items():
-            object.__setattr__(self, key, value)
-        # hybrid's settings, likewise (methods/hybrid.py)
-        from robustsparse.sparsity.methods.hybrid import resolve_hybrid_settings
-
-        for key, value in resolve_hybrid_settings(self).items():
-            object.__setattr__(self, key, value)
+        # each method checks its own settings and fills in their defaults (null for the others)
+        for registered in list_methods():
+            if registered.resolve_settings is not None:
+                for key, value in registered.resolve_settings(self).items():
+                    object.__setattr__(self, key, value)
         if self.method == METHOD_NONE:
             return
         method = get_method(self.method)

@@ -53,6 +53,8 @@ def train_one_epoch(
     adversarial_ratio: float = 1.0,
     progress: bool = True,
     desc: str = "train",
+    extra_loss: Callable[[], torch.Tensor | None] | None = None,
+    extra_optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`.
 
@@ -68,6 +70,10 @@ def train_one_epoch(
         adversary: optional function crafting adversarial images for adversarial training;
             the first `adversarial_ratio` share of each batch is replaced by its output.
         progress: show a tqdm bar with running loss and accuracy.
+        extra_loss: a sparsification method's loss term for the forward pass just made (e.g.
+            npn's gate penalty), added to the cross-entropy; it may return None (nothing added).
+        extra_optimizer: the optimiser of a method's own trainable state: zeroed and stepped
+            with `optimizer`.
 
     Returns:
         {"loss": mean training loss, "acc": training accuracy, "steps": steps taken}.
@@ -89,12 +95,19 @@ def train_one_epoch(
         with autocast_for(device, amp):
             logits = model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            term = extra_loss() if extra_loss is not None else None
+            if term is not None:
+                loss = loss + term.float()
         loss_value = loss.item()
         if not math.isfinite(loss_value):  # diverged: stop before this update reaches the weights
             raise TrainingDiverged(f"non-finite training loss ({loss_value})", step + 1)
         optimizer.zero_grad(set_to_none=True)
+        if extra_optimizer is not None:
+            extra_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if extra_optimizer is not None:
+            extra_optimizer.step()
         if scheduler is not None:
             scheduler.step()
         step += 1

@@ -39,7 +39,7 @@ from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loa
 from robustsparse.errors import CheckpointError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
-from robustsparse.sparsity.methods import Pruner, build_pruner
+from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training
 from robustsparse.train.adversarial import make_adversary
 from robustsparse.train.jobs import TrainJob
 from robustsparse.train.loop import loss_and_accuracy, train_one_epoch
@@ -151,6 +151,8 @@ def train_job(
         if sparsity is not None
         else None
     )
+    # a method's own trainable state (its optimiser, held by the pruner) and loss term
+    extra_optimizer, extra_loss = extra_training(sparsity, pruner) if pruner is not None else (None, None)
     optimizer = build_optimizer(model, job.train)
     scheduler = build_scheduler(optimizer, job.train, steps_per_epoch, sparsity=sparsity)
     adversary = make_adversary(job.train.adversarial)
@@ -194,6 +196,8 @@ def train_job(
             adversarial_ratio=job.train.adversarial.ratio,
             progress=progress,
             desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
+            extra_loss=extra_loss,
+            extra_optimizer=extra_optimizer,
         )
         test = loss_and_accuracy(
             model, test_loader, device=device, amp=job.train.amp, channels_last=job.train.channels_last

@@ -44,7 +44,8 @@ def test_registry_declares_campfire_and_random():
     for method in methods.values():
         assert method.when in WHEN_VALUES and "\n" not in method.description and method.description
         assert set(method.granularities) <= set(GRANULARITIES)
-        assert method.extra_state is None and method.loss_term is None
+        # only npn trains state of its own, under a loss term
+        assert (method.extra_state is None and method.loss_term is None) == (method.name != "npn")
     assert methods["campfire"].when == "during_training" and methods["random"].when == "before_training"
     assert get_method("random") is methods["random"]
 
@@ -146,12 +147,23 @@ def test_random_pruner_state_round_trips(tiny_net):
     assert fresh.frozen and same_masks(fresh.masks, pruner.masks)
 
 
-def test_extra_state_or_a_loss_term_is_refused_until_the_trainer_wires_them(tiny_net, monkeypatch):
-    from robustsparse.sparsity.methods import registry
+def test_extra_state_and_a_loss_term_are_handed_to_the_training_loop(tiny_net, monkeypatch):
+    from robustsparse.sparsity.methods import extra_training, registry
 
     build = get_method("campfire").build_pruner
-    toy = Method("toy", "with a loss term", "during_training", ("element",), build, loss_term=lambda *a: 0.0)
+    extra = torch.nn.Parameter(torch.ones(2))
+    toy = Method(
+        "toy",
+        "with a loss term",
+        "during_training",
+        ("element",),
+        build,
+        extra_state=lambda pruner: torch.optim.SGD([extra], lr=0.1),
+        loss_term=lambda pruner: extra.square().sum(),
+    )
     monkeypatch.setitem(registry._METHODS, "toy", toy)
     cfg = SparsityConfig(method="toy", granularity="element", target_sparsity=0.5)
-    with pytest.raises(NotImplementedError, match="'toy'"):
-        build_pruner(tiny_net, cfg, SPE, 0)
+    pruner = build_pruner(tiny_net, cfg, SPE, 0)  # no longer refused
+    optimizer, loss = extra_training(cfg, pruner)
+    assert optimizer.param_groups[0]["params"][0] is extra and float(loss().detach()) == 2.0
+    assert extra_training(random_cfg(), decided(copy.deepcopy(tiny_net), random_cfg())) == (None, None)

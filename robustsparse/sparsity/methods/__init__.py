@@ -8,6 +8,7 @@ Example:
     >>> pruner = method.build_pruner(model, cfg, steps_per_epoch, seed)
 """
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -17,6 +18,7 @@ from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     campfire,
     drop_pruning,
     hybrid,
+    npn,
     pconv,
     psconv,
     random,
@@ -38,6 +40,7 @@ __all__ = [
     "list_methods",
     "method_names",
     "build_pruner",
+    "extra_training",
 ]
 
 
@@ -57,18 +60,29 @@ def build_pruner(
 
     Raises:
         ConfigError: `cfg.method` is not registered.
-        NotImplementedError: the method has extra trainable state or a loss term, which the
-            trainer does not wire in yet (refused rather than silently left out).
         ValueError: the method needs data and `example_batch` is not given.
     """
     method = get_method(cfg.method)
-    if method.extra_state is not None or method.loss_term is not None:
-        raise NotImplementedError(
-            f"method {method.name!r} has extra trainable state or a loss term; the trainer does not wire these in yet"
-        )
     if method.needs_data:
         if example_batch is None:
             raise ValueError(f"method {method.name!r} needs one batch of training data: pass example_batch")
         batch = example_batch() if method.data_examples is None else example_batch(method.data_examples(cfg))
         return method.build_pruner(model, cfg, steps_per_epoch, seed, example_batch=batch)
     return method.build_pruner(model, cfg, steps_per_epoch, seed)
+
+
+def extra_training(
+    cfg: SparsityConfig, pruner: Pruner
+) -> tuple[torch.optim.Optimizer | None, Callable[[], torch.Tensor | None] | None]:
+    """What the training loop adds for `cfg.method` beyond the model's own optimisation.
+
+    Returns:
+        (the optimiser of the method's extra trainable state, held by the pruner: the loop zeroes
+        its gradients with the model's and steps it after every backward pass; a callable giving
+        the extra loss of the latest training forward pass, added to the cross-entropy, None
+        when there is none that step). Either is None when the method has none.
+    """
+    method = get_method(cfg.method)
+    optimizer = method.extra_state(pruner) if method.extra_state is not None else None
+    loss = functools.partial(method.loss_term, pruner) if method.loss_term is not None else None
+    return optimizer, loss

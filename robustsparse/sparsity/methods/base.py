@@ -70,8 +70,17 @@ class Method:
         fixed_settings: settings the method decides itself (e.g. a one-shot schedule at
             step 0 for a method that decides before training); `SparsityConfig` fills them in
             on load, so ids, metadata and the written config show what was used.
-        extra_state: a factory of trainable state beyond the model's weights (None: none).
-        loss_term: a factory of an extra training loss term (None: none).
+        extra_state: `(pruner) -> optimizer` of the method's trainable state beyond the model's
+            weights, held by the pruner (None: none). The training loop zeroes its gradients
+            with the model's and steps it after every backward pass; the parameters and the
+            optimiser state belong in `pruner.state_dict()`, so resume is exact.
+        loss_term: `(pruner) -> tensor or None`, the extra loss of the latest training forward
+            pass, added to the cross-entropy before backward (None that step: nothing added;
+            None as the field: the method has none).
+        resolve_settings: checks the method's own settings (the `<method>_...` fields of
+            `SparsityConfig`) and returns the values to fill in (its defaults); called for every
+            sparsity config, whatever its method, so it also refuses its settings given to another
+            method (one-line `ConfigError`). None: the method has no settings of its own.
         needs_data: the factory takes `example_batch=(inputs, labels)`, one batch of training
             data drawn once by the trainer (e.g. `snip`'s sensitivities; `synflow` reads only
             the inputs' shape). False: the factory never sees data.
@@ -86,6 +95,7 @@ class Method:
     granularities: tuple[str, ...]
     build_pruner: PrunerFactory
     fixed_settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    resolve_settings: Callable[[SparsityConfig], Mapping[str, Any]] | None = None
     extra_state: Callable[..., Any] | None = None
     loss_term: Callable[..., Any] | None = None
     needs_data: bool = False

@@ -309,6 +309,7 @@ DROP_PRUNING = register(
         when="after_training",
         granularities=GRANULARITIES,
         build_pruner=_build,
+        resolve_settings=resolve_drop_pruning_settings,
         fixed_settings={"from_dense": True, "allow_regrowth": False},
     )
 )

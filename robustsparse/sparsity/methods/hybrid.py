@@ -431,6 +431,7 @@ HYBRID = register(
         when="after_training",
         granularities=("element",),
         build_pruner=_build,
+        resolve_settings=resolve_hybrid_settings,
         fixed_settings={"from_dense": True, "initial_sparsity": 0.0, "allow_regrowth": False, "allocation": "uniform"},
         needs_data=True,
         data_examples=lambda cfg: int(cfg.hybrid_examples),

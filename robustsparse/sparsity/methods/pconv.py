@@ -388,6 +388,7 @@ PCONV = register(
         when="during_training",
         granularities=("kernel",),
         build_pruner=_build,
+        resolve_settings=resolve_pconv_settings,
         fixed_settings={"allow_regrowth": False, "allocation": "uniform", "from_dense": True},
     )
 )

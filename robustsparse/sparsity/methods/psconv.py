@@ -224,6 +224,7 @@ PSCONV = register(
         when="before_training",
         granularities=("window",),
         build_pruner=_build,
+        resolve_settings=resolve_psconv_settings,
         fixed_settings={
             "schedule": "one_shot",
             "initial_sparsity": 0.0,
