@@ -12,7 +12,15 @@ from torch import nn
 
 from robustsparse.errors import CheckpointError
 
-__all__ = ["ExportSource", "ExportSummary", "OUTPUT_TOLERANCE", "example_input", "check_outputs", "compact_allowed"]
+__all__ = [
+    "ExportSource",
+    "ExportSummary",
+    "OUTPUT_TOLERANCE",
+    "example_input",
+    "check_outputs",
+    "compact_allowed",
+    "write_checked",
+]
 
 #: the largest output difference an export may show against its checkpoint (float32 logits)
 OUTPUT_TOLERANCE = 1e-5
@@ -94,3 +102,19 @@ def check_outputs(
             f"{what}: outputs differ by {gap:.2e} (> {OUTPUT_TOLERANCE}) after a round trip; not written"
         )
     return gap
+
+
+def write_checked(target: Path, write: Callable[[Path], None], check: Callable[[Path], float]) -> float:
+    """Write a file through `write`, `check` it, and only then put it at `target`; returns the check's value.
+
+    The file is written beside `target` first and renamed into place after the check passes, so a
+    failed or interrupted export leaves nothing at `target` (and no partial file).
+    """
+    partial = target.with_name(target.name + ".partial")
+    try:
+        write(partial)
+        value = check(partial)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return value

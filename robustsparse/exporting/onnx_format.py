@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustsparse.errors import CheckpointError, MissingExtra
-from robustsparse.exporting.base import ExportSource, ExportSummary, check_outputs, example_input
+from robustsparse.errors import MissingExtra
+from robustsparse.exporting.base import ExportSource, ExportSummary, check_outputs, example_input, write_checked
 from robustsparse.exporting.native import compacted
 from robustsparse.sparsity import dense_size_bytes
 
@@ -54,12 +54,12 @@ def export_onnx_file(source: ExportSource, out: Path | None, *, compact: bool = 
     model, what = (compacted(source)[0], "compacted") if compact else (source.model, "masked")
     example = example_input(source.meta)
     target = out if out is not None else source.file.with_name(f"model.{what}.onnx")
-    partial = target.with_name(target.name + ".partial")
-    try:
-        torch.onnx.export(
+    gap = write_checked(
+        target,
+        lambda path: torch.onnx.export(
             model.eval(),
             (example,),
-            str(partial),
+            str(path),
             input_names=["images"],
             output_names=["logits"],
             dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
@@ -67,13 +67,9 @@ def export_onnx_file(source: ExportSource, out: Path | None, *, compact: bool = 
             dynamo=True,
             external_data=False,
             verbose=False,
-        )
-        gap = check_outputs(source.model, onnx_runner(partial), example, f"{source.file}: the onnx export")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    if not target.is_file():
-        raise CheckpointError(f"{target} was not written")
+        ),
+        lambda path: check_outputs(source.model, onnx_runner(path), example, f"{source.file}: the onnx export"),
+    )
     return ExportSummary(
         target,
         "onnx",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from robustsparse.errors import CheckpointError
-from robustsparse.exporting.base import ExportSource, ExportSummary, check_outputs, example_input
+from robustsparse.exporting.base import ExportSource, ExportSummary, check_outputs, example_input, write_checked
 from robustsparse.exporting.native import compacted
 from robustsparse.sparsity import dense_size_bytes
 
@@ -44,15 +44,11 @@ def export_pt2_file(source: ExportSource, out: Path | None, *, compact: bool = F
     example = example_input(source.meta)
     program = export_program(model, example)
     target = out if out is not None else source.file.with_name(f"model.{what}.pt2")
-    partial = target.with_name(target.name + ".partial")
-    try:
-        torch.export.save(program, str(partial))
-        gap = check_outputs(source.model, load_program(partial), example, f"{source.file}: the pt2 export")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    if not target.is_file():
-        raise CheckpointError(f"{target} was not written")
+    gap = write_checked(
+        target,
+        lambda path: torch.export.save(program, str(path)),
+        lambda path: check_outputs(source.model, load_program(path), example, f"{source.file}: the pt2 export"),
+    )
     return ExportSummary(
         target,
         "pt2",
