@@ -37,6 +37,7 @@ from robustsparse.checkpoints import load_checkpoint, read_meta
 from robustsparse.config import config_digest
 from robustsparse.data import DatasetBundle, load_dataset, load_tensors
 from robustsparse.external import is_external, load_external_folder
+from robustsparse.pipeline.claims import Claimed, claim
 
 __all__ = [
     "EvalExamples",
@@ -291,34 +292,53 @@ def collect_results(
         `contract.OUTCOMES` and `contract.SANITY`, and the number of (model, spec)
         evaluations computed in this call.
     """
-    all_rows, all_outcomes, all_flags, computed = [], [], [], 0
+    per_model: dict[Path, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]] = {}
+    computed = 0
     shared = EvalExamples(bundle, settings.n_examples) if bundle is not None else None
     per_dataset: dict[str, EvalExamples] = {}
     # disable=None: bars on terminals only, not in logs or CI output
-    bar = tqdm(model_dirs, desc="attacks", unit="model", disable=None if progress else True, dynamic_ncols=True)
-    for model_dir in bar:
-        folder = _ModelFolder(model_dir, device)  # metadata read once, model loaded at most once
-        meta = folder.meta
-        bar.set_postfix_str(meta["model_id"])
-        examples = shared
-        if examples is None:
-            data_key = config_digest(meta.get("data") or meta.get("dataset"))
-            if data_key not in per_dataset:
-                per_dataset[data_key] = EvalExamples(dataset_of(meta, data_root=data_root), settings.n_examples)
-            examples = per_dataset[data_key]
-        rows, outcomes, n_new = _evaluate_folder(
-            folder, specs, settings, examples=examples, device=device, progress=False
-        )
-        computed += n_new
-        for column in MODEL_COLUMNS:
-            rows[column] = meta.get(column)
-        rows["config_digest"] = meta.get("config_digest")
-        rows["variant"] = meta.get("variant") or ""
-        all_rows.append(rows[RESULTS.names])
-        all_outcomes.append(outcomes.assign(model_id=meta["model_id"])[OUTCOMES.names])
-        if settings.sanity:
-            all_flags.append(_model_sanity(folder, rows, specs, settings, examples, device))
+    bar = tqdm(
+        total=len(model_dirs), desc="attacks", unit="model", disable=None if progress else True, dynamic_ncols=True
+    )
+    # Each model's evaluation is claimed (eval/.claim.lock): a model another process is attacking
+    # is put off to a second pass that waits for it and then reads its cached results.
+    deferred: list[Path] = []
+    for wait, queue in ((False, list(model_dirs)), (True, deferred)):
+        for model_dir in list(queue):
+            folder = _ModelFolder(model_dir, device)  # metadata read once, model loaded at most once
+            meta = folder.meta
+            bar.set_postfix_str(meta["model_id"])
+            examples = shared
+            if examples is None:
+                data_key = config_digest(meta.get("data") or meta.get("dataset"))
+                if data_key not in per_dataset:
+                    per_dataset[data_key] = EvalExamples(dataset_of(meta, data_root=data_root), settings.n_examples)
+                examples = per_dataset[data_key]
+            try:
+                with claim(Path(model_dir) / EVAL_DIR, wait=wait):
+                    rows, outcomes, n_new = _evaluate_folder(
+                        folder, specs, settings, examples=examples, device=device, progress=False
+                    )
+                    flags = _model_sanity(folder, rows, specs, settings, examples, device) if settings.sanity else None
+            except Claimed:
+                deferred.append(model_dir)
+                continue
+            computed += n_new
+            for column in MODEL_COLUMNS:
+                rows[column] = meta.get(column)
+            rows["config_digest"] = meta.get("config_digest")
+            rows["variant"] = meta.get("variant") or ""
+            per_model[Path(model_dir)] = (
+                rows[RESULTS.names],
+                outcomes.assign(model_id=meta["model_id"])[OUTCOMES.names],
+                flags,
+            )
+            bar.update(1)
     bar.close()
+    ordered = [per_model[Path(d)] for d in model_dirs]
+    all_rows = [r for r, _, _ in ordered]
+    all_outcomes = [o for _, o, _ in ordered]
+    all_flags = [f for _, _, f in ordered if f is not None]
     results = cast_for_writing(
         pd.concat(all_rows, ignore_index=True) if all_rows else pd.DataFrame(columns=RESULTS.names), RESULTS
     )

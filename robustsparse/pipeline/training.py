@@ -23,6 +23,7 @@ from robustsparse.checkpoints import read_meta
 from robustsparse.config import ExperimentConfig, config_to_dict
 from robustsparse.data import DatasetBundle
 from robustsparse.errors import CheckpointError, TrainingDiverged
+from robustsparse.pipeline.claims import Claimed, claim
 from robustsparse.train.jobs import TrainJob, experiment_jobs
 from robustsparse.train.trainer import is_finished, load_job_data, train_job
 
@@ -78,45 +79,81 @@ def train_experiment(
     """
     models_root = Path(run_dir) / MODELS_DIR
     jobs = experiment_jobs(cfg)
-    rows = []
+    by_id = {job.model_id: job for job in jobs}
+    rows: dict[str, dict] = {}
     failed: set[str] = set()
+    state = {"bundle": bundle}
     # disable=None: bars on terminals only, not in logs or CI output
-    bar = tqdm(jobs, desc="models", unit="model", disable=None if progress else True, dynamic_ncols=True)
-    for job in bar:
-        bar.set_postfix_str(job.model_id)
-        model_dir = models_root / job.model_id
-        reason = _failed_before(model_dir, job)
-        if reason is not None:
-            meta, status = read_meta(model_dir), STATUS_FAILED
-            log.warning("%s: failed in an earlier run (%s), skipped", job.model_id, reason)
-        elif job.parent_id in failed:
-            reason = f"its parent {job.parent_id} failed"
-            meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
-            log.warning("%s: not trained, %s", job.model_id, reason)
-        elif is_finished(model_dir, job):
-            meta, status = read_meta(model_dir), "found"
-            log.info("%s: finished model found on disk, skipped", job.model_id)
-        else:
-            if bundle is None:  # load the data only when something needs training
-                bundle = load_experiment_data(cfg)
+    bar = tqdm(total=len(jobs), desc="models", unit="model", disable=None if progress else True, dynamic_ncols=True)
+    # First pass: every job nobody else holds. Second pass: the jobs another process (or a parent
+    # it holds) kept busy, waiting for each claim in turn; most are then found finished.
+    deferred: list[TrainJob] = []
+    for wait, queue in ((False, jobs), (True, deferred)):
+        for job in list(queue):
+            bar.set_postfix_str(job.model_id)
+            parent = by_id.get(job.parent_id) if job.parent_id is not None else None
+            if not wait and parent is not None and parent.model_id not in failed and parent.model_id not in rows:
+                deferred.append(job)  # its parent is being trained elsewhere
+                continue
             try:
-                meta = train_job(
-                    job, model_dir, device=device, bundle=bundle, models_root=models_root, progress=progress
-                )
-                status = "trained"
-            except TrainingDiverged as exc:
-                reason = str(exc)
-                meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
-                kept = "last good epoch kept in " + str(model_dir / RESUME_STATE_FILE)
-                if not (model_dir / RESUME_STATE_FILE).is_file():
-                    kept = "no epoch finished"
-                log.error("%s: %s; model marked failed (%s), the rest of the grid goes on", job.model_id, reason, kept)
-        if status == STATUS_FAILED:
-            failed.add(job.model_id)
-        row = {k: meta.get(k) for k in SUMMARY_COLUMNS if k not in ("status", "failure")}
-        rows.append({**row, "status": status, "failure": meta.get("failure") or ""})
+                with claim(models_root / job.model_id, wait=wait):
+                    row, status = _settle(
+                        cfg, job, parent, models_root, failed, state, device=device, progress=progress
+                    )
+            except Claimed:
+                deferred.append(job)
+                continue
+            if status == STATUS_FAILED:
+                failed.add(job.model_id)
+            rows[job.model_id] = row
+            bar.update(1)
     bar.close()
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return pd.DataFrame([rows[job.model_id] for job in jobs], columns=SUMMARY_COLUMNS)
+
+
+def _settle(
+    cfg: ExperimentConfig,
+    job: TrainJob,
+    parent: TrainJob | None,
+    models_root: Path,
+    failed: set[str],
+    state: dict,
+    *,
+    device: torch.device,
+    progress: bool,
+) -> tuple[dict, str]:
+    """Find, fail or train one model (its claim held); return its summary row and status."""
+    model_dir = models_root / job.model_id
+    reason = _failed_before(model_dir, job)
+    if reason is not None:
+        meta, status = read_meta(model_dir), STATUS_FAILED
+        log.warning("%s: failed in an earlier run (%s), skipped", job.model_id, reason)
+    elif parent is not None and (
+        parent.model_id in failed or _failed_before(models_root / parent.model_id, parent) is not None
+    ):  # failed here, or in another process working on this folder
+        reason = f"its parent {job.parent_id} failed"
+        meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
+        log.warning("%s: not trained, %s", job.model_id, reason)
+    elif is_finished(model_dir, job):
+        meta, status = read_meta(model_dir), "found"
+        log.info("%s: finished model found on disk, skipped", job.model_id)
+    else:
+        if state["bundle"] is None:  # load the data only when something needs training
+            state["bundle"] = load_experiment_data(cfg)
+        try:
+            meta = train_job(
+                job, model_dir, device=device, bundle=state["bundle"], models_root=models_root, progress=progress
+            )
+            status = "trained"
+        except TrainingDiverged as exc:
+            reason = str(exc)
+            meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
+            kept = "last good epoch kept in " + str(model_dir / RESUME_STATE_FILE)
+            if not (model_dir / RESUME_STATE_FILE).is_file():
+                kept = "no epoch finished"
+            log.error("%s: %s; model marked failed (%s), the rest of the grid goes on", job.model_id, reason, kept)
+    row = {k: meta.get(k) for k in SUMMARY_COLUMNS if k not in ("status", "failure")}
+    return {**row, "status": status, "failure": meta.get("failure") or ""}, status
 
 
 def failed_reason(model_dir: str | Path) -> str | None:
