@@ -1,0 +1,62 @@
+"""The methods table of benchmarks/RESULTS.md from a finished run folder (e.g. configs/cifar10-methods.yaml).
+
+    .venv/bin/python benchmarks/methods_table.py runs/cifar10-methods
+
+One row per model: achieved sparsity, effective MACs (share of dense), clean accuracy and FGSM /
+PGD-10 robust accuracy at 2/255 and 8/255 with 95% Wilson intervals (on the run's attack
+examples), training time and total training epochs, as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reports.load import load_meta, load_results  # noqa: E402
+
+COLUMNS = [("clean", "0"), ("fgsm", "2/255"), ("fgsm", "8/255"), ("pgd", "2/255"), ("pgd", "8/255")]
+
+
+def _cell(row: pd.Series) -> str:
+    return f"{100 * row['accuracy']:.1f} [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+
+
+def methods_table(run_dir: str | Path) -> str:
+    """The Markdown table of one run, models in the run's order (dense first)."""
+    results = load_results(run_dir)
+    meta = load_meta(run_dir).set_index("model_id")
+    steps = results["steps"].fillna(10)
+    header = ["model", "method", "achieved sparsity", "effective MACs (of dense)"]
+    header += ["clean" if a == "clean" else f"{a.upper()}{'-10' if a == 'pgd' else ''} {e}" for a, e in COLUMNS]
+    header += ["training (s)", "epochs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model_id in dict.fromkeys(results["model_id"]):
+        rows = results[(results["model_id"] == model_id) & ((results["attack"] != "pgd") | (steps == 10))]
+        m = meta.loc[model_id]
+        cells = [
+            model_id,
+            str(m["method"]),
+            f"{m['achieved_sparsity']:.3f}",
+            f"{m['effective_macs'] / m['dense_macs']:.2f}",
+        ]
+        for attack, eps in COLUMNS:
+            hit = rows[(rows["attack"] == attack) & (rows["eps_label"] == eps)]
+            cells.append(_cell(hit.iloc[0]) if len(hit) else "-")
+        cells += [f"{m['train_seconds']:.0f}", str(int(m["total_epochs"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    print(methods_table(parser.parse_args().run_dir))
+
+
+if __name__ == "__main__":
+    main()
