@@ -19,20 +19,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reports.load import load_meta, load_results  # noqa: E402
 
-COLUMNS = [("clean", "0"), ("fgsm", "2/255"), ("fgsm", "8/255"), ("pgd", "2/255"), ("pgd", "8/255")]
+DEFAULT_EPS = ("2/255", "8/255")
+
+
+def _columns(eps: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [("clean", "0")] + [(attack, e) for attack in ("fgsm", "pgd") for e in eps]
 
 
 def _cell(row: pd.Series) -> str:
     return f"{100 * row['accuracy']:.1f} [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
 
 
-def methods_table(run_dir: str | Path) -> str:
-    """The Markdown table of one run, models in the run's order (dense first)."""
+def methods_table(run_dir: str | Path, eps: tuple[str, ...] = DEFAULT_EPS) -> str:
+    """The Markdown table of one run, models in the run's order (dense first), FGSM and PGD-10 at `eps`."""
+    columns = _columns(eps)
     results = load_results(run_dir)
     meta = load_meta(run_dir).set_index("model_id")
     steps = results["steps"].fillna(10)
     header = ["model", "method", "achieved sparsity", "effective MACs (of dense)"]
-    header += ["clean" if a == "clean" else f"{a.upper()}{'-10' if a == 'pgd' else ''} {e}" for a, e in COLUMNS]
+    header += ["clean" if a == "clean" else f"{a.upper()}{'-10' if a == 'pgd' else ''} {e}" for a, e in columns]
     header += ["training (s)", "epochs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model_id in dict.fromkeys(results["model_id"]):
@@ -44,8 +49,8 @@ def methods_table(run_dir: str | Path) -> str:
             f"{m['achieved_sparsity']:.3f}",
             f"{m['effective_macs'] / m['dense_macs']:.2f}",
         ]
-        for attack, eps in COLUMNS:
-            hit = rows[(rows["attack"] == attack) & (rows["eps_label"] == eps)]
+        for attack, label in columns:
+            hit = rows[(rows["attack"] == attack) & (rows["eps_label"] == label)]
             cells.append(_cell(hit.iloc[0]) if len(hit) else "-")
         cells += [f"{m['train_seconds']:.0f}", str(int(m["total_epochs"]))]
         lines.append("| " + " | ".join(cells) + " |")
@@ -55,7 +60,9 @@ def methods_table(run_dir: str | Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
-    print(methods_table(parser.parse_args().run_dir))
+    parser.add_argument("--eps", default=",".join(DEFAULT_EPS), help="eps of the FGSM and PGD-10 columns")
+    args = parser.parse_args()
+    print(methods_table(args.run_dir, tuple(e.strip() for e in args.eps.split(","))))
 
 
 if __name__ == "__main__":
