@@ -74,14 +74,21 @@ def make_loaders(
 class ShardSampler(Sampler[int]):
     """One rank's share of the single-process shuffle, for a distributed training.
 
-    Epoch `e`'s order is the permutation the single-process train loader of `make_loaders` draws
-    when its generator is seeded `seed + e` (what the trainer does every epoch): the loader takes one
-    int64 from its generator (the workers' base seed) and its RandomSampler then draws
-    `randperm(n)`. Rank `r` of `W` takes positions r, r + W, r + 2W, ... of it, so step k's batches
-    of all ranks, `b` examples each, are together positions [k*b*W, (k+1)*b*W): the single process's
-    batch k at batch size b*W. When `n` is not a multiple of `W` the order is padded with its first
+    Epoch `e`'s order is the permutation the trainer's single-process train loader yields when its
+    generator is seeded `seed + e` (what the trainer does every epoch). That loader's generator gives
+    one int64 (the workers' base seed) every time the loader is iterated, and the training loop's
+    progress bar iterates it twice (`tqdm.auto` takes an iterator when it is built, and another
+    when it is looped over): `DRAWS_BEFORE_SHUFFLE`; its RandomSampler then draws `randperm(n)`.
+    The test of torchrun against one process pins this down.
+
+    Rank `r` of `W` takes positions r, r + W, r + 2W, ... of that order, so step k's batches of all
+    ranks, `b` examples each, are together positions [k*b*W, (k+1)*b*W): the single process's batch
+    k at batch size b*W. When `n` is not a multiple of `W` the order is padded with its first
     examples (as DistributedSampler does) so every rank takes the same number of steps.
     """
+
+    #: int64 draws the single-process loader's generator makes before its shuffle (see above)
+    DRAWS_BEFORE_SHUFFLE = 2
 
     def __init__(self, n: int, *, rank: int, world_size: int, seed: int) -> None:
         self.n, self.rank, self.world_size, self.seed = int(n), int(rank), int(world_size), int(seed)
@@ -94,7 +101,8 @@ class ShardSampler(Sampler[int]):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        torch.empty((), dtype=torch.int64).random_(generator=generator)  # the draw DataLoader takes first
+        for _ in range(self.DRAWS_BEFORE_SHUFFLE):
+            torch.empty((), dtype=torch.int64).random_(generator=generator)
         order = torch.randperm(self.n, generator=generator).tolist()
         order += order[: self.per_rank * self.world_size - self.n]
         return iter(order[self.rank :: self.world_size])
