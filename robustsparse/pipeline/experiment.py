@@ -33,6 +33,7 @@ from robustsparse.pipeline.training import (
 )
 from robustsparse.train.distributed import DistContext
 from robustsparse.train.jobs import experiment_jobs
+from robustsparse.train.trainer import refuse_under_torchrun
 
 __all__ = ["RunSummary", "attack_experiment", "run_experiment", "prepare_distributed"]
 
@@ -116,7 +117,13 @@ def attack_experiment(
 def prepare_distributed(
     cfg: ExperimentConfig, run_dir: str | Path, *, restart: bool, distributed: DistContext
 ) -> tuple[DatasetBundle, Path]:
-    """The dataset and the run folder under torchrun: rank 0 loads (downloads) and writes first."""
+    """The dataset and the run folder under torchrun: rank 0 loads (downloads) and writes first.
+
+    Raises:
+        ConfigError: a method of the grid cannot train under torchrun (before anything is written).
+    """
+    for entry in cfg.sparsity:
+        refuse_under_torchrun(entry.method)
     with distributed.main_first():
         bundle = load_experiment_data(cfg)
         if distributed.is_main:

@@ -46,7 +46,7 @@ from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loa
 from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
-from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training
+from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method
 from robustsparse.train.adversarial import make_adversary
 from robustsparse.train.distributed import DistContext, all_reduce_sums, broadcast_buffers, check_masks_agree
 from robustsparse.train.jobs import TrainJob
@@ -55,7 +55,7 @@ from robustsparse.train.optim import build_optimizer, build_scheduler
 from robustsparse.utils.atomic import torch_save_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
-__all__ = ["train_job", "is_finished", "load_job_data"]
+__all__ = ["train_job", "is_finished", "load_job_data", "refuse_under_torchrun"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,22 @@ def load_job_data(data: DataConfig) -> DatasetBundle:
     if data.train_examples is not None:
         bundle = replace(bundle, train=eval_subset(bundle.train, data.train_examples))
     return bundle
+
+
+def refuse_under_torchrun(method: str) -> None:
+    """Refuse, with one line, a method whose training torchrun cannot keep identical on every rank.
+
+    A method with trainable state of its own (npn's pruner network) keeps it outside
+    DistributedDataParallel: each rank would train its own copy, and the masks would drift apart.
+
+    Raises:
+        ConfigError: `method` has such state.
+    """
+    if method != "none" and get_method(method).extra_state is not None:
+        raise ConfigError(
+            f"method {method!r} trains state of its own, which torchrun does not synchronise; "
+            "train it in one process (robustsparse train without torchrun)"
+        )
 
 
 def is_finished(model_dir: Path, job: TrainJob) -> bool:
@@ -179,11 +195,7 @@ def train_job(
     # a method's own trainable state (its optimiser, held by the pruner) and loss term
     extra_optimizer, extra_loss = extra_training(sparsity, pruner) if pruner is not None else (None, None)
     if world > 1 and extra_optimizer is not None:
-        # its parameters are outside DistributedDataParallel: each rank would train its own copy
-        raise ConfigError(
-            f"method {job.method!r} trains state of its own, which torchrun does not synchronise; "
-            "train it in one process (robustsparse train without torchrun)"
-        )
+        refuse_under_torchrun(job.method)
     optimizer = build_optimizer(model, job.train)
     scheduler = build_scheduler(optimizer, job.train, steps_per_epoch, sparsity=sparsity)
     adversary = make_adversary(job.train.adversarial)

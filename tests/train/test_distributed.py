@@ -275,7 +275,7 @@ def test_masks_digest_tells_one_flipped_bit_and_one_renamed_mask():
 
 
 def test_a_method_with_trainable_state_of_its_own_is_refused_under_torchrun(tmp_path):
-    from robustsparse.train.jobs import sparse_job
+    from robustsparse.train.jobs import dense_job, sparse_job
     from robustsparse.train.trainer import train_job
 
     cfg = config_from_dict(
@@ -283,11 +283,19 @@ def test_a_method_with_trainable_state_of_its_own_is_refused_under_torchrun(tmp_
             "name": "t",
             "data": {"train_examples": 64},
             "train": {"epochs": 1, "batch_size": 32},
-            "sparsity": {"method": "npn", "granularity": "filter", "target_sparsity": 0.5, "from_dense": False},
+            "sparsity": {"method": "npn", "granularity": "filter", "target_sparsity": 0.5, "end_epoch": 1},
         }
     )
+    cpu = torch.device("cpu")
+    train_job(dense_job(cfg, 0), tmp_path / "dense-s0", device=cpu, progress=False)  # npn starts from it
     job = sparse_job(cfg, cfg.sparsity[0], 0)
     rank0_of_2 = DistContext(rank=0, world_size=2, local_rank=0)  # refused before any collective is needed
     with pytest.raises(ConfigError, match="method 'npn' trains state of its own, which torchrun does not synchronise"):
-        train_job(job, tmp_path / "m", device=torch.device("cpu"), progress=False, distributed=rank0_of_2)
-    assert not any((tmp_path / "m").iterdir())  # nothing written
+        train_job(job, tmp_path / job.model_id, device=cpu, progress=False, distributed=rank0_of_2)
+    assert not any((tmp_path / job.model_id).iterdir())  # nothing written
+    # the command line refuses it before anything is written (no run folder, no dense parent)
+    from robustsparse.pipeline.experiment import prepare_distributed
+
+    with pytest.raises(ConfigError, match="method 'npn' trains state of its own"):
+        prepare_distributed(cfg, tmp_path / "run", restart=False, distributed=rank0_of_2)
+    assert not (tmp_path / "run").exists()
