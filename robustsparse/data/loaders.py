@@ -79,7 +79,9 @@ class ShardSampler(Sampler[int]):
     one int64 (the workers' base seed) every time the loader is iterated, and the training loop's
     progress bar iterates it twice (`tqdm.auto` takes an iterator when it is built, and another
     when it is looped over): `DRAWS_BEFORE_SHUFFLE`; its RandomSampler then draws `randperm(n)`.
-    The test of torchrun against one process pins this down.
+    The test of torchrun against one process pins this down. With `num_workers > 0` the
+    single-process loader keeps its workers between epochs and draws differently: the ranks then
+    still take a seeded, resumable shuffle, only not the one-process order.
 
     Rank `r` of `W` takes positions r, r + W, r + 2W, ... of that order, so step k's batches of all
     ranks, `b` examples each, are together positions [k*b*W, (k+1)*b*W): the single process's batch
