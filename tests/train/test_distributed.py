@@ -315,3 +315,33 @@ def test_a_method_with_trainable_state_of_its_own_is_refused_under_torchrun(tmp_
     with pytest.raises(ConfigError, match="method 'npn' trains state of its own"):
         prepare_distributed(cfg, tmp_path / "run", restart=False, distributed=rank0_of_2)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_every_method_but_npn_trains_under_torchrun_with_masks_agreeing(tmp_path):
+    """~20 s: every mask update of every method is checked across the 2 ranks (a mismatch fails the run)."""
+    gradual = {"granularity": "element", "target_sparsity": 0.7, "from_dense": True, "start_epoch": 0, "end_epoch": 2}
+    settings = {
+        "name": "ddp-methods",
+        "data": {"dataset": "digits", "train_examples": 320, "test_examples": 100},
+        "model": {"arch": "small_cnn"},
+        "train": {"epochs": 3, "batch_size": 64, "lr": 0.05},
+        "sparsity": [
+            {**gradual, "method": ["campfire", "random", "snip", "synflow", "drop_pruning", "hybrid"]},
+            {**gradual, "method": "psconv", "granularity": "window"},
+            {**gradual, "method": "pconv", "granularity": "kernel"},
+            {**gradual, "method": "campfire", "granularity": "filter", "allow_regrowth": True},
+        ],
+    }
+    config = tmp_path / "methods.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    logs = tmp_path / "logs"
+    proc = _torchrun(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"], logs)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, (
+        out[-3000:] + _rank_log(logs, 0, "stderr")[-3000:] + _rank_log(logs, 1, "stderr")[-3000:]
+    )
+    summary = _rank_log(logs, 0, "stdout")
+    for method in ["campfire", "random", "snip", "synflow", "drop_pruning", "hybrid", "psconv", "pconv"]:
+        assert f"{method}-" in summary
+    assert summary.count(" trained") == 11 and "failed to train" not in summary  # 2 dense + 9 sparse, none failed
