@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -218,8 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: bool) -> None:
+    # under torchrun only rank 0 tells what happens; the other ranks say only what goes wrong
+    other_rank = os.environ.get("RANK", "0").strip() not in ("", "0")
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.WARNING if other_rank else logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
@@ -232,16 +235,42 @@ def _load_cfg(args: argparse.Namespace):
     return load_config(args.config, args.overrides)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from robustsparse.pipeline import default_run_dir, load_experiment_data, prepare_run_dir, train_experiment
-    from robustsparse.pipeline.training import STATUS_FAILED
+def _device_and_ranks(args: argparse.Namespace):
+    """The device, and the torchrun context (process group joined) when started by torchrun, else None."""
+    from robustsparse.train.distributed import DistContext
     from robustsparse.utils.runtime import resolve_device
 
-    cfg = _load_cfg(args)
     device = resolve_device(args.device)
-    bundle = load_experiment_data(cfg)  # a missing dataset fails here, before anything is written
-    run_dir = prepare_run_dir(cfg, args.out or default_run_dir(cfg), restart=args.restart)
-    summary = train_experiment(cfg, run_dir, device=device, bundle=bundle, progress=not args.no_progress)
+    distributed = DistContext.from_env()
+    if distributed is None:
+        return device, None
+    device = distributed.device(device)
+    distributed.init(device)
+    return device, distributed
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from robustsparse.pipeline import default_run_dir, load_experiment_data, prepare_run_dir, train_experiment
+    from robustsparse.pipeline.experiment import prepare_distributed
+    from robustsparse.pipeline.training import STATUS_FAILED
+
+    cfg = _load_cfg(args)
+    device, distributed = _device_and_ranks(args)
+    try:
+        run_dir = args.out or default_run_dir(cfg)
+        if distributed is None:
+            bundle = load_experiment_data(cfg)  # a missing dataset fails here, before anything is written
+            run_dir = prepare_run_dir(cfg, run_dir, restart=args.restart)
+        else:
+            bundle, run_dir = prepare_distributed(cfg, run_dir, restart=args.restart, distributed=distributed)
+        summary = train_experiment(
+            cfg, run_dir, device=device, bundle=bundle, progress=not args.no_progress, distributed=distributed
+        )
+    finally:
+        if distributed is not None:
+            distributed.close()
+    if distributed is not None and not distributed.is_main:
+        return 0
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     n_failed = int((summary["status"] == STATUS_FAILED).sum())
     if n_failed:
@@ -252,18 +281,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustsparse.pipeline import default_run_dir, run_experiment
-    from robustsparse.utils.runtime import resolve_device
 
     cfg = _load_cfg(args)
-    device = resolve_device(args.device)
-    summary = run_experiment(
-        cfg,
-        args.out or default_run_dir(cfg),
-        device=device,
-        restart=args.restart,
-        progress=not args.no_progress,
-        report=not args.no_report,
-    )
+    device, distributed = _device_and_ranks(args)
+    try:
+        summary = run_experiment(
+            cfg,
+            args.out or default_run_dir(cfg),
+            device=device,
+            restart=args.restart,
+            progress=not args.no_progress,
+            report=not args.no_report,
+            distributed=distributed,
+        )
+    finally:
+        if distributed is not None:
+            distributed.close()
+    if distributed is not None and not distributed.is_main:
+        return 0  # rank 0 attacks, reports and prints
     print(summary.headline().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     failed = summary.failed()
     for row in failed.itertuples(index=False):

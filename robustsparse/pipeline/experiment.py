@@ -31,9 +31,11 @@ from robustsparse.pipeline.training import (
     load_experiment_data,
     train_experiment,
 )
+from robustsparse.train.distributed import DistContext
 from robustsparse.train.jobs import experiment_jobs
+from robustsparse.train.trainer import refuse_under_torchrun
 
-__all__ = ["RunSummary", "attack_experiment", "run_experiment"]
+__all__ = ["RunSummary", "attack_experiment", "run_experiment", "prepare_distributed"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,23 @@ def attack_experiment(
     return results, computed
 
 
+def prepare_distributed(
+    cfg: ExperimentConfig, run_dir: str | Path, *, restart: bool, distributed: DistContext
+) -> tuple[DatasetBundle, Path]:
+    """The dataset and the run folder under torchrun: rank 0 loads (downloads) and writes first.
+
+    Raises:
+        ConfigError: a method of the grid cannot train under torchrun (before anything is written).
+    """
+    for entry in cfg.sparsity:
+        refuse_under_torchrun(entry.method)
+    with distributed.main_first():
+        bundle = load_experiment_data(cfg)
+        if distributed.is_main:
+            run_dir = prepare_run_dir(cfg, run_dir, restart=restart)
+    return bundle, Path(run_dir)
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     run_dir: str | Path,
@@ -120,12 +139,22 @@ def run_experiment(
     restart: bool = False,
     progress: bool = True,
     report: bool = True,
+    distributed: DistContext | None = None,
 ) -> RunSummary:
-    """Train, attack and report one experiment into `run_dir` (resuming whatever is on disk)."""
+    """Train, attack and report one experiment into `run_dir` (resuming whatever is on disk).
+
+    Under torchrun (`distributed` with a world size > 1) all ranks train every model together;
+    rank 0 alone then attacks and reports, and the other ranks return a summary with no results.
+    """
     started = time.perf_counter()
-    bundle = load_experiment_data(cfg)  # before anything is written: a missing dataset leaves no trace
-    run_dir = prepare_run_dir(cfg, run_dir, restart=restart)
-    models = train_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress)
+    if distributed is None or distributed.world_size == 1:
+        bundle = load_experiment_data(cfg)  # before anything is written: a missing dataset leaves no trace
+        run_dir = prepare_run_dir(cfg, run_dir, restart=restart)
+    else:
+        bundle, run_dir = prepare_distributed(cfg, run_dir, restart=restart, distributed=distributed)
+    models = train_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress, distributed=distributed)
+    if distributed is not None and not distributed.is_main:
+        return RunSummary(run_dir, models, pd.DataFrame(), None, 0, 0, time.perf_counter() - started)
     results, computed = attack_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress)
     report_path = None
     if report:

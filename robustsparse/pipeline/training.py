@@ -6,11 +6,17 @@ and marked failed: its folder keeps the last good epoch's state (`last.pt`) and 
 `meta.json` with `status: failed` and the reason, so the attack sweep and the report leave it out
 and a rerun does not train it again; the models that start from it fail with it, the rest of
 the grid goes on.
+
+Under torchrun (`distributed` with a world size > 1) all ranks train the models one after another,
+together: rank 0 alone takes each model's claim (waiting for it: another process on the folder
+finishes its model first) and writes; every rank then reads the same folder state between two
+barriers, so they all decide alike whether a model is found, failed or to be trained.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +30,7 @@ from robustsparse.config import ExperimentConfig, config_to_dict
 from robustsparse.data import DatasetBundle
 from robustsparse.errors import CheckpointError, TrainingDiverged
 from robustsparse.pipeline.claims import Claimed, claim
+from robustsparse.train.distributed import DistContext
 from robustsparse.train.jobs import TrainJob, experiment_jobs
 from robustsparse.train.trainer import is_finished, load_job_data, train_job
 
@@ -63,6 +70,7 @@ def train_experiment(
     device: torch.device,
     bundle: DatasetBundle | None = None,
     progress: bool = True,
+    distributed: DistContext | None = None,
 ) -> pd.DataFrame:
     """Train (or find finished) every model of `cfg`; return one summary row per model.
 
@@ -72,6 +80,7 @@ def train_experiment(
         device: where to train.
         bundle: the loaded dataset (default: loaded when a model needs training).
         progress: show progress bars.
+        distributed: this process's rank under torchrun (process group joined), or None.
 
     Returns:
         DataFrame with SUMMARY_COLUMNS; `status` is `trained`, `found` (skipped, already on
@@ -83,6 +92,10 @@ def train_experiment(
     rows: dict[str, dict] = {}
     failed: set[str] = set()
     state = {"bundle": bundle}
+    if distributed is not None and distributed.world_size > 1:
+        return _train_together(
+            cfg, jobs, by_id, models_root, state, device=device, progress=progress, distributed=distributed
+        )
     # disable=None: bars on terminals only, not in logs or CI output
     bar = tqdm(total=len(jobs), desc="models", unit="model", disable=None if progress else True, dynamic_ncols=True)
     # First pass: every job nobody else holds. Second pass: the jobs another process (or a parent
@@ -111,6 +124,35 @@ def train_experiment(
     return pd.DataFrame([rows[job.model_id] for job in jobs], columns=SUMMARY_COLUMNS)
 
 
+def _train_together(
+    cfg: ExperimentConfig,
+    jobs: list[TrainJob],
+    by_id: dict[str, TrainJob],
+    models_root: Path,
+    state: dict,
+    *,
+    device: torch.device,
+    progress: bool,
+    distributed: DistContext,
+) -> pd.DataFrame:
+    """`train_experiment` under torchrun: every job in order, all ranks at once (see the module)."""
+    rows: dict[str, dict] = {}
+    failed: set[str] = set()
+    for job in jobs:
+        parent = by_id.get(job.parent_id) if job.parent_id is not None else None
+        holder = claim(models_root / job.model_id, wait=True) if distributed.is_main else nullcontext()
+        with holder:
+            distributed.barrier()  # rank 0 holds the claim: the folder is settled for everyone to read
+            row, status = _settle(
+                cfg, job, parent, models_root, failed, state, device=device, progress=progress, distributed=distributed
+            )
+            distributed.barrier()  # everything rank 0 wrote is there before anyone reads the next job
+        if status == STATUS_FAILED:
+            failed.add(job.model_id)
+        rows[job.model_id] = row
+    return pd.DataFrame([rows[job.model_id] for job in jobs], columns=SUMMARY_COLUMNS)
+
+
 def _settle(
     cfg: ExperimentConfig,
     job: TrainJob,
@@ -121,6 +163,7 @@ def _settle(
     *,
     device: torch.device,
     progress: bool,
+    distributed: DistContext | None = None,
 ) -> tuple[dict, str]:
     """Find, fail or train one model (its claim held); return its summary row and status."""
     model_dir = models_root / job.model_id
@@ -132,7 +175,10 @@ def _settle(
         parent.model_id in failed or _failed_before(models_root / parent.model_id, parent) is not None
     ):  # failed here, or in another process working on this folder
         reason = f"its parent {job.parent_id} failed"
-        meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
+        meta, status = (
+            _mark_failed(model_dir, job, reason, write=distributed is None or distributed.is_main),
+            STATUS_FAILED,
+        )
         log.warning("%s: not trained, %s", job.model_id, reason)
     elif is_finished(model_dir, job):
         meta, status = read_meta(model_dir), "found"
@@ -142,12 +188,24 @@ def _settle(
             state["bundle"] = load_experiment_data(cfg)
         try:
             meta = train_job(
-                job, model_dir, device=device, bundle=state["bundle"], models_root=models_root, progress=progress
+                job,
+                model_dir,
+                device=device,
+                bundle=state["bundle"],
+                models_root=models_root,
+                progress=progress,
+                distributed=distributed,
             )
             status = "trained"
         except TrainingDiverged as exc:
             reason = str(exc)
-            meta, status = _mark_failed(model_dir, job, reason), STATUS_FAILED
+            # under torchrun, weights gone non-finite stop every rank at the same step (DDP keeps them
+            # alike); a non-finite loss on one rank's batch alone stops that rank only, and the
+            # collectives of the others then fail: torchrun ends the job, last.pt is kept
+            meta, status = (
+                _mark_failed(model_dir, job, reason, write=distributed is None or distributed.is_main),
+                STATUS_FAILED,
+            )
             kept = "last good epoch kept in " + str(model_dir / RESUME_STATE_FILE)
             if not (model_dir / RESUME_STATE_FILE).is_file():
                 kept = "no epoch finished"
@@ -176,8 +234,10 @@ def _failed_before(model_dir: Path, job: TrainJob) -> str | None:
     return reason
 
 
-def _mark_failed(model_dir: Path, job: TrainJob, reason: str) -> dict:
+def _mark_failed(model_dir: Path, job: TrainJob, reason: str, *, write: bool = True) -> dict:
     """Write the failed model's meta.json (what it is, `status: failed`, why) and return it.
+
+    `write=False` (a rank other than 0 under torchrun) only returns it.
 
     No model.pt is written, so nothing can load or attack it; the fields the report needs to
     name the model are there.
@@ -201,6 +261,7 @@ def _mark_failed(model_dir: Path, job: TrainJob, reason: str) -> dict:
         "config_digest": job.digest,
         "train": config_to_dict(job.train),
     }
-    model_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(model_dir / META_FILE, meta)
+    if write:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(model_dir / META_FILE, meta)
     return meta

@@ -76,7 +76,8 @@ def train_one_epoch(
             with `optimizer`.
 
     Returns:
-        {"loss": mean training loss, "acc": training accuracy, "steps": steps taken}.
+        {"loss": mean training loss, "acc": training accuracy, "steps": steps taken, and the sums
+        behind them for an exact reduction over ranks: "loss_sum" (loss x examples), "correct", "n"}.
 
     Raises:
         TrainingDiverged: a batch's loss, or a weight at the end of the epoch, is not finite.
@@ -123,7 +124,14 @@ def train_one_epoch(
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise TrainingDiverged(f"non-finite weights in {name}", step)
-    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "steps": step - start_step}
+    return {
+        "loss": total_loss / max(seen, 1),
+        "acc": correct / max(seen, 1),
+        "steps": step - start_step,
+        "loss_sum": total_loss,
+        "correct": correct,
+        "n": seen,
+    }
 
 
 @torch.no_grad()
@@ -138,7 +146,8 @@ def loss_and_accuracy(
     """Loss and accuracy over `loader`, in eval mode; the model's previous mode is restored.
 
     Returns:
-        {"loss": mean cross-entropy, "acc": accuracy, "n": number of examples}.
+        {"loss": mean cross-entropy, "acc": accuracy, "n": number of examples, and the sums
+        "loss_sum" (summed cross-entropy) and "correct", for an exact reduction over ranks}.
     """
     was_training = model.training
     model.eval()
@@ -153,4 +162,10 @@ def loss_and_accuracy(
             seen += len(labels)
     finally:
         model.train(was_training)
-    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "n": seen}
+    return {
+        "loss": total_loss / max(seen, 1),
+        "acc": correct / max(seen, 1),
+        "n": seen,
+        "loss_sum": total_loss,
+        "correct": correct,
+    }

@@ -10,6 +10,12 @@ Model folder layout (design.md):
 Every epoch ends with an atomic `last.pt`, so a run killed at any moment restarts from the
 last finished epoch and, because every epoch reseeds its randomness from (seed, epoch), ends
 with the same weights and masks as an uninterrupted run.
+
+Under torchrun (`distributed` given, world size > 1) every rank runs `train_job` together: the model
+is wrapped in DistributedDataParallel, each rank trains on its share of every global batch
+(`make_loaders`), computes the masks itself and checks them against the other ranks' after every
+mask update and every epoch (`check_masks_agree`), metrics are summed over the ranks, and rank 0
+alone writes the files above while the others wait at a barrier. See `robustsparse.train.distributed`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from reports.atomic import write_csv_atomic
@@ -36,18 +43,19 @@ from robustsparse.checkpoints import (
 )
 from robustsparse.config import DataConfig, config_to_dict
 from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loaders
-from robustsparse.errors import CheckpointError
+from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
-from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training
+from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method
 from robustsparse.train.adversarial import make_adversary
+from robustsparse.train.distributed import DistContext, all_reduce_sums, broadcast_buffers, check_masks_agree
 from robustsparse.train.jobs import TrainJob
 from robustsparse.train.loop import loss_and_accuracy, train_one_epoch
 from robustsparse.train.optim import build_optimizer, build_scheduler
 from robustsparse.utils.atomic import torch_save_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
-__all__ = ["train_job", "is_finished", "load_job_data"]
+__all__ = ["train_job", "is_finished", "load_job_data", "refuse_under_torchrun"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,22 @@ def load_job_data(data: DataConfig) -> DatasetBundle:
     if data.train_examples is not None:
         bundle = replace(bundle, train=eval_subset(bundle.train, data.train_examples))
     return bundle
+
+
+def refuse_under_torchrun(method: str) -> None:
+    """Refuse, with one line, a method whose training torchrun cannot keep identical on every rank.
+
+    A method with trainable state of its own (npn's pruner network) keeps it outside
+    DistributedDataParallel: each rank would train its own copy, and the masks would drift apart.
+
+    Raises:
+        ConfigError: `method` has such state.
+    """
+    if method != "none" and get_method(method).extra_state is not None:
+        raise ConfigError(
+            f"method {method!r} trains state of its own, which torchrun does not synchronise; "
+            "train it in one process (robustsparse train without torchrun)"
+        )
 
 
 def is_finished(model_dir: Path, job: TrainJob) -> bool:
@@ -98,6 +122,7 @@ def train_job(
     bundle: DatasetBundle | None = None,
     models_root: str | Path | None = None,
     progress: bool = True,
+    distributed: DistContext | None = None,
 ) -> dict[str, Any]:
     """Train `job` into `model_dir`, resuming from `last.pt` when present; return its metadata.
 
@@ -107,24 +132,40 @@ def train_job(
         device: where to train.
         bundle: the dataset, if already loaded (else loaded from `job.data`).
         models_root: folder holding the parent model folder (`<models_root>/<parent_id>`).
-        progress: show tqdm bars.
+        progress: show tqdm bars (rank 0 only under torchrun).
+        distributed: this process's rank under torchrun (process group joined); None or a world
+            size of 1 is the ordinary single-process training.
 
     Returns:
         The metadata written to `meta.json`.
+
+    Raises:
+        ConfigError: under torchrun, a method with trainable state of its own (npn), whose ranks
+            would drift apart, or a batch size that does not split over the ranks.
     """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     if bundle is None:
         bundle = load_job_data(job.data)
+    world = distributed.world_size if distributed is not None else 1
+    is_main = distributed is None or distributed.is_main
+    progress = progress and is_main
     set_seed(job.seed)
-    train_loader, test_loader = make_loaders(
-        replace(bundle, test=eval_subset(bundle.test, job.data.test_examples)),
-        batch_size=job.train.batch_size,
-        eval_batch_size=job.train.eval_batch_size,
-        num_workers=job.data.num_workers,
-        seed=job.seed,
-        pin_memory=device.type == "cuda",
-    )
+    try:
+        train_loader, test_loader = make_loaders(
+            replace(bundle, test=eval_subset(bundle.test, job.data.test_examples)),
+            batch_size=job.train.batch_size,
+            eval_batch_size=job.train.eval_batch_size,
+            num_workers=job.data.num_workers,
+            # one process reseeds its loader's generator with _epoch_seed(seed, epoch) every epoch;
+            # the ranks' ShardSampler shuffles with seed + epoch: the same orders
+            seed=job.seed if world == 1 else _epoch_seed(job.seed, 0),
+            pin_memory=device.type == "cuda",
+            rank=distributed.rank if distributed is not None else 0,
+            world_size=world,
+        )
+    except ValueError as exc:  # the batch does not split over the ranks
+        raise ConfigError(str(exc)) from None
     steps_per_epoch = len(train_loader)
     spec = _model_spec(job, bundle)
     model = spec.build()
@@ -153,6 +194,8 @@ def train_job(
     )
     # a method's own trainable state (its optimiser, held by the pruner) and loss term
     extra_optimizer, extra_loss = extra_training(sparsity, pruner) if pruner is not None else (None, None)
+    if world > 1 and extra_optimizer is not None:
+        refuse_under_torchrun(job.method)
     optimizer = build_optimizer(model, job.train)
     scheduler = build_scheduler(optimizer, job.train, steps_per_epoch, sparsity=sparsity)
     adversary = make_adversary(job.train.adversarial)
@@ -168,10 +211,27 @@ def train_job(
         # step 0 (one-shot, a non-zero initial sparsity) applies before the first step.
         pruner.step(0, optimizer)
 
+    def check_masks(where: str) -> None:
+        if pruner is not None and world > 1:
+            check_masks_agree(pruner.masks, device=device, where=where)
+
+    check_masks("before training")
+    net: nn.Module = model
+    if world > 1:
+        # broadcasts rank 0's weights and buffers; from here on, gradients are averaged over ranks
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if adversary is not None:  # craft through the plain model: no gradient hooks of DDP on the way
+            plain_adversary = adversary
+            adversary = lambda _net, images, labels: plain_adversary(model, images, labels)  # noqa: E731
+
     def on_step_end(step: int) -> None:
         if pruner is not None:
+            before = getattr(pruner, "last_update_step", None)
             pruner.step(step, optimizer)  # recomputes the masks at update points
             pruner.apply_(optimizer)  # a pruned weight (and its momentum) is exactly zero after every step
+            # the update points are a function of the global step, the same on every rank
+            if getattr(pruner, "last_update_step", None) != before:
+                check_masks(f"after the mask update at step {step}")
 
     started = time.perf_counter()
     test: dict[str, float] | None = None
@@ -180,9 +240,11 @@ def train_job(
         torch.manual_seed(_epoch_seed(job.seed, epoch))
         if getattr(train_loader, "generator", None) is not None:
             train_loader.generator.manual_seed(_epoch_seed(job.seed, epoch))
+        if world > 1:
+            train_loader.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(
-            model,
+            net,
             train_loader,
             optimizer,
             scheduler,
@@ -199,9 +261,14 @@ def train_job(
             extra_loss=extra_loss,
             extra_optimizer=extra_optimizer,
         )
+        if world > 1:
+            broadcast_buffers(model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
         test = loss_and_accuracy(
             model, test_loader, device=device, amp=job.train.amp, channels_last=job.train.channels_last
         )
+        if world > 1:
+            stats, test = _reduced(stats, device), _reduced(test, device)
+            check_masks(f"at the end of epoch {epoch + 1}")
         row = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -225,13 +292,20 @@ def train_job(
             test["acc"],
             row["achieved_sparsity"],
         )
-        write_csv_atomic(model_dir / TRAIN_LOG_FILE, pd.DataFrame(rows))
-        _save_state(state_file, job, epoch + 1, rows, model, optimizer, scheduler, pruner)
+        if is_main:
+            write_csv_atomic(model_dir / TRAIN_LOG_FILE, pd.DataFrame(rows))
+            _save_state(state_file, job, epoch + 1, rows, model, optimizer, scheduler, pruner)
 
     # The metadata's accuracy must be what load_checkpoint reproduces in float32: reuse the last
     # epoch's evaluation when it was a plain float32 pass, else evaluate once more.
     mixed_precision = job.train.amp and device.type == "cuda"
-    final = test if test is not None and not mixed_precision else loss_and_accuracy(model, test_loader, device=device)
+    if test is None or mixed_precision:
+        test = loss_and_accuracy(model, test_loader, device=device)
+        test = _reduced(test, device) if world > 1 else test
+    final = test
+    if not is_main:  # rank 0 writes the model; the others read its metadata once it is there
+        distributed.barrier()
+        return read_meta(model_dir)
     meta = _metadata(job, bundle, model, spec, pruner, final, parent_meta, time.perf_counter() - started, device)
     masks = pruner.masks if pruner is not None else None
     model_cpu = model.to("cpu")
@@ -249,7 +323,23 @@ def train_job(
     log.info(
         "%s: finished, test accuracy %.4f, sparsity %.4f", job.model_id, meta["clean_acc"], meta["achieved_sparsity"]
     )
+    if world > 1:
+        distributed.barrier()
     return meta
+
+
+def _reduced(stats: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """One rank's epoch statistics summed over the ranks: exact sums, then the means from them."""
+    loss_sum, correct, n = all_reduce_sums([stats["loss_sum"], stats["correct"], stats["n"]], device=device)
+    n_int, correct_int = int(round(n)), int(round(correct))
+    return {
+        **stats,
+        "loss_sum": loss_sum,
+        "correct": correct_int,
+        "n": n_int,
+        "loss": loss_sum / max(n_int, 1),
+        "acc": correct_int / max(n_int, 1),
+    }
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
