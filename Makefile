@@ -25,8 +25,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
+# One process per core (at most 4: each imports torch), one thread each: tiny models gain nothing
+# from threads, and threads of several processes would fight over the cores.
 test: lint
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --maxprocesses=4
 
 test-all: lint
 	$(PY) -m pytest -q -m "" 
