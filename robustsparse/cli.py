@@ -80,6 +80,51 @@ def _add_common_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_executor_args(parser: argparse.ArgumentParser) -> None:
+    ex = parser.add_argument_group(
+        "executor", "where the training and attack jobs run (Ray: pip install 'robustsparse[ray]')"
+    )
+    ex.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local (default): one job after another in this process; ray: every job a Ray task",
+    )
+    ex.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="join a running Ray cluster (default: start an embedded Ray on this machine)",
+    )
+    ex.add_argument(
+        "--ray-num-cpus", type=_positive_int, default=None, help="CPUs of the embedded Ray (default: the machine's)"
+    )
+    ex.add_argument("--train-cpus", type=float, default=1.0, help="CPUs per training task (default 1)")
+    ex.add_argument("--eval-cpus", type=float, default=1.0, help="CPUs per attack task (default 1)")
+    ex.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per task (default 0: CPU only)")
+    ex.add_argument("--worker-threads", type=_positive_int, default=1, help="torch threads per Ray task (default 1)")
+
+
+def _ray_settings(args: argparse.Namespace):
+    """The Ray settings of `run --executor ray` (None for the local executor); Ray must be installed."""
+    if args.executor != "ray":
+        return None
+    from robustsparse.pipeline.ray_executor import RayMissing, RaySettings, import_ray
+
+    try:
+        import_ray()
+    except RayMissing as exc:
+        raise UsageError(str(exc)) from None
+    return RaySettings(
+        address=args.ray_address,
+        num_cpus=args.ray_num_cpus,
+        train_cpus=args.train_cpus,
+        eval_cpus=args.eval_cpus,
+        gpus=args.gpus_per_task,
+        torch_threads=args.worker_threads,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = _Parser(
@@ -107,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common_run_args(p)
     p.add_argument("--no-report", action="store_true", help="stop after the attack sweep")
+    _add_executor_args(p)
     p.set_defaults(handler=_cmd_run)
 
     p = sub.add_parser(
@@ -283,7 +329,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from robustsparse.pipeline import default_run_dir, run_experiment
 
     cfg = _load_cfg(args)
+    ray = _ray_settings(args)
     device, distributed = _device_and_ranks(args)
+    if ray is not None and distributed is not None:
+        distributed.close()
+        raise UsageError("--executor ray cannot run under torchrun: start it as a plain command")
     try:
         summary = run_experiment(
             cfg,
@@ -293,6 +343,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             report=not args.no_report,
             distributed=distributed,
+            ray=ray,
         )
     finally:
         if distributed is not None:

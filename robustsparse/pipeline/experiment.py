@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from reports.contract import MODELS_DIR, OUTCOMES_FILE, RESULTS_FILE, SANITY_FIL
 from robustsparse.config import ExperimentConfig
 from robustsparse.data import DatasetBundle
 from robustsparse.pipeline.evaluation import EvalSettings, collect_results
+from robustsparse.pipeline.ray_executor import RaySettings, ray_train_and_evaluate
 from robustsparse.pipeline.run_dir import prepare_run_dir
 from robustsparse.pipeline.training import (
     STATUS_FAILED,
@@ -85,10 +87,12 @@ def attack_experiment(
     device: torch.device,
     bundle: DatasetBundle | None = None,
     progress: bool = True,
+    skip: Collection[str] = (),
 ) -> tuple[pd.DataFrame, int]:
     """Attack every finished model of `cfg` and write `results.csv`, `outcomes.csv.gz`, `sanity.csv`.
 
-    Models marked failed (diverged training) are skipped: they have no weights worth attacking.
+    Models marked failed (diverged training) are skipped: they have no weights worth attacking;
+    so are the model ids in `skip` (e.g. those whose Ray task failed).
 
     Returns:
         `(results, n_computed)`: the tidy results table and how many (model, spec) evaluations
@@ -98,6 +102,8 @@ def attack_experiment(
     bundle = bundle if bundle is not None else load_experiment_data(cfg)  # attacks read only the test split
     model_dirs = []
     for job in experiment_jobs(cfg):
+        if job.model_id in skip:
+            continue
         model_dir = run_dir / MODELS_DIR / job.model_id
         reason = failed_reason(model_dir)
         if reason is not None:
@@ -140,8 +146,12 @@ def run_experiment(
     progress: bool = True,
     report: bool = True,
     distributed: DistContext | None = None,
+    ray: RaySettings | None = None,
 ) -> RunSummary:
     """Train, attack and report one experiment into `run_dir` (resuming whatever is on disk).
+
+    With `ray` settings, training and attacks run as Ray tasks (`pipeline.ray_executor`); the
+    tables and the report are then assembled here from their cached evaluations, as without Ray.
 
     Under torchrun (`distributed` with a world size > 1) all ranks train every model together;
     rank 0 alone then attacks and reports, and the other ranks return a summary with no results.
@@ -152,10 +162,17 @@ def run_experiment(
         run_dir = prepare_run_dir(cfg, run_dir, restart=restart)
     else:
         bundle, run_dir = prepare_distributed(cfg, run_dir, restart=restart, distributed=distributed)
-    models = train_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress, distributed=distributed)
-    if distributed is not None and not distributed.is_main:
-        return RunSummary(run_dir, models, pd.DataFrame(), None, 0, 0, time.perf_counter() - started)
-    results, computed = attack_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress)
+    if ray is not None:
+        models, failed, computed, _ = ray_train_and_evaluate(cfg, run_dir, ray, progress=progress)
+        # every evaluation is cached now: this only reads and assembles them (computes nothing)
+        results, _ = attack_experiment(cfg, run_dir, device=device, bundle=bundle, progress=False, skip=failed)
+    else:
+        models = train_experiment(
+            cfg, run_dir, device=device, bundle=bundle, progress=progress, distributed=distributed
+        )
+        if distributed is not None and not distributed.is_main:
+            return RunSummary(run_dir, models, pd.DataFrame(), None, 0, 0, time.perf_counter() - started)
+        results, computed = attack_experiment(cfg, run_dir, device=device, bundle=bundle, progress=progress)
     report_path = None
     if report:
         from reports import build_report

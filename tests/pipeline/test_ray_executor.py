@@ -1,0 +1,99 @@
+"""The Ray executor: same results as the local executor, parents before children, a failed task reported, no Ray: one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from reports.contract import MODELS_DIR, RESUME_STATE_FILE
+from robustsparse.cli import main
+from robustsparse.config import load_config
+from robustsparse.pipeline import ray_executor
+from robustsparse.pipeline.experiment import run_experiment
+from robustsparse.pipeline.ray_executor import RaySettings, ray_train_and_evaluate
+from robustsparse.pipeline.run_dir import prepare_run_dir
+from robustsparse.train.jobs import experiment_jobs
+
+CONFIG = {
+    "name": "ray",
+    "data": {"dataset": "digits"},
+    "model": {"arch": "small_cnn"},
+    "train": {"epochs": 1, "batch_size": 128},
+    "sparsity": {
+        "method": "campfire",
+        "granularity": ["element", "kernel"],
+        "target_sparsity": 0.5,
+        "schedule": "one_shot",
+        "end_epoch": 0,
+    },
+    "attack": {"n_examples": 60, "sanity_checks": False, "specs": [{"name": "fgsm", "eps": ["8/255"]}]},
+}
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One embedded two-worker Ray for every test here, shut down after them (nothing leaks)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "ray.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return load_config(path)
+
+
+def _rows(results):
+    return results[["model_id", "key", "n_correct"]].sort_values(["model_id", "key"]).reset_index(drop=True)
+
+
+def test_ray_runs_parents_first_and_gives_the_local_results(ray_session, cfg, tmp_path):
+    run_dir = prepare_run_dir(cfg, tmp_path / "ray")
+    models, failed, computed, times = ray_train_and_evaluate(cfg, run_dir, RaySettings(), progress=False)
+    jobs = experiment_jobs(cfg)
+    assert failed == {} and computed == len(jobs) * len(cfg.attack.attack_specs())  # each computed once
+    assert set(models["status"]) == {"trained"}
+    children = [job for job in jobs if job.parent_id is not None]
+    assert children  # the grid has parent -> child dependencies to respect
+    for job in children:
+        assert times[job.model_id][0] >= times[job.parent_id][1], job.model_id
+    assert ray_session.is_initialized()  # a Ray it did not start is left running
+
+    # the driver assembles from the workers' caches: nothing more to compute, the local executor's rows
+    on_ray = run_experiment(cfg, run_dir, device=CPU, progress=False, report=False, ray=RaySettings())
+    assert on_ray.n_evaluated == 0 and set(on_ray.models["status"]) == {"found"}
+    local = run_experiment(cfg, tmp_path / "local", device=CPU, progress=False, report=False)
+    assert len(local.results) == len(jobs) * len(cfg.attack.attack_specs())
+    assert _rows(on_ray.results).equals(_rows(local.results))
+
+
+def test_a_task_that_keeps_failing_is_reported_and_the_rest_finishes(ray_session, cfg, tmp_path):
+    run_dir = prepare_run_dir(cfg, tmp_path / "ray")
+    broken = next(job for job in experiment_jobs(cfg) if job.sparsity is not None)
+    # a resume state of another setting: its training raises CheckpointError, on the retry too
+    (run_dir / MODELS_DIR / broken.model_id).mkdir(parents=True)
+    torch.save({"format": "not-ours"}, run_dir / MODELS_DIR / broken.model_id / RESUME_STATE_FILE)
+    summary = run_experiment(cfg, run_dir, device=CPU, progress=False, report=False, ray=RaySettings())
+    failed = summary.failed()
+    assert list(failed["model_id"]) == [broken.model_id]
+    assert "train task failed" in failed["failure"].iloc[0] and "training state" in failed["failure"].iloc[0]
+    others = {job.model_id for job in experiment_jobs(cfg)} - {broken.model_id}
+    assert set(summary.results["model_id"]) == others
+
+
+def test_executor_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "ray.yaml"
+    config.write_text(yaml.safe_dump(CONFIG))
+    monkeypatch.setattr(ray_executor, "RAY_MODULE", "ray_not_installed_here")
+    code = main(["run", str(config), "--out", str(tmp_path / "run"), "--executor", "ray", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "robustsparse[ray]" in err[0]
+    assert not Path(tmp_path / "run").exists()  # refused before anything is written
