@@ -17,20 +17,6 @@ from robustsparse.pipeline.ray_executor import RaySettings, ray_train_and_evalua
 from robustsparse.pipeline.run_dir import prepare_run_dir
 from robustsparse.train.jobs import experiment_jobs
 
-CONFIG = {
-    "name": "ray",
-    "data": {"dataset": "digits"},
-    "model": {"arch": "small_cnn"},
-    "train": {"epochs": 1, "batch_size": 128},
-    "sparsity": {
-        "method": "campfire",
-        "granularity": ["element", "kernel"],
-        "target_sparsity": 0.5,
-        "schedule": "one_shot",
-        "end_epoch": 0,
-    },
-    "attack": {"n_examples": 60, "sanity_checks": False, "specs": [{"name": "fgsm", "eps": ["8/255"]}]},
-}
 CPU = torch.device("cpu")
 
 
@@ -44,9 +30,9 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory):
+def cfg(tmp_path_factory, ray_grid):
     path = tmp_path_factory.mktemp("cfg") / "ray.yaml"
-    path.write_text(yaml.safe_dump(CONFIG))
+    path.write_text(yaml.safe_dump(ray_grid))
     return load_config(path)
 
 
@@ -88,9 +74,9 @@ def test_a_task_that_keeps_failing_is_reported_and_the_rest_finishes(ray_session
     assert set(summary.results["model_id"]) == others
 
 
-def test_executor_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkeypatch):
+def test_executor_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkeypatch, ray_grid):
     config = tmp_path / "ray.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump(ray_grid))
     monkeypatch.setattr(ray_executor, "RAY_MODULE", "ray_not_installed_here")
     code = main(["run", str(config), "--out", str(tmp_path / "run"), "--executor", "ray", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
