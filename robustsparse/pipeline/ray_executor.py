@@ -109,9 +109,12 @@ def _train_one(
     torch.set_num_threads(threads)
     job, parent = _job(cfg, model_id)
     models_root = Path(run_dir) / MODELS_DIR
-    state = {"bundle": _bundle(cfg)}
+    key = config_digest(cfg.data)
+    state = {"bundle": _BUNDLES.get(key)}  # _settle loads the data only when something needs training
     with claim(models_root / model_id, wait=True):  # another process holding it: wait, then find it done
         row, _ = _settle(cfg, job, parent, models_root, set(), state, device=torch.device(device), progress=False)
+    if state["bundle"] is not None:
+        _BUNDLES[key] = state["bundle"]
     return {**row, "started": started, "finished": time.time()}
 
 
@@ -146,6 +149,12 @@ def _failed_row(job: TrainJob, reason: str) -> dict:
         "status": STATUS_FAILED,
         "failure": reason,
     }
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last line of a task's error (Ray's RayTaskError holds the whole remote traceback)."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 def _start_ray(ray: Any, settings: RaySettings) -> bool:
@@ -204,7 +213,7 @@ def _submit_and_wait(
         ref: ("attack", mid) for mid, ref in eval_refs.items()
     }
     rows: dict[str, dict] = {}
-    failed: dict[str, str] = {}
+    errors: dict[tuple[str, str], str] = {}  # (kind, model_id) -> why its task failed
     computed = 0
     pending = list(what)
     bar = tqdm(
@@ -216,11 +225,8 @@ def _submit_and_wait(
         try:
             value = ray.get(done[0])
         except Exception as exc:  # the task failed after its retry, or a task it depends on did
-            reason = (
-                f"{kind} task failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__}"
-            )
-            failed.setdefault(model_id, reason)
-            log.error("%s: %s", model_id, reason)
+            errors[kind, model_id] = _last_line(exc)
+            log.error("%s: %s task failed: %s", model_id, kind, errors[kind, model_id])
         else:
             if kind == "train":
                 rows[model_id] = value
@@ -230,7 +236,19 @@ def _submit_and_wait(
                 log.info("%s: attack task done (%d evaluations computed)", model_id, value)
         bar.update(1)
     bar.close()
-    by_id = {job.model_id: job for job in jobs}
-    table = [rows.get(mid) or _failed_row(by_id[mid], failed[mid]) for mid in by_id]
+    failed: dict[str, str] = {}
+    for job in jobs:  # parents first: a child's reason names its failed parent
+        if job.parent_id in failed and ("train", job.model_id) in errors:
+            failed[job.model_id] = f"its parent {job.parent_id} failed"
+        elif ("train", job.model_id) in errors:
+            failed[job.model_id] = "train task failed: " + errors["train", job.model_id]
+        elif ("attack", job.model_id) in errors:
+            failed[job.model_id] = "attack task failed: " + errors["attack", job.model_id]
+    table = []
+    for job in jobs:
+        row = rows.get(job.model_id) or _failed_row(job, failed[job.model_id])
+        if job.model_id in failed:  # trained, but its attack task failed: no results either
+            row = {**row, "status": STATUS_FAILED, "failure": failed[job.model_id]}
+        table.append(row)
     times = {mid: (row["started"], row["finished"]) for mid, row in rows.items()}
     return pd.DataFrame(table, columns=SUMMARY_COLUMNS), failed, computed, times
