@@ -37,6 +37,7 @@ __all__ = [
     "OUTCOMES_FILE",
     "SANITY_FILE",
     "MODELS_DIR",
+    "TENSORBOARD_DIR",
     "RESULTS_PARQUET_FILE",
     "REPORT_DIR",
     "CHECKPOINT_FILE",
@@ -80,6 +81,8 @@ CHECKPOINT_FILE = "model.pt"
 META_FILE = "meta.json"
 TRAIN_LOG_FILE = "train_log.csv"
 LAYER_SPARSITY_FILE = "layer_sparsity.csv"
+#: Inside models/<model_id>/ with train.tensorboard: true: the training curves as TensorBoard event files.
+TENSORBOARD_DIR = "tensorboard"
 #: The trainer's resume state (weights, optimizer, pruner, log) after the last finished epoch.
 RESUME_STATE_FILE = "last.pt"
 #: Inside models/<model_id>/: the model's own results.csv, outcomes.csv.gz and sanity.csv (same names).

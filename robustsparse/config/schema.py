@@ -138,6 +138,9 @@ class TrainConfig:
         warmup_epochs: linear warm-up from 0 over this many epochs before the schedule.
         amp / channels_last: mixed precision (bfloat16 autocast) and channels-last memory
             format; both only take effect on CUDA.
+        tensorboard: also write the training curves (train_log.csv's columns per epoch) as
+            TensorBoard event files in each model folder's `tensorboard/` (needs the
+            `tensorboard` extra). Does not change the weights, so not part of a model's digest.
     """
 
     epochs: int = 30
@@ -155,6 +158,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     amp: bool = True
     channels_last: bool = True
+    tensorboard: bool = False
     adversarial: AdversarialTrainingConfig = field(default_factory=AdversarialTrainingConfig)
 
     def __post_init__(self) -> None:

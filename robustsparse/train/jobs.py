@@ -73,7 +73,8 @@ class TrainJob:
             "seed": self.seed,
             "data": replace(self.data, label=None),  # the display label does not change the weights
             "model": self.model,
-            "train": self.train,
+            # writing curves for TensorBoard does not change the weights
+            "train": {k: v for k, v in config_to_dict(self.train).items() if k != "tensorboard"},
             # settings left unset (None: another method's settings, or derived ones) are left out,
             # so registering a method with new settings does not change finished models' digests
             "sparsity": None

@@ -34,7 +34,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from reports.atomic import write_csv_atomic
-from reports.contract import CHECKPOINT_FILE, LAYER_SPARSITY_FILE, META_FILE, RESUME_STATE_FILE, TRAIN_LOG_FILE
+from reports.contract import (
+    CHECKPOINT_FILE,
+    LAYER_SPARSITY_FILE,
+    META_FILE,
+    RESUME_STATE_FILE,
+    TENSORBOARD_DIR,
+    TRAIN_LOG_FILE,
+)
 from robustsparse.checkpoints import (
     ModelSpec,
     load_checkpoint,
@@ -48,6 +55,7 @@ from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
 from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method
 from robustsparse.train.adversarial import make_adversary
+from robustsparse.train.curves import CurveWriter, require_tensorboard
 from robustsparse.train.distributed import DistContext, all_reduce_sums, broadcast_buffers, check_masks_agree
 from robustsparse.train.jobs import TrainJob
 from robustsparse.train.loop import loss_and_accuracy, train_one_epoch
@@ -144,6 +152,8 @@ def train_job(
             would drift apart, or a batch size that does not split over the ranks.
     """
     model_dir = Path(model_dir)
+    if job.train.tensorboard:  # before anything is written
+        require_tensorboard()
     model_dir.mkdir(parents=True, exist_ok=True)
     if bundle is None:
         bundle = load_job_data(job.data)
@@ -234,6 +244,7 @@ def train_job(
                 check_masks(f"after the mask update at step {step}")
 
     started = time.perf_counter()
+    curves = CurveWriter(model_dir / TENSORBOARD_DIR) if job.train.tensorboard and is_main else None
     test: dict[str, float] | None = None
     for epoch in range(start_epoch, job.train.epochs):
         tic = time.perf_counter()
@@ -295,6 +306,10 @@ def train_job(
         if is_main:
             write_csv_atomic(model_dir / TRAIN_LOG_FILE, pd.DataFrame(rows))
             _save_state(state_file, job, epoch + 1, rows, model, optimizer, scheduler, pruner)
+            if curves is not None:
+                curves.add_epoch(row)
+    if curves is not None:
+        curves.close()
 
     # The metadata's accuracy must be what load_checkpoint reproduces in float32: reuse the last
     # epoch's evaluation when it was a plain float32 pass, else evaluate once more.

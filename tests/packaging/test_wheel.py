@@ -60,7 +60,7 @@ def test_the_wheel_names_its_version_dependencies_extras_and_templates(wheel):
     assert metadata["Version"] == __version__
     requires = metadata.get_all("Requires-Dist")
     assert any(r.startswith("torch") for r in requires) and any(r.startswith("torchattacks") for r in requires)
-    assert {"test", "onnx", "parquet", "ray"} <= set(metadata.get_all("Provides-Extra"))
+    assert {"test", "onnx", "parquet", "ray", "tensorboard"} <= set(metadata.get_all("Provides-Extra"))
     assert any(r.startswith("onnxruntime") and 'extra == "onnx"' in r for r in requires)
     assert any(n.startswith("reports/templates/") for n in names)  # package data, not only modules
     assert not any(n.startswith(("tests/", "configs/", "benchmarks/")) for n in names)

@@ -402,3 +402,31 @@ def test_a_sparse_jobs_digest_ignores_unset_settings_but_not_set_ones():
     assert dataclasses.replace(job, sparsity=grown(**values)).digest == job.digest
     assert dataclasses.replace(job, sparsity=grown(**values, newmethod_setting=3)).digest != job.digest
     assert dataclasses.replace(job, sparsity=dataclasses.replace(entry, end_epoch=3)).digest != job.digest
+
+
+def test_tensorboard_curves_are_the_train_log_and_leave_the_digest_alone(tmp_path, digits):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = config_from_dict({"name": "t", "train": {"epochs": 2, "batch_size": 128, "tensorboard": True}})
+    job = dense_job(cfg, seed=0)
+    assert job.digest == dense_job(small_cfg(epochs=2), seed=0).digest  # curves do not change the weights
+    train_job(job, tmp_path / "m", device=CPU, bundle=digits, progress=False)
+    events = EventAccumulator(str(tmp_path / "m" / "tensorboard"))
+    events.Reload()
+    log = pd.read_csv(tmp_path / "m" / "train_log.csv")
+    for column in ("train_loss", "test_acc", "lr"):
+        scalars = events.Scalars(column)
+        assert [s.step for s in scalars] == list(log["epoch"])
+        assert [s.value for s in scalars] == pytest.approx(list(log[column]), rel=1e-6)
+
+
+def test_tensorboard_without_its_package_is_one_line_and_writes_nothing(tmp_path, digits, monkeypatch):
+    import robustsparse.train.curves as curves
+    from robustsparse.errors import MissingExtra
+
+    monkeypatch.setattr(curves, "TENSORBOARD_PACKAGE", "robustsparse_no_such_package")
+    cfg = config_from_dict({"name": "t", "train": {"epochs": 1, "batch_size": 128, "tensorboard": True}})
+    with pytest.raises(MissingExtra, match=r"robustsparse\[tensorboard\]"):
+        train_job(dense_job(cfg, seed=0), tmp_path / "m", device=CPU, bundle=digits, progress=False)
+    assert not (tmp_path / "m").exists()
