@@ -49,14 +49,13 @@ would need a step of their own, not written yet.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 from torch import nn
 
 from robustsparse.errors import ConfigError
-from robustsparse.sparsity._math import round_half_up
+from robustsparse.sparsity._math import derived_seed, round_half_up
 from robustsparse.sparsity.allocation import MaskResult
 from robustsparse.sparsity.granularity import layer_plan
 from robustsparse.sparsity.importance import row_scores
@@ -141,8 +140,7 @@ def resolve_drop_pruning_settings(cfg: SparsityConfig) -> dict[str, Any]:
 
 def drop_pruning_seed(seed: int, step: int) -> int:
     """The generator seed of the pruning step at `step` (optimizer steps) for a model's seed."""
-    digest = hashlib.sha256(f"robustsparse.drop_pruning:{int(seed)}:{int(step)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    return derived_seed("robustsparse.drop_pruning", seed, step)
 
 
 def _lowest(scores: torch.Tensor, among: torch.Tensor, count: int) -> torch.Tensor:

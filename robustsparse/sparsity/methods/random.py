@@ -10,12 +10,12 @@ untouched), so the same seed gives the same masks and a resumed run restores the
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 from torch import nn
 
+from robustsparse.sparsity._math import derived_seed
 from robustsparse.sparsity.methods.base import Method
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
@@ -31,8 +31,7 @@ def random_mask_seed(seed: int) -> int:
     uniform draws of the model's initialisation, and the "random" masks would follow the
     initial weights' magnitudes.
     """
-    digest = hashlib.sha256(f"robustsparse.random_masks:{int(seed)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+    return derived_seed("robustsparse.random_masks", seed)
 
 
 class RandomPruner(CampfirePruner):
