@@ -54,12 +54,9 @@ def _n_examples(text: str) -> int | None:
     if text.strip().lower() == "all":
         return None
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; give N >= 1 or 'all'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; give N >= 1, or 'all' for the whole test split")
-    return value
+        return _positive_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}; give N >= 1, or 'all' for the whole test split") from None
 
 
 def _add_common_run_args(parser: argparse.ArgumentParser) -> None:

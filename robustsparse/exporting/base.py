@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from reports.atomic import atomic_path
 from robustsparse.errors import CheckpointError
 
 __all__ = [
@@ -107,14 +108,9 @@ def check_outputs(
 def write_checked(target: Path, write: Callable[[Path], None], check: Callable[[Path], float]) -> float:
     """Write a file through `write`, `check` it, and only then put it at `target`; returns the check's value.
 
-    The file is written beside `target` first and renamed into place after the check passes, so a
-    failed or interrupted export leaves nothing at `target` (and no partial file).
+    The file is written beside `target` (`reports.atomic.atomic_path`) and renamed into place after
+    the check passes, so a failed or interrupted export leaves nothing at `target`.
     """
-    partial = target.with_name(target.name + ".partial")
-    try:
-        write(partial)
-        value = check(partial)
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
-    return value
+    with atomic_path(target) as tmp:
+        write(tmp)
+        return check(tmp)
