@@ -16,8 +16,8 @@ def tiny_config_file(tmp_path: Path, tiny_run_settings) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_grid() -> dict:
-    """A tiny digits grid for the Ray executor's tests: dense, its control and two sparse children."""
+def tiny_grid() -> dict:
+    """A tiny digits grid (dense, its control, two sparse children) for the executor and claims tests."""
     return {
         "name": "ray",
         "data": {"dataset": "digits"},

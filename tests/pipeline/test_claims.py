@@ -14,21 +14,6 @@ import yaml
 
 from robustsparse.pipeline.claims import Claimed, claim
 
-CONFIG = {
-    "name": "claims",
-    "data": {"dataset": "digits"},
-    "model": {"arch": "small_cnn"},
-    "train": {"epochs": 1, "batch_size": 128},
-    "sparsity": {
-        "method": "campfire",
-        "granularity": ["element", "kernel"],
-        "target_sparsity": 0.5,
-        "schedule": "one_shot",
-        "end_epoch": 0,
-    },
-    "attack": {"n_examples": 60, "sanity_checks": False, "specs": [{"name": "fgsm", "eps": ["8/255"]}]},
-}
-
 
 def _env() -> dict[str, str]:
     # one thread each: two processes share the machine's cores without oversubscribing them
@@ -45,9 +30,9 @@ def _start_run(config: Path, out: Path) -> subprocess.Popen:
     )
 
 
-def test_two_processes_on_one_folder_train_each_model_once_and_agree_with_one_process(tmp_path):
+def test_two_processes_on_one_folder_train_each_model_once_and_agree_with_one_process(tmp_path, tiny_grid):
     config = tmp_path / "claims.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
+    config.write_text(yaml.safe_dump({**tiny_grid, "name": "claims"}))
     both = [_start_run(config, tmp_path / "shared"), _start_run(config, tmp_path / "shared")]
     logs = [p.communicate(timeout=600) for p in both]
     assert all(p.returncode == 0 for p in both), [err[-2000:] for _, err in logs]

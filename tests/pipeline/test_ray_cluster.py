@@ -12,11 +12,11 @@ from robustsparse.config import load_config
 from robustsparse.pipeline.experiment import run_experiment
 
 
-def test_a_two_node_cluster_joined_by_address_gives_the_local_results(tmp_path, capsys, ray_grid):
+def test_a_two_node_cluster_joined_by_address_gives_the_local_results(tmp_path, capsys, tiny_grid):
     cluster_utils = pytest.importorskip("ray.cluster_utils")
     ray = pytest.importorskip("ray")
     config = tmp_path / "ray.yaml"
-    config.write_text(yaml.safe_dump(ray_grid))
+    config.write_text(yaml.safe_dump(tiny_grid))
     cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         cluster.add_node(num_cpus=1)

@@ -30,9 +30,9 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def cfg(tmp_path_factory, ray_grid):
+def cfg(tmp_path_factory, tiny_grid):
     path = tmp_path_factory.mktemp("cfg") / "ray.yaml"
-    path.write_text(yaml.safe_dump(ray_grid))
+    path.write_text(yaml.safe_dump(tiny_grid))
     return load_config(path)
 
 
@@ -74,9 +74,9 @@ def test_a_task_that_keeps_failing_is_reported_and_the_rest_finishes(ray_session
     assert set(summary.results["model_id"]) == others
 
 
-def test_executor_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkeypatch, ray_grid):
+def test_executor_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkeypatch, tiny_grid):
     config = tmp_path / "ray.yaml"
-    config.write_text(yaml.safe_dump(ray_grid))
+    config.write_text(yaml.safe_dump(tiny_grid))
     monkeypatch.setattr(ray_executor, "RAY_MODULE", "ray_not_installed_here")
     code = main(["run", str(config), "--out", str(tmp_path / "run"), "--executor", "ray", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
