@@ -56,7 +56,7 @@ from reports.method_figures import (
     method_pareto_caption,
     methods_vs_eps_caption,
 )
-from reports.methods import SPARSITY_TOLERANCE, compares_methods, method_comparison, method_pairs
+from reports.methods import PAIR_COLUMNS, SPARSITY_TOLERANCE, compares_methods, method_comparison, method_pairs
 from reports.render import render_html, render_markdown
 from reports.robustbench import ROBUSTBENCH_DIR, robustbench_entries, write_robustbench
 from reports.stats import CORRECTIONS, correction_words
@@ -194,22 +194,7 @@ _METHODS_SHOWN = [
     "clean_accuracy",
     "robust_accuracy",
 ]
-_PAIRS_SHOWN = [
-    "sparsity_pct",
-    "series",
-    "best",
-    "other",
-    "best_accuracy",
-    "other_accuracy",
-    "delta_pp",
-    "best_only",
-    "other_only",
-    "n_paired",
-    "delta_low_pp",
-    "delta_high_pp",
-    "p_value",
-    "p_adjusted",
-]
+_PAIRS_SHOWN = [c for c in PAIR_COLUMNS if c not in ("setting", "target_sparsity", "n_seeds")]
 
 
 def _method_items(

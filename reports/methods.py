@@ -27,6 +27,7 @@ from reports.tables import (
 )
 
 __all__ = [
+    "PAIR_COLUMNS",
     "SPARSITY_TOLERANCE",
     "sparse_methods",
     "compares_methods",
@@ -34,6 +35,27 @@ __all__ = [
     "method_comparison",
     "method_pairs",
     "method_front",
+]
+
+#: The columns of `method_pairs` (the report shows them less setting, target_sparsity and n_seeds).
+PAIR_COLUMNS: list[str] = [
+    "setting",
+    "target_sparsity",
+    "sparsity_pct",
+    "series",
+    "best",
+    "other",
+    "best_accuracy",
+    "other_accuracy",
+    "delta_pp",
+    "best_only",
+    "other_only",
+    "n_paired",
+    "n_seeds",
+    "delta_low_pp",
+    "delta_high_pp",
+    "p_value",
+    "p_adjusted",
 ]
 
 #: How far (as a fraction) a family's achieved sparsity may lie from the median of its level's
@@ -245,25 +267,7 @@ def method_pairs(
         (best minus other on the paired examples), best_only, other_only, n_paired, n_seeds, delta_low_pp, delta_high_pp, p_value,
         p_adjusted.
     """
-    columns = [
-        "setting",
-        "target_sparsity",
-        "sparsity_pct",
-        "series",
-        "best",
-        "other",
-        "best_accuracy",
-        "other_accuracy",
-        "delta_pp",
-        "best_only",
-        "other_only",
-        "n_paired",
-        "n_seeds",
-        "delta_low_pp",
-        "delta_high_pp",
-        "p_value",
-        "p_adjusted",
-    ]
+    columns = PAIR_COLUMNS
     if outcomes is None or comparison.empty:
         return pd.DataFrame(columns=columns)
     df = annotated(results)
