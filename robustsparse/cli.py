@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -77,14 +78,53 @@ def _add_common_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _positive_number(text: str) -> float:
+    """A number > 0 (CPUs, GB)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a number > 0")
+    return value
+
+
+def _non_negative_number(text: str) -> float:
+    """A number >= 0 (GPUs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a number >= 0")
+    return value
+
+
+#: command-line flag (its argparse dest) -> the key of the config's `execution` section it overrides
+_EXECUTION_FLAGS = {
+    "executor": "executor",
+    "ray_address": "ray_address",
+    "ray_num_cpus": "ray_num_cpus",
+    "worker_threads": "worker_threads",
+    "train_cpus": "train.cpus",
+    "eval_cpus": "eval.cpus",
+    "train_gpus": "train.gpus",
+    "eval_gpus": "eval.gpus",
+    "train_memory_gb": "train.memory_gb",
+    "eval_memory_gb": "eval.memory_gb",
+}
+
+
 def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     ex = parser.add_argument_group(
-        "executor", "where the training and attack jobs run (Ray: pip install 'robustsparse[ray]')"
+        "executor",
+        "where the training and attack jobs run (Ray: pip install 'robustsparse[ray]'); each flag overrides "
+        "the config's execution section, whose values are the defaults; none changes any result",
     )
     ex.add_argument(
         "--executor",
         choices=["local", "ray"],
-        default="local",
+        default=None,
         help="local (default): one job after another in this process; ray: every job a Ray task",
     )
     ex.add_argument(
@@ -96,30 +136,54 @@ def _add_executor_args(parser: argparse.ArgumentParser) -> None:
     ex.add_argument(
         "--ray-num-cpus", type=_positive_int, default=None, help="CPUs of the embedded Ray (default: the machine's)"
     )
-    ex.add_argument("--train-cpus", type=float, default=1.0, help="CPUs per training task (default 1)")
-    ex.add_argument("--eval-cpus", type=float, default=1.0, help="CPUs per attack task (default 1)")
-    ex.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per task (default 0: CPU only)")
-    ex.add_argument("--worker-threads", type=_positive_int, default=1, help="torch threads per Ray task (default 1)")
+    ex.add_argument("--train-cpus", type=_positive_number, default=None, help="CPUs per training task (default 1)")
+    ex.add_argument("--eval-cpus", type=_positive_number, default=None, help="CPUs per attack task (default 1)")
+    ex.add_argument("--train-gpus", type=_non_negative_number, default=None, help="GPUs per training task (default 0)")
+    ex.add_argument("--eval-gpus", type=_non_negative_number, default=None, help="GPUs per attack task (default 0)")
+    ex.add_argument(
+        "--gpus-per-task",
+        type=_non_negative_number,
+        default=None,
+        help="GPUs per task of both kinds (default 0: CPU only; > 0 trains and attacks on cuda)",
+    )
+    ex.add_argument(
+        "--train-memory-gb", type=_positive_number, default=None, help="memory reserved per training task (default 2)"
+    )
+    ex.add_argument(
+        "--eval-memory-gb", type=_positive_number, default=None, help="memory reserved per attack task (default 1)"
+    )
+    ex.add_argument("--worker-threads", type=_positive_int, default=None, help="torch threads per Ray task (default 1)")
 
 
-def _ray_settings(args: argparse.Namespace):
-    """The Ray settings of `run --executor ray` (None for the local executor); Ray must be installed."""
-    if args.executor != "ray":
-        return None
-    from robustsparse.pipeline.ray_executor import RayMissing, RaySettings, import_ray
+def _with_execution_flags(cfg, args: argparse.Namespace):
+    """`cfg` with the command line's executor flags over its `execution` section (validated again)."""
+    from robustsparse.config import config_from_dict, config_to_dict
+
+    flags = {key: getattr(args, dest, None) for dest, key in _EXECUTION_FLAGS.items()}
+    gpus = getattr(args, "gpus_per_task", None)
+    if gpus is not None:  # both kinds, unless a kind's own flag says otherwise
+        flags["train.gpus"] = gpus if flags["train.gpus"] is None else flags["train.gpus"]
+        flags["eval.gpus"] = gpus if flags["eval.gpus"] is None else flags["eval.gpus"]
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given:
+        return cfg
+    raw = config_to_dict(cfg)
+    for key, value in given.items():
+        section, _, name = key.rpartition(".")
+        (raw["execution"][section] if section else raw["execution"])[name] = value
+    return config_from_dict(raw)
+
+
+def _require_ray_when_used(cfg) -> None:
+    """One line before anything is written when the run is to execute on Ray and Ray is missing."""
+    if cfg.execution.executor != "ray":
+        return
+    from robustsparse.pipeline.ray_executor import RayMissing, import_ray
 
     try:
         import_ray()
     except RayMissing as exc:
         raise UsageError(str(exc)) from None
-    return RaySettings(
-        address=args.ray_address,
-        num_cpus=args.ray_num_cpus,
-        train_cpus=args.train_cpus,
-        eval_cpus=args.eval_cpus,
-        gpus=args.gpus_per_task,
-        torch_threads=args.worker_threads,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -325,10 +389,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from robustsparse.pipeline import default_run_dir, run_experiment
 
-    cfg = _load_cfg(args)
-    ray = _ray_settings(args)
+    cfg = _with_execution_flags(_load_cfg(args), args)
+    _require_ray_when_used(cfg)
     device, distributed = _device_and_ranks(args)
-    if ray is not None and distributed is not None:
+    if cfg.execution.executor == "ray" and distributed is not None:
         distributed.close()
         raise UsageError("--executor ray cannot run under torchrun: start it as a plain command")
     try:
@@ -340,7 +404,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             report=not args.no_report,
             distributed=distributed,
-            ray=ray,
         )
     finally:
         if distributed is not None:

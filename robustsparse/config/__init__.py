@@ -7,13 +7,16 @@ from robustsparse.config.loader import (
     config_to_dict,
     dataclass_from_mapping,
     dump_config,
+    experiment_digest,
     load_config,
 )
 from robustsparse.config.schema import (
     AdversarialTrainingConfig,
     AttackConfig,
     DataConfig,
+    ExecutionConfig,
     ExperimentConfig,
+    JobResources,
     ModelConfig,
     SparsityConfig,
     TrainConfig,
@@ -23,7 +26,9 @@ __all__ = [
     "AdversarialTrainingConfig",
     "AttackConfig",
     "DataConfig",
+    "ExecutionConfig",
     "ExperimentConfig",
+    "JobResources",
     "ModelConfig",
     "SparsityConfig",
     "TrainConfig",
@@ -33,5 +38,6 @@ __all__ = [
     "config_to_dict",
     "dataclass_from_mapping",
     "dump_config",
+    "experiment_digest",
     "load_config",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "config_to_dict",
     "dump_config",
     "config_digest",
+    "experiment_digest",
 ]
 
 _MISSING = object()
@@ -282,3 +283,14 @@ def config_digest(config: Any, length: int = 12) -> str:
     """A stable short hash of a config (or any part of it): same settings, same digest."""
     text = json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def experiment_digest(config: ExperimentConfig) -> str:
+    """The digest of what an experiment computes: every section but `execution` (how it runs).
+
+    Two runs with the same experiment digest write the same files and results, whichever executor,
+    cluster or resources ran them, so a run folder is resumed across them.
+    """
+    parts = config_to_dict(config)
+    parts.pop("execution", None)
+    return config_digest(parts)

@@ -20,6 +20,8 @@ __all__ = [
     "TrainConfig",
     "AdversarialTrainingConfig",
     "AttackConfig",
+    "ExecutionConfig",
+    "JobResources",
     "ExperimentConfig",
     "SparsityConfig",
 ]
@@ -222,6 +224,79 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class JobResources:
+    """What one Ray task of a kind (training or evaluation) asks the cluster for.
+
+    Attributes:
+        cpus: CPUs reserved for the task (fractions allowed).
+        gpus: GPUs reserved for the task (0: CPU only; > 0: the task trains or attacks on `cuda`).
+        memory_gb: host memory reserved for the task, in GB (10^9 bytes; Ray's `memory` resource:
+            a scheduling reservation, not a limit enforced on the process); null: no reservation.
+    """
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float | None = 2.0
+
+    def check(self, where: str) -> None:
+        """Raise a one-line ConfigError for a bad value; `where` is the section (`execution.train`)."""
+        _require(self.cpus > 0, f"{where}.cpus", self.cpus, "a number > 0")
+        _require(self.gpus >= 0, f"{where}.gpus", self.gpus, "a number >= 0 (0: CPU only)")
+        _require(
+            self.memory_gb is None or self.memory_gb > 0,
+            f"{where}.memory_gb",
+            self.memory_gb,
+            "a number of GB > 0, or null for no reservation",
+        )
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """The reservation in bytes, as Ray takes it (None: none)."""
+        return None if self.memory_gb is None else int(self.memory_gb * 1e9)
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """Where and how the jobs of a run execute. Never part of a model's digest or the run folder's
+    identity: the same experiment gives the same files and results whichever executor runs it.
+
+    Attributes:
+        executor: `local` (one job after another in this process) or `ray` (every training and
+            evaluation job a Ray task; needs the `ray` extra).
+        ray_address: null starts an embedded Ray on this machine; `auto` or `HOST:PORT` joins a
+            running cluster.
+        ray_num_cpus: CPUs of the embedded Ray (null: the machine's); ignored when joining a cluster.
+        worker_threads: torch threads in each Ray task (1: N tasks on N cores do not oversubscribe).
+        train: resources of each training task (default 1 CPU, no GPU, 2 GB).
+        eval: resources of each evaluation (attack sweep) task (default 1 CPU, no GPU, 1 GB).
+    """
+
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    ray_num_cpus: int | None = None
+    worker_threads: int = 1
+    train: JobResources = field(default_factory=JobResources)
+    eval: JobResources = field(default_factory=lambda: JobResources(memory_gb=1.0))
+
+    def __post_init__(self) -> None:
+        _require(
+            self.ray_address is None or bool(self.ray_address.strip()),
+            "execution.ray_address",
+            self.ray_address,
+            "auto, HOST:PORT, or null for an embedded Ray",
+        )
+        _require(
+            self.ray_num_cpus is None or self.ray_num_cpus >= 1,
+            "execution.ray_num_cpus",
+            self.ray_num_cpus,
+            "an integer >= 1, or null for the machine's CPUs",
+        )
+        _require(self.worker_threads >= 1, "execution.worker_threads", self.worker_threads, "an integer >= 1")
+        self.train.check("execution.train")
+        self.eval.check("execution.eval")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A whole experiment: data, model, training, the sparsity grid, the attack sweep.
 
@@ -237,6 +312,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sparsity: tuple[SparsityConfig, ...] = ()
     attack: AttackConfig = field(default_factory=AttackConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
 
     def __post_init__(self) -> None:
         _require(

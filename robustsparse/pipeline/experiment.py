@@ -24,8 +24,9 @@ from reports.atomic import write_csv_atomic
 from reports.contract import MODELS_DIR, OUTCOMES_FILE, RESULTS_FILE, SANITY_FILE
 from robustsparse.config import ExperimentConfig
 from robustsparse.data import DatasetBundle
+from robustsparse.errors import ConfigError
 from robustsparse.pipeline.evaluation import EvalSettings, collect_results
-from robustsparse.pipeline.ray_executor import RaySettings, ray_train_and_evaluate
+from robustsparse.pipeline.ray_executor import ray_train_and_evaluate
 from robustsparse.pipeline.run_dir import prepare_run_dir
 from robustsparse.pipeline.training import (
     STATUS_FAILED,
@@ -146,24 +147,26 @@ def run_experiment(
     progress: bool = True,
     report: bool = True,
     distributed: DistContext | None = None,
-    ray: RaySettings | None = None,
 ) -> RunSummary:
     """Train, attack and report one experiment into `run_dir` (resuming whatever is on disk).
 
-    With `ray` settings, training and attacks run as Ray tasks (`pipeline.ray_executor`); the
-    tables and the report are then assembled here from their cached evaluations, as without Ray.
+    With `cfg.execution.executor == "ray"`, training and attacks run as Ray tasks
+    (`pipeline.ray_executor`, with the resources of `cfg.execution`); the tables and the report are
+    then assembled here from their cached evaluations, as without Ray.
 
     Under torchrun (`distributed` with a world size > 1) all ranks train every model together;
     rank 0 alone then attacks and reports, and the other ranks return a summary with no results.
     """
     started = time.perf_counter()
+    if cfg.execution.executor == "ray" and distributed is not None and distributed.world_size > 1:
+        raise ConfigError("execution.executor = 'ray' cannot run under torchrun: start it as a plain command")
     if distributed is None or distributed.world_size == 1:
         bundle = load_experiment_data(cfg)  # before anything is written: a missing dataset leaves no trace
         run_dir = prepare_run_dir(cfg, run_dir, restart=restart)
     else:
         bundle, run_dir = prepare_distributed(cfg, run_dir, restart=restart, distributed=distributed)
-    if ray is not None:
-        models, failed, computed, _ = ray_train_and_evaluate(cfg, run_dir, ray, progress=progress)
+    if cfg.execution.executor == "ray":
+        models, failed, computed, _ = ray_train_and_evaluate(cfg, run_dir, progress=progress)
         # every evaluation is cached now: this only reads and assembles them (computes nothing)
         results, _ = attack_experiment(cfg, run_dir, device=device, bundle=bundle, progress=False, skip=failed)
     else:

@@ -12,6 +12,10 @@ the local executor does (same code: `attack_experiment`), so the results are ide
 A task that raises, or whose worker dies, is retried once by Ray; then it is reported as failed
 (it and the tasks that depend on it), and the rest of the grid goes on.
 
+What each task asks of Ray (CPUs, GPUs, memory per job kind), where Ray runs and the torch threads
+of a task are the config's `execution` section (`ExecutionConfig`); none of it is part of a model's
+digest or changes what is computed (except that the thread count changes float summation order).
+
 Ray is imported lazily: without it installed, `import_ray` raises `RayMissing`.
 """
 
@@ -20,7 +24,6 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +32,28 @@ import torch
 from tqdm.auto import tqdm
 
 from reports.contract import MODELS_DIR
-from robustsparse.config import ExperimentConfig, config_digest
+from robustsparse.config import ExecutionConfig, ExperimentConfig, JobResources, config_digest
 from robustsparse.data import DatasetBundle
+from robustsparse.errors import ConfigError
 from robustsparse.pipeline.claims import claim
 from robustsparse.pipeline.evaluation import EvalSettings, collect_results
 from robustsparse.pipeline.training import STATUS_FAILED, SUMMARY_COLUMNS, _settle, failed_reason, load_experiment_data
 from robustsparse.train.jobs import TrainJob, experiment_jobs
 
-__all__ = ["RAY_MODULE", "RayMissing", "RaySettings", "import_ray", "ray_train_and_evaluate"]
+__all__ = [
+    "EVAL_TASK",
+    "TRAIN_TASK",
+    "RAY_MODULE",
+    "RayMissing",
+    "import_ray",
+    "ray_train_and_evaluate",
+    "task_options",
+]
 
 log = logging.getLogger(__name__)
+
+#: the names of the tasks, `train:<model_id>` and `attack:<model_id>`
+TRAIN_TASK, EVAL_TASK = "train", "attack"
 
 #: the module imported as Ray (a module-level name so a test can point it at a missing module)
 RAY_MODULE = "ray"
@@ -46,27 +61,6 @@ RAY_MODULE = "ray"
 
 class RayMissing(ImportError):
     """Ray is not installed (the `ray` extra)."""
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """Where Ray runs and what each task asks of it.
-
-    Attributes:
-        address: None starts an embedded local Ray; "auto" or "HOST:PORT" joins a running cluster.
-        num_cpus: CPUs of the embedded Ray (None: the machine's); ignored when joining a cluster.
-        train_cpus: CPUs requested by each training task.
-        eval_cpus: CPUs requested by each evaluation task.
-        gpus: GPUs requested by each task (0: CPU only; > 0 trains and attacks on `cuda`).
-        torch_threads: torch threads in each task (1: N workers on N cores do not oversubscribe).
-    """
-
-    address: str | None = None
-    num_cpus: int | None = None
-    train_cpus: float = 1
-    eval_cpus: float = 1
-    gpus: float = 0
-    torch_threads: int = 1
 
 
 def import_ray() -> Any:
@@ -157,22 +151,63 @@ def _last_line(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
-def _start_ray(ray: Any, settings: RaySettings) -> bool:
+def _start_ray(ray: Any, execution: ExecutionConfig) -> bool:
     """Join or start Ray; True when this call started it (and must shut it down)."""
     if ray.is_initialized():
         return False
-    env = {"env_vars": {"OMP_NUM_THREADS": str(settings.torch_threads)}}
-    if settings.address is None:
-        ray.init(num_cpus=settings.num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False)
+    env = {"env_vars": {"OMP_NUM_THREADS": str(execution.worker_threads)}}
+    if execution.ray_address is None:
+        ray.init(num_cpus=execution.ray_num_cpus, include_dashboard=False, runtime_env=env, log_to_driver=False)
     else:
-        ray.init(address=settings.address, runtime_env=env, log_to_driver=False)
+        ray.init(address=execution.ray_address, runtime_env=env, log_to_driver=False)
     return True
 
 
+def task_options(resources: JobResources) -> dict[str, Any]:
+    """Ray's `.options(...)` for a task of one kind: its CPUs, GPUs and memory, retried once.
+
+    Retried once whatever ends it: an exception or a dead worker (divergence is no exception:
+    `_settle` marks the model failed).
+    """
+    options: dict[str, Any] = {
+        "num_cpus": resources.cpus,
+        "num_gpus": resources.gpus,
+        "max_retries": 1,
+        "retry_exceptions": True,
+    }
+    if resources.memory_bytes is not None:
+        options["memory"] = resources.memory_bytes
+    return options
+
+
+def check_feasible(ray: Any, execution: ExecutionConfig) -> None:
+    """Refuse, with one line, a request that no node of the cluster can ever meet.
+
+    Ray would otherwise keep such a task pending for ever ("infeasible"), and the run would hang.
+
+    Raises:
+        ConfigError: a job kind asks for more CPUs, GPUs or memory than the largest node has.
+    """
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    for kind, resources in (("train", execution.train), ("eval", execution.eval)):
+        wanted = {"CPU": resources.cpus, "GPU": resources.gpus, "memory": resources.memory_bytes or 0}
+        for name, amount in wanted.items():
+            largest = max((node.get(name, 0.0) for node in nodes), default=0.0)
+            if amount > largest:
+                key = {"CPU": "cpus", "GPU": "gpus", "memory": "memory_gb"}[name]
+                have = f"{largest / 1e9:.1f} GB" if name == "memory" else f"{largest:g}"
+                value = resources.memory_gb if name == "memory" else amount
+                raise ConfigError(
+                    f"execution.{kind}.{key} = {value:g} is more than any Ray node has ({have} on the largest); "
+                    f"lower it (--set execution.{kind}.{key}=...)"
+                    + (" or set it to null for no reservation" if name == "memory" else "")
+                )
+
+
 def ray_train_and_evaluate(
-    cfg: ExperimentConfig, run_dir: str | Path, settings: RaySettings, *, progress: bool = True
+    cfg: ExperimentConfig, run_dir: str | Path, *, progress: bool = True
 ) -> tuple[pd.DataFrame, dict[str, str], int, dict[str, tuple[float, float]]]:
-    """Train every model of `cfg`, then attack each, as Ray tasks; wait for all of them.
+    """Train every model of `cfg`, then attack each, as Ray tasks (as `cfg.execution` says); wait for all.
 
     Returns:
         `(models, failed, n_computed, times)`: the training summary (SUMMARY_COLUMNS), the model
@@ -180,32 +215,35 @@ def ray_train_and_evaluate(
         each trained model's task `(start, end)` times (seconds since the epoch: the order it ran in).
     """
     ray = import_ray()
-    started_here = _start_ray(ray, settings)
+    started_here = _start_ray(ray, cfg.execution)
     try:
-        return _submit_and_wait(ray, cfg, str(Path(run_dir).resolve()), settings, progress)
+        check_feasible(ray, cfg.execution)
+        return _submit_and_wait(ray, cfg, str(Path(run_dir).resolve()), progress)
     finally:
         if started_here:
             ray.shutdown()
 
 
 def _submit_and_wait(
-    ray: Any, cfg: ExperimentConfig, run_dir: str, settings: RaySettings, progress: bool
+    ray: Any, cfg: ExperimentConfig, run_dir: str, progress: bool
 ) -> tuple[pd.DataFrame, dict[str, str], int, dict[str, tuple[float, float]]]:
-    device = "cuda" if settings.gpus > 0 else "cpu"
-    # retried once whatever ends it: an exception or a dead worker (divergence is no exception: _settle marks it)
-    retry = {"max_retries": 1, "retry_exceptions": True, "num_gpus": settings.gpus}
-    train_task = ray.remote(_train_one).options(num_cpus=settings.train_cpus, **retry)
-    eval_task = ray.remote(_evaluate_one).options(num_cpus=settings.eval_cpus, **retry)
+    execution = cfg.execution
+    threads = execution.worker_threads
+    train_device = "cuda" if execution.train.gpus > 0 else "cpu"
+    eval_device = "cuda" if execution.eval.gpus > 0 else "cpu"
+    train_fn, eval_fn = ray.remote(_train_one), ray.remote(_evaluate_one)
+    train_options, eval_options = task_options(execution.train), task_options(execution.eval)
     jobs = experiment_jobs(cfg)  # parents come before their children
     train_refs: dict[str, Any] = {}
     for job in jobs:
         parent_ref = train_refs.get(job.parent_id) if job.parent_id is not None else None
-        train_refs[job.model_id] = train_task.remote(
-            cfg, run_dir, job.model_id, device, settings.torch_threads, parent_ref
+        # named after its model: the worker's process title is `ray::<name>` (ps, `ray list tasks`)
+        train_refs[job.model_id] = train_fn.options(name=f"{TRAIN_TASK}:{job.model_id}", **train_options).remote(
+            cfg, run_dir, job.model_id, train_device, threads, parent_ref
         )
     eval_refs = {
-        job.model_id: eval_task.remote(
-            cfg, run_dir, job.model_id, device, settings.torch_threads, train_refs[job.model_id]
+        job.model_id: eval_fn.options(name=f"{EVAL_TASK}:{job.model_id}", **eval_options).remote(
+            cfg, run_dir, job.model_id, eval_device, threads, train_refs[job.model_id]
         )
         for job in jobs
     }

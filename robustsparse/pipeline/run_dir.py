@@ -15,7 +15,7 @@ import yaml
 
 from reports.atomic import write_text_atomic
 from reports.contract import CONFIG_FILE
-from robustsparse.config import ExperimentConfig, config_digest, config_from_dict, dump_config
+from robustsparse.config import ExperimentConfig, config_from_dict, dump_config, experiment_digest
 from robustsparse.errors import ConfigError
 
 __all__ = ["default_run_dir", "prepare_run_dir", "read_run_config"]
@@ -41,6 +41,9 @@ def read_run_config(run_dir: str | Path) -> ExperimentConfig:
 def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, *, restart: bool = False) -> Path:
     """Create the run folder and write the resolved config, or check it matches the one there.
 
+    The `execution` section is left out of the comparison: how a run executes (local or Ray,
+    which resources) never changes what it computes, so any executor resumes any run folder.
+
     Raises:
         ConfigError: the folder holds a run of a different configuration and `restart` is False.
     """
@@ -51,7 +54,7 @@ def prepare_run_dir(cfg: ExperimentConfig, run_dir: str | Path, *, restart: bool
             stored = read_run_config(run_dir)
         except ConfigError:
             stored = None
-        if stored is None or config_digest(stored) != config_digest(cfg):
+        if stored is None or experiment_digest(stored) != experiment_digest(cfg):
             raise ConfigError(
                 f"{run_dir} holds a run of a different configuration ({CONFIG_FILE} differs); "
                 "use another --out folder, or pass --restart to delete that run and start over"

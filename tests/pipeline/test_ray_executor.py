@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ import yaml
 
 from reports.contract import MODELS_DIR, RESUME_STATE_FILE
 from robustsparse.cli import main
-from robustsparse.config import load_config
+from robustsparse.config import ExperimentConfig, load_config
+from robustsparse.errors import ConfigError
 from robustsparse.pipeline import ray_executor
 from robustsparse.pipeline.experiment import run_experiment
-from robustsparse.pipeline.ray_executor import RaySettings, ray_train_and_evaluate
+from robustsparse.pipeline.ray_executor import check_feasible, ray_train_and_evaluate, task_options
 from robustsparse.pipeline.run_dir import prepare_run_dir
 from robustsparse.train.jobs import experiment_jobs
 
@@ -36,13 +38,18 @@ def cfg(tmp_path_factory, tiny_grid):
     return load_config(path)
 
 
+def on_ray(cfg: ExperimentConfig, **execution) -> ExperimentConfig:
+    """`cfg` run by the Ray executor (with these execution settings)."""
+    return replace(cfg, execution=replace(cfg.execution, executor="ray", **execution))
+
+
 def _rows(results):
     return results[["model_id", "key", "n_correct"]].sort_values(["model_id", "key"]).reset_index(drop=True)
 
 
 def test_ray_runs_parents_first_and_gives_the_local_results(ray_session, cfg, tmp_path):
     run_dir = prepare_run_dir(cfg, tmp_path / "ray")
-    models, failed, computed, times = ray_train_and_evaluate(cfg, run_dir, RaySettings(), progress=False)
+    models, failed, computed, times = ray_train_and_evaluate(on_ray(cfg), run_dir, progress=False)
     jobs = experiment_jobs(cfg)
     assert failed == {} and computed == len(jobs) * len(cfg.attack.attack_specs())  # each computed once
     assert set(models["status"]) == {"trained"}
@@ -53,11 +60,11 @@ def test_ray_runs_parents_first_and_gives_the_local_results(ray_session, cfg, tm
     assert ray_session.is_initialized()  # a Ray it did not start is left running
 
     # the driver assembles from the workers' caches: nothing more to compute, the local executor's rows
-    on_ray = run_experiment(cfg, run_dir, device=CPU, progress=False, report=False, ray=RaySettings())
-    assert on_ray.n_evaluated == 0 and set(on_ray.models["status"]) == {"found"}
+    ray_run = run_experiment(on_ray(cfg), run_dir, device=CPU, progress=False, report=False)
+    assert ray_run.n_evaluated == 0 and set(ray_run.models["status"]) == {"found"}
     local = run_experiment(cfg, tmp_path / "local", device=CPU, progress=False, report=False)
     assert len(local.results) == len(jobs) * len(cfg.attack.attack_specs())
-    assert _rows(on_ray.results).equals(_rows(local.results))
+    assert _rows(ray_run.results).equals(_rows(local.results))
 
 
 def test_a_task_that_keeps_failing_is_reported_and_the_rest_finishes(ray_session, cfg, tmp_path):
@@ -66,7 +73,7 @@ def test_a_task_that_keeps_failing_is_reported_and_the_rest_finishes(ray_session
     # a resume state of another setting: its training raises CheckpointError, on the retry too
     (run_dir / MODELS_DIR / broken.model_id).mkdir(parents=True)
     torch.save({"format": "not-ours"}, run_dir / MODELS_DIR / broken.model_id / RESUME_STATE_FILE)
-    summary = run_experiment(cfg, run_dir, device=CPU, progress=False, report=False, ray=RaySettings())
+    summary = run_experiment(on_ray(cfg), run_dir, device=CPU, progress=False, report=False)
     failed = summary.failed()
     assert list(failed["model_id"]) == [broken.model_id]
     assert "train task failed" in failed["failure"].iloc[0] and "training state" in failed["failure"].iloc[0]
@@ -83,3 +90,33 @@ def test_executor_ray_without_ray_installed_is_one_line(tmp_path, capsys, monkey
     assert code == 2 and len(err) == 1
     assert "robustsparse[ray]" in err[0]
     assert not Path(tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_a_request_no_node_can_meet_is_one_line_not_a_hang(ray_session, cfg):
+    total = ray_session.cluster_resources()["memory"] / 1e9
+    check_feasible(ray_session, cfg.execution)  # the defaults (2 GB, 1 GB, 1 CPU) fit this machine
+    too_much = replace(cfg.execution.eval, memory_gb=round(total * 10, 1))
+    with pytest.raises(ConfigError, match=r"^execution\.eval\.memory_gb = .* is more than any Ray node has"):
+        check_feasible(ray_session, replace(cfg.execution, eval=too_much))
+    with pytest.raises(ConfigError, match=r"^execution\.train\.gpus = 1 is more than any Ray node has \(0 on"):
+        check_feasible(ray_session, replace(cfg.execution, train=replace(cfg.execution.train, gpus=1.0)))
+
+
+def _assigned() -> dict:
+    import ray
+
+    return ray.get_runtime_context().get_assigned_resources()
+
+
+def test_each_task_kind_holds_its_configured_cpus_and_memory(ray_session, cfg):
+    execution = replace(
+        on_ray(cfg).execution,
+        train=replace(cfg.execution.train, cpus=0.5, memory_gb=1.5),
+        eval=replace(cfg.execution.eval, memory_gb=None),
+    )
+    probe = ray_session.remote(_assigned)
+    train = ray_session.get(probe.options(**task_options(execution.train)).remote())
+    evaluation = ray_session.get(probe.options(**task_options(execution.eval)).remote())
+    assert train == {"CPU": 0.5, "memory": 1.5e9}
+    assert evaluation == {"CPU": 1.0}  # memory_gb: null reserves none
+    assert task_options(execution.train)["max_retries"] == 1  # a dead worker's task is retried once
