@@ -53,6 +53,11 @@ class DataConfig:
             whole test split either way.
         label: the name results and reports use for the data (e.g. "CIFAR-10 (JPEG)" for the
             ImageFolder copy); None: the dataset's registry name.
+        device_cache: `imagefolder` only: decode every image once into a uint8 tensor cache
+            (saved in `<root>/.robustsparse-cache/`), keep it on the training device and crop and
+            flip whole batches there, so loader processes do not starve a GPU (`data.device_cache`
+            module). Same augmentation semantics, other random draws: part of the model's digest
+            when true.
     """
 
     dataset: str = "digits"
@@ -65,6 +70,7 @@ class DataConfig:
     train_examples: int | None = None
     test_examples: int | None = None
     label: str | None = None
+    device_cache: bool = False
 
     def __post_init__(self) -> None:
         from robustsparse.data import list_datasets
@@ -72,6 +78,12 @@ class DataConfig:
         allowed = list_datasets()
         _require(self.dataset in allowed, "data.dataset", self.dataset, "one of " + ", ".join(allowed))
         _require(self.num_workers >= 0, "data.num_workers", self.num_workers, "an integer >= 0")
+        _require(
+            not self.device_cache or self.dataset == "imagefolder",
+            "data.device_cache",
+            self.device_cache,
+            f"false for dataset {self.dataset!r} (the device cache reads class folders: dataset imagefolder)",
+        )
         _require(
             self.image_size is None or self.image_size > 0,
             "data.image_size",

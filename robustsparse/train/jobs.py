@@ -71,7 +71,7 @@ class TrainJob:
         """Digest of what determines the trained weights (the parent included by its own digest)."""
         parts = {
             "seed": self.seed,
-            "data": replace(self.data, label=None),  # the display label does not change the weights
+            "data": _data_part(self.data),
             "model": self.model,
             # writing curves for TensorBoard does not change the weights
             "train": {k: v for k, v in config_to_dict(self.train).items() if k != "tensorboard"},
@@ -83,6 +83,18 @@ class TrainJob:
             "parent": self.parent_id,
         }
         return config_digest(parts)
+
+
+def _data_part(data: DataConfig) -> dict:
+    """The data settings that determine the weights.
+
+    The display label does not; `device_cache` does (other random draws of the same augmentation)
+    but is left out when off, so models trained before it existed keep their digests.
+    """
+    part = config_to_dict(replace(data, label=None))
+    if not data.device_cache:
+        part.pop("device_cache")
+    return part
 
 
 def dense_job(cfg: ExperimentConfig, seed: int) -> TrainJob:

@@ -50,6 +50,7 @@ from robustsparse.checkpoints import (
 )
 from robustsparse.config import DataConfig, config_to_dict
 from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loaders
+from robustsparse.data.device_cache import DeviceBatches, device_loaders
 from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
@@ -176,6 +177,8 @@ def train_job(
         )
     except ValueError as exc:  # the batch does not split over the ranks
         raise ConfigError(str(exc)) from None
+    if job.data.device_cache:
+        train_loader, test_loader = _device_cached_loaders(job, bundle, train_loader, test_loader, device, world)
     steps_per_epoch = len(train_loader)
     spec = _model_spec(job, bundle)
     model = spec.build()
@@ -341,6 +344,30 @@ def train_job(
     if world > 1:
         distributed.barrier()
     return meta
+
+
+def _device_cached_loaders(
+    job: TrainJob,
+    bundle: DatasetBundle,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    device: torch.device,
+    world: int,
+) -> tuple[DeviceBatches, DeviceBatches]:
+    """The loaders' splits decoded once and held on `device` (`data.device_cache`), same batches sizes."""
+    if world > 1:
+        raise ConfigError("data.device_cache is not supported under torchrun; set data.device_cache=false")
+    return device_loaders(
+        train_loader.dataset,
+        test_loader.dataset,
+        image_size=bundle.info.image_size,
+        augment=job.data.augment,
+        batch_size=job.train.batch_size,
+        eval_batch_size=job.train.eval_batch_size,
+        device=device,
+        seed=job.seed,
+        num_workers=job.data.num_workers,
+    )
 
 
 def _reduced(stats: dict[str, Any], device: torch.device) -> dict[str, Any]:
