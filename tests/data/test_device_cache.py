@@ -8,9 +8,11 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_dataset, load_tensors
@@ -25,9 +27,14 @@ from robustsparse.data.device_cache import (
 from robustsparse.errors import ConfigError, DatasetError
 from robustsparse.train.jobs import experiment_jobs
 from robustsparse.train.trainer import train_job
-from tests.data.conftest import CLASS_COLOURS, write_image
 
 CPU = torch.device("cpu")
+
+
+def _write_png(path: Path, seed: int, size: int = 10) -> None:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3)).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(path)
 
 
 def _bundle(root: Path, augment: bool = True):
@@ -56,12 +63,11 @@ def test_the_cache_holds_the_torchvision_path_pixels_and_is_read_back_from_disk(
 def test_the_cache_is_rebuilt_when_the_folder_changes(image_tree):
     bundle = _bundle(image_tree)
     before, _ = decoded_split(bundle.test, 10)
-    write_image(image_tree / "test" / "dog" / "9.png", CLASS_COLOURS[1], 10, seed=999)
+    _write_png(image_tree / "test" / "dog" / "9.png", seed=999)
     after, labels = decoded_split(_bundle(image_tree).test, 10)
     assert len(after) == len(before) + 1 and int(labels[-3]) == 1  # the new dog (the emus come last)
     assert len(list((image_tree / CACHE_DIR).glob("test-*.pt"))) == 2  # a new file: the old one is not trusted
     # a file replaced by another of a different size changes the checksum too
-    write_image(image_tree / "test" / "cat" / "0.png", CLASS_COLOURS[2], 10, seed=5)
     (image_tree / "test" / "cat" / "0.png").write_bytes((image_tree / "test" / "cat" / "0.png").read_bytes() + b"\0")
     decoded_split(_bundle(image_tree).test, 10)
     assert len(list((image_tree / CACHE_DIR).glob("test-*.pt"))) == 3
