@@ -36,7 +36,7 @@ from robustsparse.pipeline.training import (
 )
 from robustsparse.train.distributed import DistContext
 from robustsparse.train.jobs import experiment_jobs
-from robustsparse.train.trainer import refuse_under_torchrun
+from robustsparse.train.trainer import DEVICE_CACHE_UNDER_TORCHRUN, refuse_under_torchrun
 
 __all__ = ["RunSummary", "attack_experiment", "run_experiment", "prepare_distributed"]
 
@@ -127,10 +127,13 @@ def prepare_distributed(
     """The dataset and the run folder under torchrun: rank 0 loads (downloads) and writes first.
 
     Raises:
-        ConfigError: a method of the grid cannot train under torchrun (before anything is written).
+        ConfigError: a method of the grid cannot train under torchrun, or `data.device_cache` is on
+            (before anything is written).
     """
     for entry in cfg.sparsity:
         refuse_under_torchrun(entry.method)
+    if cfg.data.device_cache:
+        raise ConfigError(DEVICE_CACHE_UNDER_TORCHRUN)
     with distributed.main_first():
         bundle = load_experiment_data(cfg)
         if distributed.is_main:

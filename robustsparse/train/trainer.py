@@ -64,11 +64,17 @@ from robustsparse.train.optim import build_optimizer, build_scheduler
 from robustsparse.utils.atomic import torch_save_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
-__all__ = ["train_job", "is_finished", "load_job_data", "refuse_under_torchrun"]
+__all__ = ["DEVICE_CACHE_UNDER_TORCHRUN", "train_job", "is_finished", "load_job_data", "refuse_under_torchrun"]
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "robustsparse.train_state"
+
+#: why `data.device_cache` is refused under torchrun (each rank would hold and shuffle the whole split)
+DEVICE_CACHE_UNDER_TORCHRUN = (
+    "data.device_cache is not supported under torchrun (the ranks would not share the batches); "
+    "set data.device_cache=false"
+)
 
 
 def load_job_data(data: DataConfig) -> DatasetBundle:
@@ -356,7 +362,7 @@ def _device_cached_loaders(
 ) -> tuple[DeviceBatches, DeviceBatches]:
     """The loaders' splits decoded once and held on `device` (`data.device_cache`), same batches sizes."""
     if world > 1:
-        raise ConfigError("data.device_cache is not supported under torchrun; set data.device_cache=false")
+        raise ConfigError(DEVICE_CACHE_UNDER_TORCHRUN)
     return device_loaders(
         train_loader.dataset,
         test_loader.dataset,

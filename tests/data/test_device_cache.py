@@ -193,3 +193,20 @@ def test_the_trainer_uses_the_cache_and_the_digest_tells_the_two_paths_apart(ima
     assert (image_tree / CACHE_DIR).is_dir()
     again = train_job(job, tmp_path / "again", device=CPU, progress=False)
     assert again["clean_acc"] == meta["clean_acc"]  # same seed, same batches: the same model
+
+
+def test_under_torchrun_the_device_cache_is_refused_before_anything_is_written(image_tree, tmp_path):
+    from robustsparse.pipeline.experiment import prepare_distributed
+    from robustsparse.train.distributed import DistContext
+
+    cfg = config_from_dict(
+        {"data": {"dataset": "imagefolder", "root": str(image_tree), "device_cache": True}, "train": {"epochs": 1}}
+    )
+    rank0_of_2 = DistContext(rank=0, world_size=2, local_rank=0)
+    with pytest.raises(ConfigError, match="^data.device_cache is not supported under torchrun"):
+        prepare_distributed(cfg, tmp_path / "run", restart=False, distributed=rank0_of_2)
+    assert not (tmp_path / "run").exists() and not (image_tree / CACHE_DIR).exists()
+    (job,) = experiment_jobs(cfg)
+    with pytest.raises(ConfigError, match="^data.device_cache is not supported under torchrun"):
+        train_job(job, tmp_path / "m", device=CPU, progress=False, distributed=rank0_of_2)
+    assert not (image_tree / CACHE_DIR).exists()
