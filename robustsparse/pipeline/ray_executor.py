@@ -45,6 +45,7 @@ __all__ = [
     "TRAIN_TASK",
     "RAY_MODULE",
     "RayMissing",
+    "check_feasible",
     "import_ray",
     "ray_train_and_evaluate",
     "task_options",
