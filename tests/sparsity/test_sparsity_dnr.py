@@ -185,6 +185,38 @@ def test_element_rewiring_holds_the_target_and_keeps_masked_weights_and_momentum
     assert meta["nearest_achievable_sparsity"] == pytest.approx(1 - start / total)
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda params: torch.optim.SGD(params, lr=0.05, momentum=0.0),  # no buffer: the gradient is the momentum
+        lambda params: torch.optim.AdamW(params, lr=0.01),  # Adam's first moment
+    ],
+    ids=["sgd-no-momentum", "adamw"],
+)
+def test_every_optimizer_the_trainer_builds_gives_a_momentum_to_go_by(make):
+    net = fresh_net()
+    pruner = build_pruner(net, dnr_cfg(), SPE, seed=0)
+    optimizer = make(net.parameters())
+    pruner.step(0, optimizer)
+    pruner.apply_(optimizer)
+    params = dict(net.named_parameters())
+    start = kept(pruner)
+
+    def check(step, before, values):
+        for n, m in pruner.masks.items():  # every state tensor (exp_avg, exp_avg_sq) is zero where masked
+            for value in optimizer.state.get(params[n], {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == m.shape:
+                    assert bool((value[~m] == 0).all()), (step, n)
+        if step == 4:
+            assert pruner._growth and all(bool(g.any()) for g in pruner._growth.values())
+
+    train_steps(net, pruner, optimizer, range(1, 6), torch.Generator().manual_seed(1), check)
+    update = pruner.metadata()["dnr"]["updates"][0]
+    assert update["step"] == 5 and update["regrown"] > 0 and kept(pruner) == start
+    shares = [layer["momentum_share"] for layer in pruner.metadata()["dnr"]["layers"].values()]
+    assert sum(shares) == pytest.approx(1.0) and len(set(shares)) == len(shares)
+
+
 def test_a_layer_with_more_momentum_gets_more_density_and_regrowth_follows_momentum():
     net = fresh_net()
     pruner = build_pruner(net, dnr_cfg(), 1, seed=0)  # one step per epoch: step 1 is a rewiring
