@@ -146,6 +146,11 @@ class SparsityConfig:
             (`straight_through`: hard 0/1 gates forward, sigmoid gradient backward; `soft`:
             sigmoid gates) and the pruner network's Adam learning rate (0.01); null for other
             methods (methods/npn.py).
+        dnr_prune_rate, dnr_anneal: `dnr`'s prune rate p0, the fraction of each layer's kept
+            weights (channels, for `channel`) removed and regrown at the first rewiring (0.5, as
+            sparse momentum; the DNR paper's value is not known), and how it is annealed to the
+            freeze at `end_epoch` (`cosine` to 0, as sparse momentum and DNR; `linear` to 0;
+            `none`: constant); null for other methods (methods/dnr.py).
     """
 
     method: str = "none"
@@ -191,6 +196,8 @@ class SparsityConfig:
     npn_lambda: float | None = None
     npn_gate: str | None = None
     npn_lr: float | None = None
+    dnr_prune_rate: float | None = None
+    dnr_anneal: Literal["cosine", "linear", "none"] | None = None
 
     def __post_init__(self) -> None:
         _require(

@@ -16,6 +16,7 @@ from torch import nn
 
 from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     campfire,
+    dnr,
     drop_pruning,
     hybrid,
     npn,
