@@ -146,6 +146,15 @@ class SparsityConfig:
             (`straight_through`: hard 0/1 gates forward, sigmoid gradient backward; `soft`:
             sigmoid gates) and the pruner network's Adam learning rate (0.01); null for other
             methods (methods/npn.py).
+        dst_threshold, dst_alpha, dst_alpha_control, dst_alpha_gain, dst_alpha_proportional,
+        dst_lr: `dst`'s trainable thresholds, one per filter (`filter`, the paper's) or per layer
+            (`layer`); the strength alpha of its regulariser alpha * sum(exp(-t)) (5e-4, the
+            paper's MNIST value; with feedback, where alpha starts); how alpha reaches
+            `target_sparsity`: `feedback` (the default: a proportional-integral rule on log alpha
+            driven by scheduled target - mask sparsity after every step, with integral gain
+            `dst_alpha_gain` 1.0 and proportional gain `dst_alpha_proportional` 60) or `fixed`
+            (the paper: sparsity emerges, the target is only recorded); and the thresholds' SGD
+            learning rate (0.01); null for other methods (methods/dst.py).
     """
 
     method: str = "none"
@@ -191,6 +200,12 @@ class SparsityConfig:
     npn_lambda: float | None = None
     npn_gate: str | None = None
     npn_lr: float | None = None
+    dst_threshold: Literal["filter", "layer"] | None = None
+    dst_alpha: float | None = None
+    dst_alpha_control: Literal["feedback", "fixed"] | None = None
+    dst_alpha_gain: float | None = None
+    dst_alpha_proportional: float | None = None
+    dst_lr: float | None = None
 
     def __post_init__(self) -> None:
         _require(
