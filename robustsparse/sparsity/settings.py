@@ -147,14 +147,15 @@ class SparsityConfig:
             sigmoid gates) and the pruner network's Adam learning rate (0.01); null for other
             methods (methods/npn.py).
         dst_threshold, dst_alpha, dst_alpha_control, dst_alpha_gain, dst_alpha_proportional,
-        dst_lr: `dst`'s trainable thresholds, one per filter (`filter`, the paper's) or per layer
+        dst_lr, dst_momentum: `dst`'s trainable thresholds, one per filter (`filter`, the paper's) or per layer
             (`layer`); the strength alpha of its regulariser alpha * sum(exp(-t)) (5e-4, the
             paper's MNIST value; with feedback, where alpha starts); how alpha reaches
             `target_sparsity`: `feedback` (the default: a proportional-integral rule on log alpha
             driven by scheduled target - mask sparsity after every step, with integral gain
             `dst_alpha_gain` 1.0 and proportional gain `dst_alpha_proportional` 60) or `fixed`
             (the paper: sparsity emerges, the target is only recorded); and the thresholds' SGD
-            learning rate (0.01); null for other methods (methods/dst.py).
+            learning rate (0.01) and momentum (0; the paper's 0.9 overshoots the target); null for
+            other methods (methods/dst.py).
     """
 
     method: str = "none"
@@ -206,6 +207,7 @@ class SparsityConfig:
     dst_alpha_gain: float | None = None
     dst_alpha_proportional: float | None = None
     dst_lr: float | None = None
+    dst_momentum: float | None = None
 
     def __post_init__(self) -> None:
         _require(

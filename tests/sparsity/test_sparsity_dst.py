@@ -67,7 +67,13 @@ def set_thresholds(pruner: DstPruner, seed: int = 0) -> None:
 
 def test_settings_are_filled_in_and_bad_ones_fail_with_one_line():
     cfg = dst_cfg()
-    assert (cfg.dst_threshold, cfg.dst_alpha_control, cfg.dst_alpha, cfg.dst_lr) == ("filter", "feedback", 5e-4, 0.01)
+    assert (cfg.dst_threshold, cfg.dst_alpha_control, cfg.dst_alpha, cfg.dst_lr, cfg.dst_momentum) == (
+        "filter",
+        "feedback",
+        5e-4,
+        0.01,
+        0.0,
+    )
     assert (cfg.update_unit, cfg.update_every, cfg.allow_regrowth) == ("steps", 1, True)  # fixed by the method
     assert SparsityConfig(method="campfire", granularity="element", target_sparsity=0.5).dst_alpha is None
     bad = [
@@ -78,6 +84,7 @@ def test_settings_are_filled_in_and_bad_ones_fail_with_one_line():
         ({"dst_alpha_gain": -1.0}, "> 0"),
         ({"dst_alpha_proportional": -1.0}, ">= 0"),
         ({"dst_lr": 0}, "> 0"),
+        ({"dst_momentum": 1.0}, r"in \[0, 1\)"),
         ({"granularity": "kernel"}, "one of element with method 'dst'"),
         ({"schedule": "one_shot", "end_epoch": 0}, "dynamic phase"),
     ]
