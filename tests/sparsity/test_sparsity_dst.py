@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from robustsparse.errors import CheckpointError, ConfigError
-from robustsparse.sparsity import SparsityConfig, build_pruner
+from robustsparse.sparsity import SparsityConfig, build_pruner, verify_structure
 from robustsparse.sparsity.methods import extra_training
 from robustsparse.sparsity.methods.dst import DstPruner, LongTailedStep, long_tailed_derivative
 
@@ -234,6 +234,7 @@ def test_pruned_weights_come_back_while_dynamic_and_stay_zero_after_the_freeze(t
     assert all(bool((params[n][~frozen[n]] == 0).all()) for n in frozen)
     assert pruner.achieved()["prunable"] == pytest.approx(pruner.mask_sparsity(), abs=1e-12)
     meta = pruner.metadata()
+    assert verify_structure(model, pruner.masks, meta) == []  # the checks every method's checkpoint passes
     assert meta["dst"]["target_sparsity"] == 0.7 and meta["dst"]["achieved_sparsity"] == pruner.mask_sparsity()
     assert meta["frozen"] and meta["settings"]["dst_threshold"] == "filter"
 

@@ -65,7 +65,9 @@ How it is realised here ([paper] = the paper's official code, [ours] = a choice 
   state, alpha and the step are in `state_dict()`, so resume is exact.
 - Granularity `element` only (single weights are masked; the thresholds are per filter or
   layer). The paper masks every layer including the first conv and the classifier; here
-  `keep_first_conv_dense` / `keep_last_linear_dense` decide as for every method. Cost: the
+  `keep_first_conv_dense` / `keep_last_linear_dense` decide as for every method. The paper
+  trains from scratch (`from_dense: false`); the methods configs continue from the dense parent
+  like the other during-training methods, so every method gets the same budget. Cost: the
   forward hook runs each prunable layer a second time with W * M while the masks are dynamic.
 """
 
