@@ -54,7 +54,8 @@ How it is realised here ([paper] = the paper's official code, [ours] = a choice 
   hooks go, the thresholds stop training, the masked weights and their optimizer state are
   zeroed for good (as every other method's), and training continues with the masks fixed. The
   config loader requires end_epoch <= train.epochs, so a saved model is always frozen: its
-  weights already are weights x masks, the deployed model.
+  weights already are weights x masks, the deployed model. `end_epoch: <train.epochs>` keeps
+  the masks moving to the last step (the paper: no fine-tuning with fixed masks).
 - **Optimisation** [ours]. The thresholds have their own SGD (learning rate `dst_lr` 0.01,
   constant; momentum `dst_momentum` 0; no weight decay), held by the pruner and stepped by the
   trainer after every backward pass (`Method.extra_state`). In the paper they share the model's
