@@ -151,6 +151,16 @@ class SparsityConfig:
             sparse momentum; the DNR paper's value is not known), and how it is annealed to the
             freeze at `end_epoch` (`cosine` to 0, as sparse momentum and DNR; `linear` to 0;
             `none`: constant); null for other methods (methods/dnr.py).
+        dst_threshold, dst_alpha, dst_alpha_control, dst_alpha_gain, dst_alpha_proportional,
+        dst_lr, dst_momentum: `dst`'s trainable thresholds, one per filter (`filter`, the paper's) or per layer
+            (`layer`); the strength alpha of its regulariser alpha * sum(exp(-t)) (5e-4, the
+            paper's MNIST value; with feedback, where alpha starts); how alpha reaches
+            `target_sparsity`: `feedback` (the default: a proportional-integral rule on log alpha
+            driven by scheduled target - mask sparsity after every step, with integral gain
+            `dst_alpha_gain` 1.0 and proportional gain `dst_alpha_proportional` 60) or `fixed`
+            (the paper: sparsity emerges, the target is only recorded); and the thresholds' SGD
+            learning rate (0.01) and momentum (0; the paper's 0.9 overshoots the target); null for
+            other methods (methods/dst.py).
     """
 
     method: str = "none"
@@ -198,6 +208,13 @@ class SparsityConfig:
     npn_lr: float | None = None
     dnr_prune_rate: float | None = None
     dnr_anneal: Literal["cosine", "linear", "none"] | None = None
+    dst_threshold: Literal["filter", "layer"] | None = None
+    dst_alpha: float | None = None
+    dst_alpha_control: Literal["feedback", "fixed"] | None = None
+    dst_alpha_gain: float | None = None
+    dst_alpha_proportional: float | None = None
+    dst_lr: float | None = None
+    dst_momentum: float | None = None
 
     def __post_init__(self) -> None:
         _require(

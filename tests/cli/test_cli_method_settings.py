@@ -55,6 +55,23 @@ CASES = [
         {"granularity": "filter"},
         "sparsity.granularity = 'filter' is not allowed; expected one of element, row",
     ),
+    ("dst", "element", 0.7, {"dst_alpha": -1.0}, "sparsity.dst_alpha = -1.0 is not allowed; expected a number in"),
+    ("dst", "element", 0.7, {"dst_lr": 0}, "sparsity.dst_lr = 0.0 is not allowed; expected a number > 0"),
+    ("dst", "element", 0.7, {"dst_threshold": "kernel"}, "dst_threshold"),
+    (
+        "dst",
+        "element",
+        0.7,
+        {"granularity": "filter"},
+        "sparsity.granularity = 'filter' is not allowed; expected one of element with method 'dst'",
+    ),
+    (
+        "campfire",
+        "element",
+        0.5,
+        {"dst_alpha": 1e-3},
+        "sparsity.dst_alpha = 0.001 is not allowed; expected null unless method is 'dst'",
+    ),
     (
         "campfire",
         "element",

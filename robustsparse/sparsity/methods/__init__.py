@@ -18,6 +18,7 @@ from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     campfire,
     dnr,
     drop_pruning,
+    dst,
     hybrid,
     npn,
     pconv,
