@@ -146,6 +146,12 @@ class SparsityConfig:
             (`straight_through`: hard 0/1 gates forward, sigmoid gradient backward; `soft`:
             sigmoid gates) and the pruner network's Adam learning rate (0.01); null for other
             methods (methods/npn.py).
+        structadmm_rho, structadmm_rho_factor, structadmm_rho_max, structadmm_admm_update_every:
+            `structadmm`'s initial ADMM penalty rho (1.5e-3, the paper's), the factor rho is
+            multiplied by after every ADMM iteration (1.3) up to its cap (1.0), and the epochs per
+            ADMM iteration E (1); the ADMM phase runs from `start_epoch` to `end_epoch` (a whole
+            number of iterations), then hard pruning freezes the masks; null for other methods
+            (methods/structadmm.py).
     """
 
     method: str = "none"
@@ -191,6 +197,10 @@ class SparsityConfig:
     npn_lambda: float | None = None
     npn_gate: str | None = None
     npn_lr: float | None = None
+    structadmm_rho: float | None = None
+    structadmm_rho_factor: float | None = None
+    structadmm_rho_max: float | None = None
+    structadmm_admm_update_every: int | None = None
 
     def __post_init__(self) -> None:
         _require(

@@ -44,8 +44,9 @@ def test_registry_declares_campfire_and_random():
     for method in methods.values():
         assert method.when in WHEN_VALUES and "\n" not in method.description and method.description
         assert set(method.granularities) <= set(GRANULARITIES)
-        # only npn trains state of its own, under a loss term
-        assert (method.extra_state is None and method.loss_term is None) == (method.name != "npn")
+        # only npn trains state of its own; npn and structadmm add a loss term
+        assert (method.extra_state is None) == (method.name != "npn")
+        assert (method.loss_term is None) == (method.name not in ("npn", "structadmm"))
     assert methods["campfire"].when == "during_training" and methods["random"].when == "before_training"
     assert get_method("random") is methods["random"]
 
