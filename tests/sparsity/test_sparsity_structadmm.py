@@ -195,9 +195,10 @@ def test_hard_pruning_keeps_the_projection_and_retraining_keeps_pruned_weights_a
     w = {p: tiny_net.get_parameter(p).detach().clone() for p in pruner.governed}
     assert pruner.step(2 * SPE, opt) is True
     assert pruner.frozen and len(pruner.history) == 2 and pruner.z is None
-    for c in pruner.constraints:  # each set's kept groups are the projection's support (whole
-        rows = c.rows(pruner.masks)  # groups: verify_structure below; a producer's kept filter may
-        # also lose the input columns of an upstream group)
+    # each set's kept groups are the projection's support (a kept filter may still lose the input
+    # columns of an upstream group; whole coupled channels are checked by verify_structure below)
+    for c in pruner.constraints:
+        rows = c.rows(pruner.masks)
         assert torch.equal(rows.any(1), support(c.rows(w).double().square().sum(1), c.keep))
         assert int(rows.any(1).sum()) == c.keep < c.groups
     meta = pruner.metadata()

@@ -235,7 +235,8 @@ class StructAdmmPruner(CampfirePruner):
     @torch.no_grad()
     def project(self, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """proj_S(source) on the constrained entries (zero elsewhere), per constrained weight."""
-        out = {p: torch.zeros_like(t) for p, t in source.items()}
+        # contiguous (not zeros_like, which keeps e.g. channels_last): written through a flat view
+        out = {p: torch.zeros(t.shape, dtype=t.dtype, device=t.device) for p, t in source.items()}
         for c in self.constraints:
             c.project_into(source, out)
         return out
