@@ -282,3 +282,18 @@ def test_settings_are_filled_in_and_bad_ones_fail_with_one_line():
             admm_cfg(**kw)
         line = str(err.value)
         assert "\n" not in line and needle in line, line
+
+
+def test_channels_last_weights_project_as_contiguous_ones(tiny_net, tiny_batch):
+    """The trainer puts CUDA models in channels_last; the Z-step must not depend on the layout."""
+    cfg = admm_cfg(granularity="channel", structadmm_rho=0.5)
+    twin = copy.deepcopy(tiny_net).to(memory_format=torch.channels_last)
+    assert not twin.block_conv1.weight.is_contiguous()
+    pruners = [build_pruner(net, cfg, SPE, 0) for net in (tiny_net, twin)]
+    for net, pruner in zip((tiny_net, twin), pruners):
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        pruner.step(0, opt)
+        run_steps(net, pruner, cfg, 1, SPE, opt, tiny_batch)
+    a, b = pruners
+    assert len(a.history) == len(b.history) == 1
+    assert all(torch.allclose(a.z[p], b.z[p], atol=1e-6) and torch.allclose(a.u[p], b.u[p], atol=1e-6) for p in a.z)
