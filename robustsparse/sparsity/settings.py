@@ -161,6 +161,12 @@ class SparsityConfig:
             (the paper: sparsity emerges, the target is only recorded); and the thresholds' SGD
             learning rate (0.01) and momentum (0; the paper's 0.9 overshoots the target); null for
             other methods (methods/dst.py).
+        structadmm_rho, structadmm_rho_factor, structadmm_rho_max, structadmm_admm_update_every:
+            `structadmm`'s initial ADMM penalty rho (1.5e-3, the paper's), the factor rho is
+            multiplied by after every ADMM iteration (1.3) up to its cap (1.0), and the epochs per
+            ADMM iteration E (1); the ADMM phase runs from `start_epoch` to `end_epoch` (a whole
+            number of iterations), then hard pruning freezes the masks; null for other methods
+            (methods/structadmm.py).
     """
 
     method: str = "none"
@@ -215,6 +221,10 @@ class SparsityConfig:
     dst_alpha_proportional: float | None = None
     dst_lr: float | None = None
     dst_momentum: float | None = None
+    structadmm_rho: float | None = None
+    structadmm_rho_factor: float | None = None
+    structadmm_rho_max: float | None = None
+    structadmm_admm_update_every: int | None = None
 
     def __post_init__(self) -> None:
         _require(

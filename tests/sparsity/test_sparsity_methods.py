@@ -44,8 +44,9 @@ def test_registry_declares_campfire_and_random():
     for method in methods.values():
         assert method.when in WHEN_VALUES and "\n" not in method.description and method.description
         assert set(method.granularities) <= set(GRANULARITIES)
-        # only npn and dst train state of their own, under a loss term
-        assert (method.extra_state is None and method.loss_term is None) == (method.name not in ("npn", "dst"))
+        # only npn and dst train state of their own; they and structadmm add a loss term
+        assert (method.extra_state is None) == (method.name not in ("npn", "dst"))
+        assert (method.loss_term is None) == (method.name not in ("npn", "dst", "structadmm"))
     assert methods["campfire"].when == "during_training" and methods["random"].when == "before_training"
     assert get_method("random") is methods["random"]
 

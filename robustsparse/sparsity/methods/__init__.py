@@ -25,6 +25,7 @@ from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     psconv,
     random,
     snip,
+    structadmm,
     synflow,
 )
 from robustsparse.sparsity.methods.base import WHEN_VALUES, Method, Pruner, When
