@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.compression import compression_families, compression_findings, compression_points, equal_macs_comparison
 from reports.content import Finding
 from reports.errors import ReportError
 from reports.labels import (
@@ -391,6 +392,9 @@ def summarize(
                     tolerance=SPARSITY_TOLERANCE,
                 )
             )
+        if e is not None:
+            families = compression_families(compression_points(sub, meta, eps=e, outcomes=outcomes))
+            part.extend(compression_findings(equal_macs_comparison(families), label_eps))
         if len(settings) > 1:
             part = [Finding(f.kind, f"{setting}: {f.text}", {**f.numbers, "setting": setting}) for f in part]
         findings.extend(part)
