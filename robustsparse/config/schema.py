@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from robustsparse.errors import ConfigError
 from robustsparse.sparsity.lr_modes import check_lr_mode
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import CHANNEL_GRANULARITIES, SparsityConfig
 
 __all__ = [
     "DataConfig",
@@ -341,3 +341,14 @@ class ExperimentConfig:
                 end <= self.train.epochs, "sparsity.end_epoch", end, f"an epoch <= train.epochs ({self.train.epochs})"
             )
             check_lr_mode(self.train, entry)  # hold / rewind that would silently be another mode
+            if self.model.norm == "mixture":
+                # A channel through MixtureNorm2d is not separable (its posteriors mix every channel)
+                # and torch.fx cannot trace the layer's data-dependent branches: the channel-group
+                # methods (filter/channel granularities, hybrid's filter groups) cannot run on it.
+                _require(
+                    entry.granularity not in CHANNEL_GRANULARITIES and entry.method != "hybrid",
+                    "sparsity.granularity" if entry.method != "hybrid" else "sparsity.method",
+                    entry.granularity if entry.method != "hybrid" else entry.method,
+                    "an element-level granularity or method with model.norm: mixture (filter/channel pruning "
+                    "couples channels through batch normalisation); or model.norm: batchnorm with model.mixture_dense",
+                )

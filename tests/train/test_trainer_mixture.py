@@ -91,6 +91,23 @@ def test_bad_mixture_settings_are_one_line_config_errors(model, named):
     assert named in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("sparsity", "named"),
+    [
+        ({"method": "campfire", "granularity": "filter", "target_sparsity": 0.5}, "sparsity.granularity"),
+        ({"method": "hybrid", "granularity": "element", "target_sparsity": 0.5}, "sparsity.method"),
+    ],
+)
+def test_channel_pruning_with_mixture_norm_is_refused_at_load(sparsity, named):
+    raw = {"name": "t", "model": {"norm": "mixture"}, "sparsity": sparsity}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw)
+    assert named in str(info.value) and "\n" not in str(info.value)
+    # the same grid with batch normalisation, or element pruning with mixture normalisation, loads
+    config_from_dict({**raw, "model": {"norm": "batchnorm", "mixture_dense": True}})
+    config_from_dict({**raw, "sparsity": {"method": "campfire", "granularity": "element", "target_sparsity": 0.5}})
+
+
 def test_good_mixture_settings_pass():
     for model in ({"norm": "mixture"}, {"norm": "mixture", "mixture_layers": ["net.bn2"]}, {"mixture_dense": True}):
         assert _cfg(**model).model.mixture_components == 3
