@@ -175,8 +175,13 @@ class MixtureNorm2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise ValueError(f"MixtureNorm2d({self.num_features}) expects NCHW input, got shape {tuple(x.shape)}")
-        out = self._forward_train(x) if self.training else self._forward_eval(x)
-        return out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        # In float32 and outside autocast (as BatchNorm under AMP): log-likelihoods summed over
+        # channels, their softmax and the EM matmuls lose too much in bfloat16.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+            out = self._forward_train(xf) if self.training else self._forward_eval(xf)
+            out = out * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        return out.to(x.dtype)
 
     def _forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         tau = self.posteriors(x)

@@ -167,3 +167,17 @@ def test_a_model_built_with_mixture_norm_has_unseeded_layers_seeded_by_its_first
     model.train()(torch.rand(8, 1, 8, 8))
     assert int(layers[0].seeded) == 1
     torch.testing.assert_close(layers[0].running_weight.sum(), torch.tensor(1.0))
+
+
+def test_bfloat16_input_under_autocast_is_normalised_in_float32():
+    layer = MixtureNorm2d(4, 2)
+    x = _two_clusters().to(torch.bfloat16)
+    expected = layer(x.float())  # the same (rounded) input, all in float32
+    fresh = MixtureNorm2d(4, 2)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = fresh(x)
+    assert got.dtype == torch.bfloat16
+    # only the output's rounding to bfloat16 differs (8 bits of mantissa)
+    torch.testing.assert_close(got.float(), expected, atol=0.02, rtol=0.01)
+    torch.testing.assert_close(fresh.running_mean, layer.running_mean)
+    torch.testing.assert_close(fresh.running_var, layer.running_var)
