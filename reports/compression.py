@@ -9,8 +9,10 @@ of results.csv, or of meta.json for older runs). Methods are then compared at eq
   accuracies are pooled over seeds (correct examples summed over the seeds' test examples), with
   the 95% Wilson interval of the pooled count; its MACs and parameter fractions are means over seeds.
 - a **MACs level** gathers the families whose effective MACs lie within `MACS_TOLERANCE` (relative)
-  of the level's smallest, scanning families from the cheapest up; the dense models form no level
-  (they are the reference at 100%).
+  of the level's smallest, scanning families from the cheapest up. Dense models take part at their
+  own MACs (so a dense variant such as the dense model with mixture normalisation meets the dense
+  model at 100%), except the dense control continued for the fine-tuned models' epochs
+  (`dense-continued`), which is a training-budget reference, not a method.
 - at each level with more than one method, the method whose best family has the highest worst-case
   robust accuracy at the headline eps leads; it is called ahead only when its interval lies above
   the runner-up's (non-overlapping 95% intervals, a conservative criterion), else the level is a tie
@@ -32,6 +34,7 @@ from reports.tables import annotated, robust_vs_clean
 
 __all__ = [
     "MACS_TOLERANCE",
+    "CONTROL_METHODS",
     "model_costs",
     "compression_points",
     "compression_families",
@@ -46,6 +49,8 @@ __all__ = [
 MACS_TOLERANCE = 0.15
 
 _COSTS = list(MODEL_COST_COLUMNS)
+#: Dense models that are training-budget controls, not methods: they take no part in a MACs level.
+CONTROL_METHODS: tuple[str, ...] = ("dense-continued",)
 _AT_EPS = dict(rtol=1e-6, atol=1e-9)
 
 
@@ -172,17 +177,19 @@ def compression_families(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def equal_macs_levels(families: pd.DataFrame, tolerance: float = MACS_TOLERANCE) -> pd.DataFrame:
-    """The non-dense families with known MACs, grouped into levels of equal compute per setting.
+    """The families with known MACs, grouped into levels of equal compute per setting.
 
     Scanning a setting's families from the fewest effective MACs up, a family joins the current
     level while its MACs fraction is at most (1 + `tolerance`) times the level's first; otherwise it
-    opens the next level.
+    opens the next level. Dense models take part (the dense model and dense variants, at about
+    100%), the training-budget controls (`CONTROL_METHODS`) do not.
 
     Returns:
-        The families (dense ones and those without MACs left out) with level (1: the cheapest) and
+        The families (controls and those without MACs left out) with level (1: the cheapest) and
         level_low / level_high (the level's smallest and largest MACs fraction).
     """
-    data = families[~families["is_dense"].astype(bool) & families["macs_fraction"].notna()]
+    control = families["method"].astype(str).str.lower().isin(CONTROL_METHODS)
+    data = families[~control & families["macs_fraction"].notna()]
     data = data.sort_values(["setting", "macs_fraction", "label"], kind="stable").copy()
     levels = []
     for _, sub in data.groupby("setting", sort=False):
@@ -255,7 +262,8 @@ def compression_words(tolerance: float = MACS_TOLERANCE) -> str:
     """How the equal-MACs comparison is made, in one sentence (captions and findings)."""
     return (
         "Methods are compared at equal compute: families (a model less its seed) whose effective MACs lie within "
-        f"{tolerance * 100:g}% (relative) of each other form one level; at each level the method whose best family "
+        f"{tolerance * 100:g}% (relative) of each other form one level (dense models at their own MACs, the "
+        "dense-continued control apart); at each level the method whose best family "
         "keeps the highest worst-case robust accuracy (pooled over seeds) leads, and is called ahead only where its "
         "95% Wilson interval lies above every other method's there."
     )
@@ -292,7 +300,8 @@ def compression_findings(comparison: pd.DataFrame, label_eps: str, tolerance: fl
         level = level.sort_values("rank")
         lead, others = level.iloc[0], level.iloc[1:]
         dense = lead["dense_robust_accuracy"]
-        versus = f" (dense: {format_pct(dense)})" if np.isfinite(dense) else ""
+        has_dense = (level["method"].astype(str).str.lower() == "dense").any()
+        versus = f" (dense: {format_pct(dense)})" if np.isfinite(dense) and not has_dense else ""
         verdict = (
             f"{lead['method']} leads"
             if bool(lead["ahead"])

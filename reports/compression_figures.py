@@ -87,6 +87,16 @@ def fig_compression_axis(
                     edgecolors=_DENSE_COLOR,
                     zorder=5 if is_plain else 4,  # the reference stays visible where another dense model sits on it
                 )
+                if not is_plain:  # several hollow stars may share x = 100%: name each
+                    ax.annotate(
+                        str(row.label),
+                        (getattr(row, x) * 100, row.robust_accuracy * 100),
+                        textcoords="offset points",
+                        xytext=(-8, 6),
+                        ha="right",
+                        fontsize=7,
+                        color="0.3",
+                    )
             if len(plain):
                 ax.axhline(plain["robust_accuracy"].mean() * 100, color=_DENSE_COLOR, ls="--", lw=1.0)
             ax.set(xlabel=xlabel, ylabel=f"robust accuracy at eps {label_eps} (%)", title=title, xlim=(0, 105))

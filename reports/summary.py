@@ -118,11 +118,17 @@ def _overview(df: pd.DataFrame, setting: str) -> Finding:
 
 
 def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: float | None) -> float | None:
-    """Mean over the dense models of the per-example worst case over every attack at `eps` (None without outcomes)."""
+    """Mean over the dense models of the per-example worst case over every attack at `eps` (None without outcomes).
+
+    The dense model itself where the run has one (label "dense"), as `_dense_finding` states its
+    accuracies: not a dense control or another dense variant (e.g. with mixture normalisation).
+    """
     if outcomes is None or eps is None or not df["is_dense"].any():
         return None
     table = robust_vs_clean(df, eps=eps, outcomes=outcomes)
     dense = table[table["is_dense"]]
+    if (dense["label"] == "dense").any():
+        dense = dense[dense["label"] == "dense"]
     if dense.empty or not (dense["robust_basis"] == "per example").all():
         return None
     return float(dense["robust_accuracy"].mean())

@@ -122,7 +122,8 @@ def make_run(
         m["cost"] = _cost(m, (costs or {}).get(own))
         seed_shift = 0.005 * m["seed"]
         clean_cost = clean_penalty.get(own, clean_penalty.get(cell)) if sparse else 0.0
-        robust_cost = robust_penalty.get(own, robust_penalty.get(cell)) if sparse else 0.0
+        # a dense variant (extra_dense) may be given a penalty keyed (method, "dense", 0.0)
+        robust_cost = robust_penalty.get(own, robust_penalty.get(cell)) if sparse else robust_penalty.get(own, 0.0)
         specs = [("clean", "clean", np.nan, 0.0, "0", DENSE_CLEAN - clean_cost, np.nan)]
         for attack, levels in attacks.items():
             steps = 1 if attack == "fgsm" else 10

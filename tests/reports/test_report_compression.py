@@ -147,11 +147,12 @@ def test_families_pool_the_per_example_worst_case_over_seeds(loaded):
 
 def test_levels_gather_families_of_equal_macs(loaded):
     levels = equal_macs_levels(loaded["families"])
-    assert set(levels["label"]) == {"campfire/filter", "campfire/element", "haloc/rank"}  # dense models form no level
+    # the dense model and its mixture-normalised variant meet at 100%; the dense-continued control takes no part
+    assert set(levels["label"]) == {"campfire/filter", "campfire/element", "haloc/rank", "dense", "dense-mixture"}
     by_level = levels.groupby("level")["target_sparsity"].apply(set).to_dict()
-    assert by_level == {1: {0.75}, 2: {0.5}}
-    assert levels.groupby("level")["level_low"].first().round(2).tolist() == [0.25, 0.49]
-    assert levels.groupby("level")["level_high"].first().round(2).tolist() == [0.27, 0.52]
+    assert by_level == {1: {0.75}, 2: {0.5}, 3: {0.0}}
+    assert levels.groupby("level")["level_low"].first().round(2).tolist() == [0.25, 0.49, 1.0]
+    assert levels.groupby("level")["level_high"].first().round(2).tolist() == [0.27, 0.52, 1.0]
     # a tolerance too tight to hold 25% and 27% together splits them
     assert equal_macs_levels(loaded["families"], tolerance=0.01)["level"].nunique() > 2
     assert MACS_TOLERANCE == 0.15
@@ -167,6 +168,8 @@ def test_the_most_robust_method_per_level_and_whether_its_interval_clears_the_ot
     assert quarter.loc["campfire", "rank"] == 1 and not bool(quarter.loc["campfire", "ahead"])
     assert quarter.loc["campfire", "robust_low"] <= quarter.loc["haloc", "robust_high"]
     assert (comparison["n_methods"] == 2).all()
+    top = comparison[comparison["level"] == 3]
+    assert set(top["method"]) == {"dense", "dense-mixture"} and not top["ahead"].any()  # same accuracy by construction
     dense = loaded["families"].set_index("label").loc["dense", "robust_accuracy"]
     assert comparison["dense_robust_accuracy"].eq(dense).all()  # the plain dense model, not dense-mixture
     assert half.loc["haloc", "delta_vs_dense_pp"] == pytest.approx((half.loc["haloc", "robust_accuracy"] - dense) * 100)
@@ -175,8 +178,9 @@ def test_the_most_robust_method_per_level_and_whether_its_interval_clears_the_ot
 def test_findings_name_the_leader_per_level_with_intervals_and_say_how(loaded):
     findings = summarize(loaded["results"], loaded["outcomes"], meta=loaded["meta"])
     levels = [f for f in findings if f.kind == "compression"]
-    assert [f.numbers["best_method"] for f in levels] == ["campfire", "haloc"]
-    quarter, half = levels
+    assert [f.numbers["best_method"] for f in levels][:2] == ["campfire", "haloc"]
+    assert levels[2].numbers["methods"] in (["dense", "dense-mixture"], ["dense-mixture", "dense"])
+    quarter, half = levels[:2]
     assert half.numbers["ahead"] and "haloc leads" in half.text and "49% to 52% of dense MACs" in half.text
     assert not quarter.numbers["ahead"] and "within the intervals of haloc" in quarter.text
     assert "[" in half.text and "dense:" in half.text
@@ -208,7 +212,7 @@ def test_the_report_has_the_figure_and_both_tables(axis_run: Path, tmp_path: Pat
     root = index.parent
     assert (root / "figures" / "compression_axis.png").is_file()
     equal = pd.read_csv(root / "tables" / "equal_macs.csv")
-    assert set(equal["method"]) == {"campfire", "haloc"} and len(equal) == 4
+    assert set(equal["method"]) == {"campfire", "haloc", "dense", "dense-mixture"} and len(equal) == 6
     families = pd.read_csv(root / "tables" / "compression.csv")
     assert {"dense", "dense-mixture", "haloc/rank"} <= set(families["label"])
     page = index.read_text(encoding="utf-8")
