@@ -12,6 +12,7 @@ from robustsparse.checkpoints import load_checkpoint, read_checkpoint
 from robustsparse.config import config_from_dict, load_config
 from robustsparse.data import load_dataset, load_tensors
 from robustsparse.errors import ConfigError
+from robustsparse.inspection import inspect_checkpoint
 from robustsparse.models import MixtureNorm2d
 from robustsparse.train.jobs import MIXTURE_METHOD, dense_job, experiment_jobs
 from robustsparse.train.trainer import train_job
@@ -140,6 +141,8 @@ def test_interrupted_mixture_training_resumes_exactly_and_its_checkpoint_rebuild
     with torch.no_grad():
         acc = int((model(images).argmax(1) == labels).sum()) / len(labels)
     assert acc == pytest.approx(meta["clean_acc"], abs=1e-9)
+    shown = inspect_checkpoint(folder).render()
+    assert "normalisation mixture at net.bn1 (K=2), net.bn3 (K=2)" in shown and "structure    ok" in shown
 
 
 def test_training_with_one_component_everywhere_follows_batch_normalisation(tmp_path):
