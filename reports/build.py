@@ -20,6 +20,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports.atomic import atomic_dir, write_parquet_atomic
+from reports.compression import (
+    compression_families,
+    compression_points,
+    compression_words,
+    equal_macs_comparison,
+)
+from reports.compression_figures import compression_axis_caption, fig_compression_axis
 from reports.content import METHODS_SECTION, FigureItem, ReportContent, TableItem
 from reports.contract import REPORT_DIR, RESULTS_PARQUET_FILE
 from reports.errors import NothingToPlot, ReportError
@@ -39,7 +46,7 @@ from reports.figures import (
     fig_layer_sparsity,
     layer_sparsity_caption,
 )
-from reports.labels import choose_eps, eps_label_of, points_text, settings_of
+from reports.labels import choose_eps, eps_label_of, points_text, settings_of, sparsity_text
 from reports.load import (
     load_layer_sparsity,
     load_meta,
@@ -276,6 +283,90 @@ def _method_items(
     return figures, tables
 
 
+_COMPRESSION_SHOWN = [
+    "label",
+    "sparsity_pct",
+    "n_seeds",
+    "macs_fraction",
+    "params_fraction",
+    "clean_accuracy",
+    "robust_accuracy",
+    "robust_low",
+    "robust_high",
+]
+_EQUAL_MACS_SHOWN = [
+    "level_low",
+    "level_high",
+    "rank",
+    "method",
+    "label",
+    "macs_fraction",
+    "params_fraction",
+    "robust_accuracy",
+    "robust_low",
+    "robust_high",
+    "ahead",
+    "delta_vs_dense_pp",
+]
+
+
+def _compression_items(
+    df: pd.DataFrame,
+    outcomes: pd.DataFrame | None,
+    meta: pd.DataFrame | None,
+    eps: float | str | None,
+    suffix: str,
+    notes: list[str],
+) -> tuple[list[FigureItem], list[TableItem]]:
+    """The common compression axis of one setting: the figure, the families on it, methods at equal MACs."""
+    try:
+        e = choose_eps(df, eps)
+    except ReportError as exc:
+        if eps is not None and "was not evaluated" in str(exc):
+            raise
+        return [], []
+    names = f" ({suffix})" if suffix else ""
+    tag = f"__{_slug(suffix)}" if suffix else ""
+    label_eps = eps_label_of(df, e)
+    fig = _figure(notes, f"compression_axis{tag}", lambda: fig_compression_axis(df, meta, eps=e, outcomes=outcomes))
+    if fig is None:
+        return [], []
+    figures = [
+        FigureItem(
+            f"compression_axis{tag}",
+            f"Robust accuracy against MACs and parameters, every method, at eps {label_eps}" + names,
+            compression_axis_caption(label_eps),
+            _png(fig),
+        )
+    ]
+    families = compression_families(compression_points(df, meta, eps=e, outcomes=outcomes))
+    families = families.assign(sparsity_pct=families["target_sparsity"].map(sparsity_text))
+    families.loc[families["is_dense"].astype(bool), "sparsity_pct"] = "dense"
+    tables = [
+        TableItem(
+            f"compression{tag}",
+            f"Every family on the compression axis at eps {label_eps}" + names,
+            "Effective MACs and non-zero parameters as a share of the dense model's (mean over seeds); clean accuracy "
+            "(mean) and worst-case robust accuracy pooled over seeds with its 95% Wilson interval",
+            families,
+            families[_COMPRESSION_SHOWN],
+            collapsed=True,
+        )
+    ]
+    comparison = equal_macs_comparison(families)
+    if (comparison["n_methods"] > 1).any():
+        tables.append(
+            TableItem(
+                f"equal_macs{tag}",
+                f"Methods at equal MACs, eps {label_eps}" + names,
+                compression_words(),
+                comparison,
+                comparison[_EQUAL_MACS_SHOWN],
+            )
+        )
+    return figures, tables
+
+
 def _deltas_shown(grid: pd.DataFrame, several: bool) -> pd.DataFrame:
     cols = (["setting"] if several else []) + [
         "label",
@@ -375,6 +466,12 @@ def assemble_report(
         )
 
     tables: list[TableItem] = []
+    for setting in settings:
+        axis_figures, axis_tables = _compression_items(
+            df[df["setting"] == setting], outcomes, meta, eps, setting if several else "", notes
+        )
+        figures += axis_figures
+        tables += axis_tables
     for setting in settings:
         method_figures, method_tables = _method_items(
             df[df["setting"] == setting], outcomes, meta, eps, alpha, correction, setting if several else "", notes

@@ -21,7 +21,9 @@ class Finding:
         kind: What the sentence is about: "overview", "dense", "sparsity", "ranking",
             "clean_cost", "sanity", "precision", "method" (how the numbers were computed), or, where
             several sparsification methods are compared, "methods", "methods_sparsity",
-            "methods_budget" and "methods_note" (see `method_summary`).
+            "methods_budget" and "methods_note" (see `method_summary`); where methods meet at equal
+            effective MACs, "compression" (one per MACs level) and "compression_method" (how they
+            were compared; see `compression`).
         text: The sentence.
         numbers: The values the sentence states (raw, unrounded), by name.
     """

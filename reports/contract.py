@@ -57,6 +57,7 @@ __all__ = [
     "LAYER_TOTAL_NAMES",
     "META_REQUIRED",
     "MODEL_COLUMNS",
+    "MODEL_COST_COLUMNS",
     "RESULT_COLUMNS",
     "OUTCOME_COLUMNS",
     "SANITY_COLUMNS",
@@ -146,6 +147,20 @@ MODEL_COLUMNS: dict[str, Kind] = {
     "seed": "int",
 }
 
+#: The model's cost that results.csv repeats from meta.json (`robustsparse.sparsity.accounting.model_cost`),
+#: the common axis of every method, sparse or not: parameters and multiply-accumulates of one example.
+#: `params`: every parameter of the network as built (for a low-rank model: the factorised one);
+#: `nonzero_params`: those that are not zero (masked weights count as zero); `dense_macs`: conv and
+#: linear MACs counting every weight of the network as built; `effective_macs`: only the non-zero
+#: weights' (what a kernel that skips zeros does). Optional: results.csv files written before they
+#: existed read back with them empty (the report then takes them from meta.json).
+MODEL_COST_COLUMNS: dict[str, Kind] = {
+    "params": "int",
+    "nonzero_params": "int",
+    "dense_macs": "int",
+    "effective_macs": "int",
+}
+
 #: Tidy results: one row per model x attack spec (x eps). Clean accuracy is attack="clean", eps=0.
 RESULTS = Table(
     RESULTS_FILE,
@@ -175,8 +190,9 @@ RESULTS = Table(
         "batch_size": "int",
         # the grid settings besides granularity and target that set a model apart ("" when none)
         "variant": "str",
+        **MODEL_COST_COLUMNS,
     },
-    optional=frozenset({"variant"}),
+    optional=frozenset({"variant", *MODEL_COST_COLUMNS}),
     vocabularies={"eps_kind": EPS_KINDS},
     unique=("model_id", "key"),
 )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from reports.compression import compression_families, compression_findings, compression_points, equal_macs_comparison
 from reports.content import Finding
 from reports.errors import ReportError
 from reports.labels import (
@@ -117,11 +118,17 @@ def _overview(df: pd.DataFrame, setting: str) -> Finding:
 
 
 def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: float | None) -> float | None:
-    """Mean over the dense models of the per-example worst case over every attack at `eps` (None without outcomes)."""
+    """Mean over the dense models of the per-example worst case over every attack at `eps` (None without outcomes).
+
+    The dense model itself where the run has one (label "dense"), as `_dense_finding` states its
+    accuracies: not a dense control or another dense variant (e.g. with mixture normalisation).
+    """
     if outcomes is None or eps is None or not df["is_dense"].any():
         return None
     table = robust_vs_clean(df, eps=eps, outcomes=outcomes)
     dense = table[table["is_dense"]]
+    if (dense["label"] == "dense").any():
+        dense = dense[dense["label"] == "dense"]
     if dense.empty or not (dense["robust_basis"] == "per example").all():
         return None
     return float(dense["robust_accuracy"].mean())
@@ -391,6 +398,9 @@ def summarize(
                     tolerance=SPARSITY_TOLERANCE,
                 )
             )
+        if e is not None:
+            families = compression_families(compression_points(sub, meta, eps=e, outcomes=outcomes))
+            part.extend(compression_findings(equal_macs_comparison(families), label_eps))
         if len(settings) > 1:
             part = [Finding(f.kind, f"{setting}: {f.text}", {**f.numbers, "setting": setting}) for f in part]
         findings.extend(part)

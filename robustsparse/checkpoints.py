@@ -19,7 +19,7 @@ import logging
 import pickle
 import zipfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,12 @@ class ModelSpec:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: `batchnorm`, or `mixture` with the `MixtureNorm2d` settings in `mixture` (layers, components...)
+    norm: str = "batchnorm"
+    mixture: Mapping[str, Any] = field(default_factory=dict)
 
     def build(self) -> NormalizedModel:
-        """A freshly initialised model of this architecture."""
+        """A freshly initialised model of this architecture (mixture layers unseeded)."""
         return create_model(
             self.arch,
             num_classes=self.num_classes,
@@ -73,7 +76,13 @@ class ModelSpec:
             image_size=self.image_size,
             mean=self.mean,
             std=self.std,
+            norm=self.norm,
+            mixture=self.mixture,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the checkpoint (read back by `from_dict`)."""
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "mixture": dict(self.mixture)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
@@ -84,6 +93,9 @@ class ModelSpec:
             image_size=int(data["image_size"]),
             mean=tuple(float(v) for v in data["mean"]),
             std=tuple(float(v) for v in data["std"]),
+            # checkpoints written before mixture normalisation existed are batchnorm models
+            norm=str(data.get("norm", "batchnorm")),
+            mixture=dict(data.get("mixture") or {}),
         )
 
 
@@ -126,7 +138,7 @@ def save_checkpoint(
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model_spec": {**asdict(spec), "mean": list(spec.mean), "std": list(spec.std)},
+        "model_spec": spec.to_dict(),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "masks": {k: v.detach().cpu().bool().clone() for k, v in (masks or {}).items()},
         "pruner_state": dict(pruner_state or {}),

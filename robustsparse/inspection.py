@@ -21,6 +21,7 @@ import pandas as pd
 from reports.contract import META_FILE
 from robustsparse.checkpoints import load_checkpoint_with_masks, read_meta, resolve_checkpoint_path
 from robustsparse.errors import CheckpointError
+from robustsparse.models import MixtureNorm2d
 from robustsparse.sparsity import layer_sparsity_table, model_cost, verify_structure
 
 __all__ = ["Inspection", "inspect_checkpoint", "meta_differences"]
@@ -41,6 +42,8 @@ class Inspection:
     cost: dict[str, int]
     layers: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    #: module name -> components K of every MixtureNorm2d (empty: batch normalisation only)
+    mixture: dict[str, int] = field(default_factory=dict)
 
     def render(self, *, layers: bool = False) -> str:
         """Human-readable summary (and the per-layer table when `layers`)."""
@@ -58,6 +61,9 @@ class Inspection:
             f"parent       {m.get('parent')}",
             f"structure    {'ok' if not self.problems else f'{len(self.problems)} problem(s)'}",
         ]
+        if self.mixture:
+            at = ", ".join(f"{name} (K={k})" for name, k in self.mixture.items())
+            lines.append(f"normalisation mixture at {at}")
         if layers:
             lines += ["", self.layers.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
         return "\n".join(lines)
@@ -113,4 +119,5 @@ def inspect_checkpoint(path: str | Path) -> Inspection:
     cost = model_cost(model, (1, channels, size, size), masks)
     problems = verify_structure(model, masks, meta)
     table = layer_sparsity_table(model, masks, meta.get("sparsity"))
-    return Inspection(file, meta, cost, table, problems)
+    mixture = {name: m.components for name, m in model.named_modules() if isinstance(m, MixtureNorm2d)}
+    return Inspection(file, meta, cost, table, problems, mixture)

@@ -7,12 +7,12 @@ unknown keys, types and `Literal` vocabularies generically from them, and each s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from robustsparse.errors import ConfigError
 from robustsparse.sparsity.lr_modes import check_lr_mode
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import CHANNEL_GRANULARITIES, SparsityConfig
 
 __all__ = [
     "DataConfig",
@@ -106,15 +106,99 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which architecture (a name from `robustsparse list models`)."""
+    """Which architecture (a name from `robustsparse list models`) and its normalisation layers.
+
+    Attributes:
+        arch: the architecture.
+        norm: `batchnorm` (the architecture as it is) or `mixture`: the BatchNorm2d layers named
+            by `mixture_layers` become `MixtureNorm2d` (Kalayeh & Shah's mixture normalisation,
+            methods.md section 16) in every model of the experiment.
+        mixture_layers: which BatchNorm2d layers: `all`, the first N in module order (an
+            integer), or a list of module names (e.g. [net.bn1, net.bn2]; `robustsparse inspect`
+            lists them).
+        mixture_components: K, the Gaussian components per layer (the paper's choice; 3 by
+            default as in methods.md).
+        mixture_em_steps: EM iterations per training batch (ours, 2).
+        mixture_scale_by_weight: keep the 1/sqrt(lambda_k) factor of the normalisation (ours,
+            unverified in the paper: true).
+        mixture_posterior_grad: gradients through the posteriors in training (ours, false).
+        mixture_dense: with `norm: batchnorm`, also train for every seed a dense model with
+            mixture normalisation (`dense-mixture-s<seed>`, method `dense-mixture`, from scratch
+            with the dense model's training) next to the plain one, so one experiment compares both.
+
+    The `mixture_*` settings are left out of a model's digest while `norm` is `batchnorm`, so
+    configs that do not use them keep their finished models.
+    """
 
     arch: str = "small_cnn"
+    norm: Literal["batchnorm", "mixture"] = "batchnorm"
+    mixture_layers: Literal["all"] | int | tuple[str, ...] = "all"
+    mixture_components: int = 3
+    mixture_em_steps: int = 2
+    mixture_scale_by_weight: bool = True
+    mixture_posterior_grad: bool = False
+    mixture_dense: bool = False
 
     def __post_init__(self) -> None:
-        from robustsparse.models import list_models
+        from robustsparse.models import batchnorm_names, list_models
 
         allowed = list_models()
         _require(self.arch in allowed, "model.arch", self.arch, "one of " + ", ".join(allowed))
+        _require(
+            1 <= self.mixture_components <= 16,
+            "model.mixture_components",
+            self.mixture_components,
+            "an integer in [1, 16]",
+        )
+        _require(self.mixture_em_steps >= 1, "model.mixture_em_steps", self.mixture_em_steps, "an integer >= 1")
+        _require(
+            not (self.mixture_dense and self.norm == "mixture"),
+            "model.mixture_dense",
+            self.mixture_dense,
+            "false when model.norm is mixture (every model already has mixture normalisation)",
+        )
+        if self.norm == "mixture" or self.mixture_dense:
+            names = batchnorm_names(self.arch)
+            _require(
+                bool(names),
+                "model.norm" if self.norm == "mixture" else "model.mixture_dense",
+                self.norm if self.norm == "mixture" else self.mixture_dense,
+                f"batchnorm / false: {self.arch} has no BatchNorm2d layer to replace",
+            )
+            layers = self.mixture_layers
+            if isinstance(layers, int):
+                _require(
+                    1 <= layers <= len(names),
+                    "model.mixture_layers",
+                    layers,
+                    f"'all' or a count in [1, {len(names)}] ({self.arch} has {len(names)} BatchNorm2d layers)",
+                )
+            elif isinstance(layers, tuple):
+                unknown = [name for name in layers if name not in names]
+                _require(
+                    bool(layers) and not unknown,
+                    "model.mixture_layers",
+                    list(layers),
+                    f"'all', a count or BatchNorm2d names of {self.arch}: {', '.join(names)}",
+                )
+
+    def mixture_options(self) -> dict:
+        """The `MixtureNorm2d` settings of this config (for `ModelSpec`)."""
+        return {
+            "layers": self.mixture_layers if isinstance(self.mixture_layers, (str, int)) else list(self.mixture_layers),
+            "components": self.mixture_components,
+            "em_steps": self.mixture_em_steps,
+            "scale_by_weight": self.mixture_scale_by_weight,
+            "posterior_grad": self.mixture_posterior_grad,
+        }
+
+    def weight_settings(self) -> dict:
+        """The settings that determine a model's weights, for its digest: the `mixture_*` ones only
+        with `norm: mixture` (so a batchnorm model's digest is what it was before they existed);
+        `mixture_dense` never (it adds a model, it changes none)."""
+        if self.norm == "batchnorm":
+            return {"arch": self.arch}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "mixture_dense"}
 
 
 @dataclass(frozen=True)
@@ -345,3 +429,14 @@ class ExperimentConfig:
                 end <= self.train.epochs, "sparsity.end_epoch", end, f"an epoch <= train.epochs ({self.train.epochs})"
             )
             check_lr_mode(self.train, entry)  # hold / rewind that would silently be another mode
+            if self.model.norm == "mixture":
+                # A channel through MixtureNorm2d is not separable (its posteriors mix every channel)
+                # and torch.fx cannot trace the layer's data-dependent branches: the channel-group
+                # methods (filter/channel granularities, hybrid's filter groups) cannot run on it.
+                _require(
+                    entry.granularity not in CHANNEL_GRANULARITIES and entry.method != "hybrid",
+                    "sparsity.granularity" if entry.method != "hybrid" else "sparsity.method",
+                    entry.granularity if entry.method != "hybrid" else entry.method,
+                    "an element-level granularity or method with model.norm: mixture (filter/channel pruning "
+                    "couples channels through batch normalisation); or model.norm: batchnorm with model.mixture_dense",
+                )

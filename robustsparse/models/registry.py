@@ -8,16 +8,26 @@ up automatically.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from robustsparse.errors import ModelError
 from robustsparse.models.layers import Normalize, NormalizedModel
+from robustsparse.models.mixture_norm import convert_to_mixture
 
-__all__ = ["ModelInfo", "ModelBuilder", "register_model", "create_model", "list_models", "model_info"]
+__all__ = [
+    "ModelInfo",
+    "ModelBuilder",
+    "register_model",
+    "create_model",
+    "list_models",
+    "model_info",
+    "batchnorm_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +103,20 @@ def model_info(arch: str) -> ModelInfo:
         raise _unknown(arch) from None
 
 
+def batchnorm_names(arch: str) -> list[str]:
+    """Module names of `arch`'s BatchNorm2d layers inside its `NormalizedModel` (``net.bn1``...).
+
+    Built on the meta device: no memory, no initialisation cost, no random numbers drawn.
+
+    Raises:
+        ModelError: if ``arch`` is not registered.
+    """
+    info = model_info(arch)
+    with torch.device("meta"):
+        net = _BUILDERS[arch](10, 3, info.min_image_size)
+    return [f"net.{name}" for name, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)]
+
+
 def create_model(
     arch: str,
     *,
@@ -101,6 +125,8 @@ def create_model(
     image_size: int,
     mean: Sequence[float],
     std: Sequence[float],
+    norm: str = "batchnorm",
+    mixture: Mapping[str, Any] | None = None,
 ) -> NormalizedModel:
     """Build ``arch`` for the given data, with a ``Normalize(mean, std)`` first layer.
 
@@ -111,6 +137,11 @@ def create_model(
         image_size: side of the square input images.
         mean: per-channel mean of the training data in [0, 1] units.
         std: per-channel standard deviation of the training data.
+        norm: ``"batchnorm"`` (the architecture as registered) or ``"mixture"``: the BatchNorm2d
+            layers chosen by ``mixture["layers"]`` become `MixtureNorm2d`, unseeded (see
+            `convert_to_mixture`; ``mixture`` holds ``layers``, ``components`` and further
+            `MixtureNorm2d` arguments).
+        mixture: the mixture settings (ignored with ``norm="batchnorm"``).
 
     Returns:
         A float32 model taking NCHW images in [0, 1] and returning ``(N, num_classes)`` logits.
@@ -141,5 +172,12 @@ def create_model(
     model = NormalizedModel(Normalize(mean, std), net)
     # Builders use the default dtype; pin float32 so checkpoints and masks agree across machines.
     model = model.to(dtype=torch.float32)
+    if norm == "mixture":
+        options = dict(mixture or {})
+        layers = options.pop("layers", "all")
+        layers = layers if isinstance(layers, (str, int)) else list(layers)
+        convert_to_mixture(model, layers, options.pop("components", 3), seed_from_statistics=False, **options)
+    elif norm != "batchnorm":
+        raise ModelError(f"unknown normalisation {norm!r}; allowed: batchnorm, mixture")
     log.debug("built %s for %d classes, %d channels, %dx%d", arch, num_classes, in_channels, image_size, image_size)
     return model

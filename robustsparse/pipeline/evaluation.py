@@ -25,6 +25,7 @@ from reports.contract import (
     CHECKPOINT_FILE,
     EVAL_DIR,
     MODEL_COLUMNS,
+    MODEL_COST_COLUMNS,
     OUTCOMES,
     OUTCOMES_FILE,
     RESULTS,
@@ -324,7 +325,7 @@ def collect_results(
                 deferred.append(model_dir)
                 continue
             computed += n_new
-            for column in MODEL_COLUMNS:
+            for column in (*MODEL_COLUMNS, *MODEL_COST_COLUMNS):
                 rows[column] = meta.get(column)
             rows["config_digest"] = meta.get("config_digest")
             rows["variant"] = meta.get("variant") or ""

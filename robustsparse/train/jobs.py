@@ -25,10 +25,15 @@ __all__ = [
     "experiment_jobs",
     "dense_job",
     "dense_continued_job",
+    "dense_mixture_job",
+    "MIXTURE_METHOD",
     "sparse_job",
     "sparse_model_id",
     "CONTINUED_METHOD",
 ]
+
+#: The method of the extra dense model with mixture normalisation (`model.mixture_dense`).
+MIXTURE_METHOD = "dense-mixture"
 
 #: The method of the dense control: the dense model trained again from itself for the sparse models'
 #: epochs, so a sparse model fine-tuned from a dense parent is compared with an equal training budget.
@@ -48,6 +53,9 @@ class TrainJob:
             apart from its siblings, e.g. "end_epoch=10,lr_mode=hold" ("" when none vary).
         reference_id: the dense model a sparse model is compared with (the dense control with
             the same training budget); None for dense models. Not part of the digest.
+        dense_method: the method name of a dense model trained from scratch: `dense`, or
+            `MIXTURE_METHOD` for the extra dense model with mixture normalisation. Not part of
+            the digest (its model settings already differ).
     """
 
     model_id: str
@@ -59,12 +67,13 @@ class TrainJob:
     parent_id: str | None = None
     variant: str = ""
     reference_id: str | None = None
+    dense_method: str = "dense"
 
     @property
     def method(self) -> str:
         if self.sparsity is not None:
             return self.sparsity.method
-        return "dense" if self.parent_id is None else CONTINUED_METHOD
+        return self.dense_method if self.parent_id is None else CONTINUED_METHOD
 
     @property
     def digest(self) -> str:
@@ -72,7 +81,8 @@ class TrainJob:
         parts = {
             "seed": self.seed,
             "data": _data_part(self.data),
-            "model": self.model,
+            # the mixture settings only count with norm: mixture (a batchnorm model's digest is unchanged)
+            "model": self.model.weight_settings(),
             # writing curves for TensorBoard does not change the weights
             "train": {k: v for k, v in config_to_dict(self.train).items() if k != "tensorboard"},
             # settings left unset (None: another method's settings, or derived ones) are left out,
@@ -100,6 +110,13 @@ def _data_part(data: DataConfig) -> dict:
 def dense_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
     """The dense model of `seed`."""
     return TrainJob(f"dense-s{seed}", seed, cfg.data, cfg.model, cfg.train)
+
+
+def dense_mixture_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
+    """The dense model of `seed` with mixture normalisation (`model.mixture_dense`): trained from
+    scratch like the dense model, with the `model.mixture_*` settings."""
+    model = replace(cfg.model, norm="mixture", mixture_dense=False)
+    return TrainJob(f"{MIXTURE_METHOD}-s{seed}", seed, cfg.data, model, cfg.train, dense_method=MIXTURE_METHOD)
 
 
 def dense_continued_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
@@ -188,12 +205,15 @@ def _varying_keys(entries: tuple[SparsityConfig, ...]) -> tuple[str, ...]:
 
 
 def experiment_jobs(cfg: ExperimentConfig) -> list[TrainJob]:
-    """All jobs of an experiment in dependency order: dense models, dense controls, the sparse grid.
+    """All jobs of an experiment in dependency order: dense models (with `model.mixture_dense`,
+    also the dense models with mixture normalisation), dense controls, the sparse grid.
 
     The dense control of a seed (`dense_continued_job`) is trained when any sparse model
     continues from a dense parent.
     """
     jobs = [dense_job(cfg, seed) for seed in cfg.seeds]
+    if cfg.model.mixture_dense:
+        jobs += [dense_mixture_job(cfg, seed) for seed in cfg.seeds]
     if any(sparsity.from_dense for sparsity in cfg.sparsity):
         jobs += [dense_continued_job(cfg, seed) for seed in cfg.seeds]
     varying = _varying_keys(cfg.sparsity)

@@ -124,8 +124,16 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _model_spec(job: TrainJob, bundle: DatasetBundle) -> ModelSpec:
     info = bundle.info
+    mixture = job.model.mixture_options() if job.model.norm == "mixture" else {}
     return ModelSpec(
-        job.model.arch, info.num_classes, info.in_channels, info.image_size, tuple(info.mean), tuple(info.std)
+        job.model.arch,
+        info.num_classes,
+        info.in_channels,
+        info.image_size,
+        tuple(info.mean),
+        tuple(info.std),
+        norm=job.model.norm,
+        mixture=mixture,
     )
 
 
@@ -485,6 +493,7 @@ def _metadata(
     meta = {
         "model_id": job.model_id,
         "arch": spec.arch,
+        "normalisation": spec.norm,
         "dataset": job.data.label or info.name,
         "method": job.method,
         "granularity": "dense" if pruner is None else job.sparsity.granularity,

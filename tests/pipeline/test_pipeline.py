@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pandas as pd
@@ -10,7 +11,7 @@ import torch
 
 import robustsparse.pipeline.evaluation as evaluation_module
 import robustsparse.pipeline.training as training_module
-from reports.contract import OUTCOMES, RESULTS
+from reports.contract import MODEL_COST_COLUMNS, OUTCOMES, RESULTS
 from robustsparse.config import load_config
 from robustsparse.errors import ConfigError
 from robustsparse.pipeline import read_run_config, run_experiment
@@ -28,6 +29,13 @@ def test_run_writes_models_results_outcomes_and_report(tiny_run):
     assert not results.duplicated(["model_id", "key"]).any()
     dense = results[results["model_id"] == "dense-s0"]
     assert set(dense["granularity"]) == {"dense"} and set(dense["target_sparsity"]) == {0.0}
+    # every row carries its model's cost from meta.json: the common compression axis of the report
+    for model_id, group in results.groupby("model_id"):
+        meta = json.loads((tiny_run / "models" / model_id / "meta.json").read_text())
+        for column in MODEL_COST_COLUMNS:
+            assert set(group[column]) == {meta[column]}, (model_id, column)
+    filtered = results.set_index("model_id").loc["campfire-filter-50-s0"].iloc[0]
+    assert filtered["effective_macs"] < filtered["dense_macs"] == dense["dense_macs"].iloc[0]
     for _, group in results.groupby("model_id"):
         clean = group.loc[group["attack"] == "clean", "accuracy"].item()
         assert (group["accuracy"] <= clean + 1e-12).all()  # robust never above clean

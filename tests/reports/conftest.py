@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from reports.contract import RESULT_COLUMNS
+from reports.contract import MODEL_COST_COLUMNS, RESULT_COLUMNS
 
 # what the attacks package writes as eps_kind "minimum_norm" (the rest is "bounded")
 MIN_NORM = {"cw", "deepfool", "fab"}
@@ -74,12 +74,23 @@ def make_run(
     not_run_check: bool = False,
     methods: Sequence[str] = ("campfire",),
     achieved: Mapping[tuple[str, str, float], float] | None = None,
+    families: Sequence[tuple[str, str]] | None = None,
+    costs: Mapping[tuple[str, str, float], tuple[float, float]] | None = None,
+    cost_columns: bool = False,
+    extra_dense: Sequence[str] = (),
 ) -> Path:
     """Write a synthetic finished run directory under `root` and return it.
 
     With several `methods`, every method is trained at every granularity and sparsity, its model ids
     start with the method, and the penalties may be keyed (method, granularity, sparsity) as well as
     (granularity, sparsity). `achieved` sets a family's achieved sparsity (default: target + 0.001).
+    `families` replaces methods x granularities by the (method, granularity) pairs given (ids then
+    always start with the method). `costs` sets a family's (effective MACs, non-zero parameters) as
+    fractions of dense (default: 1 - achieved sparsity over all weights); a family with a cost of
+    its own is written as a low-rank model would be (its `params` and `dense_macs` are those of its
+    smaller network, not the dense one's). `cost_columns` writes the `MODEL_COST_COLUMNS` into
+    results.csv too (else only into meta.json, as results.csv files before they existed).
+    `extra_dense` adds a dense model per seed for each method named (e.g. "dense-mixture").
     """
     attacks = DENSE_ATTACK if attacks is None else attacks
     robust_penalty = ROBUST_PENALTY if robust_penalty is None else robust_penalty
@@ -92,23 +103,27 @@ def make_run(
     for seed in seeds:
         if include_dense:
             models.append(dict(model_id=f"dense-s{seed}", method="dense", granularity="dense", target=0.0, seed=seed))
-        for method in methods:
-            for g in granularities:
-                for t in sparsities:
-                    prefix = f"{method}-" if len(methods) > 1 else ""
-                    model_id = f"{prefix}{g}-{round(t * 100)}-s{seed}"
-                    models.append(dict(model_id=model_id, method=method, granularity=g, target=t, seed=seed))
+        for method in extra_dense:
+            models.append(dict(model_id=f"{method}-s{seed}", method=method, granularity="dense", target=0.0, seed=seed))
+        pairs = families or [(method, g) for method in methods for g in granularities]
+        for method, g in pairs:
+            for t in sparsities:
+                prefix = f"{method}-" if len(methods) > 1 or families else ""
+                model_id = f"{prefix}{g}-{round(t * 100)}-s{seed}"
+                models.append(dict(model_id=model_id, method=method, granularity=g, target=t, seed=seed))
 
     rows, outcome_frames = [], []
     for m_index, m in enumerate(models):
         mrng = np.random.default_rng(100 + m_index)
-        sparse = m["method"] != "dense"
+        sparse = m["granularity"] != "dense"
         cell = (m["granularity"], m["target"])
         own = (m["method"], *cell)
         m["achieved"] = (achieved or {}).get(own, m["target"] + 0.001) if sparse else 0.0
+        m["cost"] = _cost(m, (costs or {}).get(own))
         seed_shift = 0.005 * m["seed"]
         clean_cost = clean_penalty.get(own, clean_penalty.get(cell)) if sparse else 0.0
-        robust_cost = robust_penalty.get(own, robust_penalty.get(cell)) if sparse else 0.0
+        # a dense variant (extra_dense) may be given a penalty keyed (method, "dense", 0.0)
+        robust_cost = robust_penalty.get(own, robust_penalty.get(cell)) if sparse else robust_penalty.get(own, 0.0)
         specs = [("clean", "clean", np.nan, 0.0, "0", DENSE_CLEAN - clean_cost, np.nan)]
         for attack, levels in attacks.items():
             steps = 1 if attack == "fgsm" else 10
@@ -161,6 +176,7 @@ def make_run(
                     elapsed_s=0.5,
                     config_digest="abc123",
                     batch_size=256,
+                    **(m["cost"] if cost_columns else {}),
                 )
             )
             outcome_frames.append(
@@ -178,7 +194,8 @@ def make_run(
             )
         _write_model(root, m, rows)
 
-    pd.DataFrame(rows)[RESULT_COLUMNS].to_csv(root / "results.csv", index=False)
+    written = [*RESULT_COLUMNS, *(MODEL_COST_COLUMNS if cost_columns else [])]
+    pd.DataFrame(rows)[written].to_csv(root / "results.csv", index=False)
     pd.concat(outcome_frames).to_csv(root / "outcomes.csv.gz", index=False)
     sanity = []
     for m in models:
@@ -220,11 +237,35 @@ def make_run(
     return root
 
 
+#: The dense model's parameters and MACs in the synthetic runs.
+DENSE_PARAMS, DENSE_MACS = 10000, 1_000_000
+
+
+def _cost(m: dict, own: tuple[float, float] | None) -> dict[str, int]:
+    """The model's MODEL_COST_COLUMNS: from its sparsity, or from `own` (MACs, params fractions) as a low-rank model."""
+    if own is None:
+        kept = 1.0 - 0.9 * m["achieved"]  # achieved sparsity over all weights is 0.9 x the prunable one
+        return dict(
+            params=DENSE_PARAMS,
+            nonzero_params=round(DENSE_PARAMS * kept),
+            dense_macs=DENSE_MACS,
+            effective_macs=round(DENSE_MACS * kept),
+        )
+    macs, params = own
+    # a smaller network: every weight of it is non-zero, and its "dense" count is its own
+    return dict(
+        params=round(DENSE_PARAMS * params),
+        nonzero_params=round(DENSE_PARAMS * params),
+        dense_macs=round(DENSE_MACS * macs),
+        effective_macs=round(DENSE_MACS * macs),
+    )
+
+
 def _write_model(root: Path, m: dict, rows: list[dict]) -> None:
     folder = root / "models" / m["model_id"]
     folder.mkdir(parents=True, exist_ok=True)
     t = m["target"]
-    sparse = m["method"] != "dense"
+    sparse = m["granularity"] != "dense"
     clean_acc = next(r["accuracy"] for r in rows if r["model_id"] == m["model_id"] and r["attack"] == "clean")
     achieved_all = 0.9 * m["achieved"]
     meta = dict(
@@ -244,10 +285,7 @@ def _write_model(root: Path, m: dict, rows: list[dict]) -> None:
         versions={"torch": "2.14.1", "torchvision": "0.29.1"},
         created_at="2025-01-01T00:00:00",
         compression=1.0 / (1.0 - achieved_all),
-        params=10000,
-        nonzero_params=round(10000 * (1 - achieved_all)),
-        dense_macs=1e6,
-        effective_macs=1e6 * (1 - achieved_all),
+        **m["cost"],
     )
     (folder / "meta.json").write_text(json.dumps(meta))
     layers = [

@@ -14,8 +14,17 @@ import reports.build
 from reports import ReportError, build_report, summarize
 from reports.load import load_meta, load_outcomes, load_results, load_sanity
 
-FIGURES = ["accuracy_vs_eps", "delta_vs_eps", "delta_heatmap", "clean_vs_robust", "layer_sparsity", "attack_success"]
+FIGURES = [
+    "accuracy_vs_eps",
+    "delta_vs_eps",
+    "delta_heatmap",
+    "clean_vs_robust",
+    "layer_sparsity",
+    "attack_success",
+    "compression_axis",
+]
 TABLES = [
+    "compression",
     "deltas_at_eps",
     "deltas",
     "deltas_per_model",
