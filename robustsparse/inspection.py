@@ -1,5 +1,8 @@
 """`robustsparse inspect`: what a checkpoint is, and whether its weights agree with its metadata.
 
+A low-rank model (haloc) also gets its factorised layers listed with their ranks, parameters
+and MACs beside the original conv's.
+
 Loading already refuses unsafe files, non-zero masked weights and a sparsity that disagrees
 with the metadata; inspection adds the structure check of the granularity (for `kernel` each
 kernel all-zero or untouched, for `window` the same count in every kept kernel, and so on) and
@@ -22,6 +25,7 @@ from reports.contract import META_FILE
 from robustsparse.checkpoints import load_checkpoint_with_masks, read_meta, resolve_checkpoint_path
 from robustsparse.errors import CheckpointError
 from robustsparse.sparsity import layer_sparsity_table, model_cost, verify_structure
+from robustsparse.sparsity.lowrank import lowrank_layer_table, lowrank_ranks
 
 __all__ = ["Inspection", "inspect_checkpoint", "meta_differences"]
 
@@ -41,6 +45,7 @@ class Inspection:
     cost: dict[str, int]
     layers: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    lowrank: pd.DataFrame | None = None
 
     def render(self, *, layers: bool = False) -> str:
         """Human-readable summary (and the per-layer table when `layers`)."""
@@ -58,6 +63,10 @@ class Inspection:
             f"parent       {m.get('parent')}",
             f"structure    {'ok' if not self.problems else f'{len(self.problems)} problem(s)'}",
         ]
+        if self.lowrank is not None and len(self.lowrank):
+            # a low-rank model: its ranks, parameters and MACs per factorised layer, always shown
+            lines += ["", "low-rank layers (ranks, parameters and MACs per example; dense = the original conv)"]
+            lines += [self.lowrank.to_string(index=False)]
         if layers:
             lines += ["", self.layers.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
         return "\n".join(lines)
@@ -113,4 +122,6 @@ def inspect_checkpoint(path: str | Path) -> Inspection:
     cost = model_cost(model, (1, channels, size, size), masks)
     problems = verify_structure(model, masks, meta)
     table = layer_sparsity_table(model, masks, meta.get("sparsity"))
-    return Inspection(file, meta, cost, table, problems)
+    example = next(model.parameters()).new_zeros((1, channels, size, size))
+    lowrank = lowrank_layer_table(model, example) if lowrank_ranks(meta) else None
+    return Inspection(file, meta, cost, table, problems, lowrank)

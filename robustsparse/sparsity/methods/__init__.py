@@ -17,6 +17,7 @@ from torch import nn
 from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     campfire,
     drop_pruning,
+    haloc,
     hybrid,
     npn,
     pconv,
