@@ -58,7 +58,9 @@ def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
     with torch.no_grad():
         for _ in range(3):  # warm-up: first calls pay for allocation and kernel selection
             module(x)
-        timer = benchmark.Timer(stmt="module(x)", globals={"module": module, "x": x}, num_threads=torch.get_num_threads())
+        timer = benchmark.Timer(
+            stmt="module(x)", globals={"module": module, "x": x}, num_threads=torch.get_num_threads()
+        )
         with torch.no_grad():
             return float(timer.blocked_autorange(min_run_time=min_run_time).median * 1000.0)
 

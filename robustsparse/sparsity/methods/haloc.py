@@ -125,7 +125,9 @@ def resolve_haloc_settings(cfg: SparsityConfig) -> dict[str, Any]:
             "set target_sparsity or leave haloc_target out)",
         )
     if not _count(out["haloc_rank_multiple"]):
-        raise _refuse("haloc_rank_multiple", out["haloc_rank_multiple"], "an integer >= 1 (g: ranks are multiples of it)")
+        raise _refuse(
+            "haloc_rank_multiple", out["haloc_rank_multiple"], "an integer >= 1 (g: ranks are multiples of it)"
+        )
     if out["haloc_cost"] == "latency" and not out["haloc_cost_table"]:
         raise _refuse(
             "haloc_cost_table", None, "a file from robustsparse haloc-costs CONFIG --out FILE with haloc_cost: latency"
@@ -135,7 +137,7 @@ def resolve_haloc_settings(cfg: SparsityConfig) -> dict[str, Any]:
     for key in ("haloc_beta", "haloc_tau_start", "haloc_tau_end", "haloc_fm_lambda_start", "haloc_alpha_lr"):
         if not _positive(out[key]):
             raise _refuse(key, out[key], "a number > 0")
-    if not (isinstance(out["haloc_fm_lambda_end"], (int, float)) and 0 <= out["haloc_fm_lambda_end"]):
+    if not (isinstance(out["haloc_fm_lambda_end"], (int, float)) and out["haloc_fm_lambda_end"] >= 0):
         raise _refuse("haloc_fm_lambda_end", out["haloc_fm_lambda_end"], "a number >= 0")
     for key in ("haloc_holdout_examples", "haloc_alpha_batch"):
         if not _count(out[key]):
@@ -377,7 +379,9 @@ class HalocPruner:
                 choice[best] -= 1
         return choice
 
-    def fix_ranks(self, optimizer: torch.optim.Optimizer | None, ranks: dict[str, tuple[int, int]] | None = None) -> None:
+    def fix_ranks(
+        self, optimizer: torch.optim.Optimizer | None, ranks: dict[str, tuple[int, int]] | None = None
+    ) -> None:
         """Fix the ranks (argmax, or `ranks` when restoring), install the compact layers and
         re-bind `optimizer` to them."""
         modules = self._search_modules()
