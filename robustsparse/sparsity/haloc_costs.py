@@ -32,7 +32,15 @@ from robustsparse.sparsity.lowrank import (
     tucker_macs,
 )
 
-__all__ = ["COST_FORMAT", "COST_KINDS", "macs_table", "latency_table", "save_cost_table", "load_cost_table"]
+__all__ = [
+    "COST_FORMAT",
+    "COST_KINDS",
+    "macs_table",
+    "latency_table",
+    "build_cost_table",
+    "save_cost_table",
+    "load_cost_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +117,35 @@ def latency_table(
         out[name] = {"dense": _time_ms(dense.eval(), x, min_run_time), "ranks": ranks}
         log.info("haloc costs: %s timed (%d ranks)", name, len(ranks))
     return out
+
+
+def build_cost_table(
+    model: nn.Module,
+    example: torch.Tensor,
+    cfg: Any,
+    *,
+    kind: str,
+    device: torch.device,
+    batch: int,
+    min_run_time: float = 0.2,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The cost table of `model`'s compressible convs under haloc settings `cfg` (a `SparsityConfig`).
+
+    Returns:
+        (layers table, its description: kind, unit, device, batch, rank_multiple).
+    """
+    from robustsparse.sparsity.lowrank import compressible_convs
+
+    names = compressible_convs(model, keep_first_conv_dense=cfg.keep_first_conv_dense, keep_dense=cfg.keep_dense)
+    multiple = int(cfg.haloc_rank_multiple)
+    info: dict[str, Any] = {"kind": kind, "rank_multiple": multiple}
+    if kind == "macs":
+        return macs_table(conv_geometry(model, example, names), multiple), {**info, "unit": "MACs per example"}
+    model = model.to(device)
+    table = latency_table(
+        model, example.to(device), names, multiple, device=device, batch=batch, min_run_time=min_run_time
+    )
+    return table, {**info, "unit": "ms per batch", "device": str(device), "batch": int(batch)}
 
 
 def save_cost_table(path: str | Path, table: Mapping[str, Any], **info: Any) -> Path:

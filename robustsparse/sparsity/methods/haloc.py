@@ -15,7 +15,7 @@ what the paper's abstract or a summary states, the rest is ours or methods.md's 
   min(C, S), input rank = output rank [paper: both rules].
 - **Search window**: global steps `start_epoch` .. `end_epoch` (in epochs). Each layer has one
   logit per candidate, initialised to 0; the weights train through the argmax candidate (ties go
-  to the larger rank, so training starts from the parent's own function at the largest rank)
+  to the larger rank, so training starts from the largest candidate, the closest to the parent)
   with loss CE + lambda * mean over layers of MSE(layer output, the frozen parent's output of
   that layer) [paper: a feature-map loss], lambda decaying geometrically from
   `haloc_fm_lambda_start` (0.5) to `haloc_fm_lambda_end` (0.01).
