@@ -19,6 +19,7 @@ from robustsparse.sparsity import (
 from robustsparse.sparsity.masks import mask_sparsity
 from robustsparse.sparsity.methods import WHEN_VALUES, Method, register
 from robustsparse.sparsity.methods.random import RandomPruner, random_mask_seed
+from robustsparse.sparsity.settings import ALL_GRANULARITIES
 
 SPE = 3  # steps per epoch
 
@@ -43,9 +44,9 @@ def test_registry_declares_campfire_and_random():
     assert {"campfire", "random"} <= set(methods)
     for method in methods.values():
         assert method.when in WHEN_VALUES and "\n" not in method.description and method.description
-        assert set(method.granularities) <= set(GRANULARITIES)
-        # only npn trains state of its own, under a loss term
-        assert (method.extra_state is None and method.loss_term is None) == (method.name != "npn")
+        assert set(method.granularities) <= set(ALL_GRANULARITIES)  # lowrank: haloc's, not a mask
+        # only npn and haloc train state of their own, under a loss term
+        assert (method.extra_state is None and method.loss_term is None) == (method.name not in ("npn", "haloc"))
     assert methods["campfire"].when == "during_training" and methods["random"].when == "before_training"
     assert get_method("random") is methods["random"]
 
