@@ -77,7 +77,10 @@ def synthetic(arch: str, share: float, g: int, repeats: int) -> list[dict]:
     channels = 1 if arch == "small_cnn" else 3
     example = torch.zeros(1, channels, size, size)
     small = factorise_model(copy.deepcopy(dense), ranks_within(dense, example, share, g)).eval()
-    return [{"model": f"{arch} ({size}x{size}) random", "target": share, **r} for r in timed(dense, small, channels, size, repeats)]
+    return [
+        {"model": f"{arch} ({size}x{size}) random", "target": share, **r}
+        for r in timed(dense, small, channels, size, repeats)
+    ]
 
 
 def trained(folder: Path, repeats: int) -> list[dict]:

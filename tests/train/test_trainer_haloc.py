@@ -10,6 +10,8 @@ from robustsparse.checkpoints import load_checkpoint, read_checkpoint
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_tensors
 from robustsparse.errors import ConfigError
+from robustsparse.exporting import export_checkpoint
+from robustsparse.exporting.native import load_exported
 from robustsparse.inspection import inspect_checkpoint
 from robustsparse.sparsity import model_cost
 from robustsparse.sparsity.lowrank import TuckerConv2d
@@ -82,6 +84,10 @@ def test_haloc_resumes_exactly_and_saves_a_compact_model_rebuilt_from_its_metada
         acc = int((model(images).argmax(1) == labels).sum()) / len(labels)
     assert acc == pytest.approx(meta["clean_acc"], abs=1e-9)
     assert meta["achieved_sparsity"] == 0.0 and meta["granularity"] == "lowrank"
+    export_checkpoint(straight, fmt="compressed", out=case / "m.rsz")  # exports rebuild the low-rank layers too
+    exported, _ = load_exported(case / "m.rsz")
+    with torch.no_grad():
+        assert torch.equal(exported(images), model(images))
     report = inspect_checkpoint(straight)
     assert report.problems == []
     text = report.render(layers=True)
