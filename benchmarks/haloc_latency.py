@@ -57,7 +57,7 @@ def timed(dense: torch.nn.Module, small: torch.nn.Module, channels: int, size: i
     for batch in BATCHES:
         x = torch.rand(batch, channels, size, size, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
-            times = time_interleaved({"dense": lambda: dense(x), "compact": lambda: small(x)}, repeats)
+            times = time_interleaved({"dense": lambda x=x: dense(x), "compact": lambda x=x: small(x)}, repeats)
         rows.append(
             {
                 "batch": batch,

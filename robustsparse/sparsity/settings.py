@@ -165,8 +165,8 @@ class SparsityConfig:
             CE * (E[cost] / target)^beta (1.5); the Gumbel-softmax temperature annealed from
             5 to 0.1; the feature-map loss weight decaying from 0.5 to 0.01; the logits' Adam
             rate (0.01); training examples held out for the logits (256); their batch (64);
-            whether the fixed ranks are lowered until the target is met (true); null for
-            other methods.
+            whether the fixed ranks are moved onto the target (lowered while over it, then
+            raised while a step fits; true); null for other methods.
     """
 
     method: str = "none"

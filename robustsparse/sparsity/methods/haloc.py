@@ -32,10 +32,13 @@ what the paper's abstract or a summary states, the rest is ours or methods.md's 
 - **Cost**: `haloc_cost: macs` (the Tucker-2 MACs formula) or `latency` (a table measured on the
   target device and batch: `robustsparse haloc-costs`, named by `haloc_cost_table`). The target
   is `haloc_target` (1 - target_sparsity unless given) times the compressed layers' dense cost.
-- **Fixing the ranks**: at `end_epoch` every layer takes its argmax candidate; with
-  `haloc_enforce_target` (true, ours) while the total cost is over the target the layer whose
-  next lower candidate costs the least logit margin steps down, so models meant to match a
-  compute budget do. The search layers become compact `TuckerConv2d`s (three plain convs of
+- **Fixing the ranks**: at `end_epoch` every layer takes its argmax candidate [paper]; with
+  `haloc_enforce_target` (true, ours) the ranks are then moved onto the budget: while the total
+  cost is over the target the layer whose next lower candidate costs the least logit margin steps
+  down, then while a step up still fits under the target the layer whose next higher candidate
+  the logits like best steps up. So models meant to match a compute budget do (the search alone
+  often ends well under it: the penalty acts only above the target, and the weights, trained at
+  the argmax ranks, make the current ranks look best to the logits). The search layers become compact `TuckerConv2d`s (three plain convs of
   ranks (r, r)), the optimiser is re-bound to the new parameters (its state for the factors
   starts afresh) and training continues (fine-tuning) with plain CE.
 - Checkpoints hold the compact network; the ranks per layer are in the metadata
@@ -377,6 +380,18 @@ class HalocPruner:
                 # the step down that gives up the least logit margin (ties: the first layer)
                 best = min(lowerable, key=lambda n: float(logits[n][choice[n]] - logits[n][choice[n] - 1]))
                 choice[best] -= 1
+            # then fill the budget: raise the layer whose next candidate the logits like best, while it fits
+            while True:
+                fits = [
+                    n
+                    for n in self.layers
+                    if choice[n] + 1 < len(self.candidates[n])
+                    and cost() - float(self.costs[n][choice[n]]) + float(self.costs[n][choice[n] + 1]) <= self.target
+                ]
+                if not fits:
+                    break
+                best = max(fits, key=lambda n: float(logits[n][choice[n] + 1] - logits[n][choice[n]]))
+                choice[best] += 1
         return choice
 
     def fix_ranks(
