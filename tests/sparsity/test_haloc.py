@@ -153,3 +153,28 @@ def test_haloc_costs_command_writes_a_table_the_pruner_reads(tmp_path, capsys):
     plain.write_text("name: e\ndata: {dataset: digits}\nmodel: {arch: small_cnn}\n")
     assert main(["haloc-costs", str(plain), "--out", str(tmp_path / "x.json")]) == 2
     assert "no sparsity entry with method: haloc" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("favour", ["smallest", "largest"])
+def test_fixed_ranks_are_moved_onto_the_budget_and_argmax_alone_without_it(favour):
+    model, held = _model_and_data()
+    pruner = HalocPruner(model, cfg(haloc_rank_multiple=4), steps_per_epoch=5, seed=0, example_batch=held)
+    with torch.no_grad():
+        for logits in pruner.logits:  # argmax at one end: far under (smallest) or over (largest) the target
+            logits.copy_(
+                torch.linspace(1.0, 0.0, len(logits)) if favour == "smallest" else torch.linspace(0.0, 1.0, len(logits))
+            )
+    pruner._choose()
+    argmax = {n: m.choice for n, m in pruner._search_modules().items()}
+    moved = pruner._argmax_ranks()
+
+    def cost(choice):
+        return sum(float(pruner.costs[n][choice[n]]) for n in pruner.layers)
+
+    assert cost(moved) <= pruner.target
+    for n in pruner.layers:  # no single step up still fits: the budget is used
+        if moved[n] + 1 < len(pruner.candidates[n]):
+            assert cost({**moved, n: moved[n] + 1}) > pruner.target
+    assert (cost(argmax) > pruner.target) == (favour == "largest") and moved != argmax
+    pruner.cfg = cfg(haloc_rank_multiple=4, haloc_enforce_target=False)
+    assert pruner._argmax_ranks() == argmax
