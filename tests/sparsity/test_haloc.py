@@ -106,7 +106,7 @@ def test_the_feature_map_loss_compares_each_layer_with_the_frozen_parent():
     model(x)
     for h in hooks:
         h.remove()
-    mse = sum(float(((student[n] - teacher[n]) ** 2).mean()) for n in pruner.layers) / len(pruner.layers)
+    mse = sum(float(((student[n] - teacher[n]) ** 2).mean().detach()) for n in pruner.layers) / len(pruner.layers)
     assert float(first.detach()) == pytest.approx(pruner.fm_lambda(1) * mse, rel=1e-5) and mse > 0
     assert pruner.fm_lambda(0) == pytest.approx(0.5) and pruner.fm_lambda(pruner.end_step) == pytest.approx(0.01)
     model.eval()
