@@ -28,7 +28,12 @@ WHEN_VALUES: tuple[str, ...] = ("before_training", "during_training", "after_tra
 
 
 class Pruner(Protocol):
-    """What the trainer drives (see `CampfirePruner` for the reference implementation)."""
+    """What the trainer drives (see `CampfirePruner` for the reference implementation).
+
+    A pruner that changes the model's architecture while training (haloc's compact layers) also
+    has `prepare_restore(state, optimizer)`: on resume the trainer calls it with the saved pruner
+    state before loading the weights, so the model and the optimiser have the saved shapes.
+    """
 
     masks: dict[str, torch.Tensor]
     current_target: float
