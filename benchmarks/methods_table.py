@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/methods_table.py runs/cifar10-methods
 
-One row per model: achieved sparsity, effective MACs (share of dense), clean accuracy and FGSM /
-PGD-10 robust accuracy at 2/255 and 8/255 with 95% Wilson intervals (on the run's attack
-examples), training time and total training epochs, as Markdown.
+One row per model: achieved sparsity, effective MACs (share of the run's dense model: a low-rank
+model's own `dense_macs` are its factorised network's), clean accuracy and FGSM / PGD-10 (and with
+`--attacks`, e.g. AutoAttack) robust accuracy at 2/255 and 8/255 with 95% Wilson intervals (on the
+run's attack examples), training time and total training epochs, as Markdown.
 """
 
 from __future__ import annotations
@@ -20,24 +21,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reports.load import load_meta, load_results  # noqa: E402
 
 DEFAULT_EPS = ("2/255", "8/255")
+DEFAULT_ATTACKS = ("fgsm", "pgd")
+LABELS = {"fgsm": "FGSM", "pgd": "PGD-10", "autoattack": "AutoAttack"}
 
 
-def _columns(eps: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [("clean", "0")] + [(attack, e) for attack in ("fgsm", "pgd") for e in eps]
+def _columns(eps: tuple[str, ...], attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> list[tuple[str, str]]:
+    return [("clean", "0")] + [(attack, e) for attack in attacks for e in eps]
 
 
 def _cell(row: pd.Series) -> str:
     return f"{100 * row['accuracy']:.1f} [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
 
 
-def methods_table(run_dir: str | Path, eps: tuple[str, ...] = DEFAULT_EPS) -> str:
-    """The Markdown table of one run, models in the run's order (dense first), FGSM and PGD-10 at `eps`."""
-    columns = _columns(eps)
+def methods_table(
+    run_dir: str | Path, eps: tuple[str, ...] = DEFAULT_EPS, attacks: tuple[str, ...] = DEFAULT_ATTACKS
+) -> str:
+    """The Markdown table of one run, models in the run's order (dense first), `attacks` at `eps`."""
+    columns = _columns(eps, attacks)
     results = load_results(run_dir)
     meta = load_meta(run_dir).set_index("model_id")
+    dense = meta[meta["granularity"] == "dense"]["dense_macs"]
     steps = results["steps"].fillna(10)
     header = ["model", "method", "achieved sparsity", "effective MACs (of dense)"]
-    header += ["clean" if a == "clean" else f"{a.upper()}{'-10' if a == 'pgd' else ''} {e}" for a, e in columns]
+    header += ["clean" if a == "clean" else f"{LABELS.get(a, a)} {e}" for a, e in columns]
     header += ["training (s)", "epochs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model_id in dict.fromkeys(results["model_id"]):
@@ -47,7 +53,7 @@ def methods_table(run_dir: str | Path, eps: tuple[str, ...] = DEFAULT_EPS) -> st
             model_id,
             str(m["method"]),
             f"{m['achieved_sparsity']:.3f}",
-            f"{m['effective_macs'] / m['dense_macs']:.2f}",
+            f"{m['effective_macs'] / (dense.max() if len(dense) else m['dense_macs']):.2f}",
         ]
         for attack, label in columns:
             hit = rows[(rows["attack"] == attack) & (rows["eps_label"] == label)]
@@ -61,8 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--eps", default=",".join(DEFAULT_EPS), help="eps of the FGSM and PGD-10 columns")
+    parser.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS), help="attacks of the robust columns")
     args = parser.parse_args()
-    print(methods_table(args.run_dir, tuple(e.strip() for e in args.eps.split(","))))
+    split = lambda text: tuple(e.strip() for e in text.split(","))  # noqa: E731
+    print(methods_table(args.run_dir, split(args.eps), split(args.attacks)))
 
 
 if __name__ == "__main__":

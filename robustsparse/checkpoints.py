@@ -37,6 +37,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "ModelSpec",
+    "build_from_meta",
     "save_checkpoint",
     "load_checkpoint",
     "load_checkpoint_with_masks",
@@ -97,6 +98,18 @@ class ModelSpec:
             norm=str(data.get("norm", "batchnorm")),
             mixture=dict(data.get("mixture") or {}),
         )
+
+
+def build_from_meta(spec: ModelSpec, meta: Mapping[str, Any]) -> NormalizedModel:
+    """The architecture of a saved model: `spec`'s, with the low-rank layers its metadata records
+    (`sparsity.lowrank.ranks`, e.g. haloc's) factorised to their ranks."""
+    from robustsparse.sparsity.lowrank import factorise_model, lowrank_ranks
+
+    model = spec.build()
+    ranks = lowrank_ranks(meta)
+    if ranks:
+        factorise_model(model, ranks)
+    return model
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -239,7 +252,7 @@ def load_checkpoint_with_masks(
     meta = dict(payload["meta"])
     try:
         spec = ModelSpec.from_dict(payload["model_spec"])
-        model = spec.build()
+        model = build_from_meta(spec, meta)
     except (KeyError, TypeError, ValueError, ModelError) as exc:
         raise CheckpointError(f"{file}: cannot rebuild its architecture from the stored model spec ({exc})") from None
     try:

@@ -314,6 +314,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_list)
 
     p = sub.add_parser(
+        "haloc-costs",
+        help="build and save haloc's cost table (latency or MACs per layer and rank) for an experiment",
+        description="For the model of an experiment file and the settings of its haloc entry, time every "
+        "compressible conv's Tucker-2 layer at every rank candidate on a device and batch (or count its "
+        "MACs) and write the table that sparsity.haloc_cost_table names.",
+    )
+    p.add_argument("config", type=Path, help="experiment file with a haloc sparsity entry")
+    p.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a setting"
+    )
+    p.add_argument("--kind", choices=["latency", "macs"], default="latency", help="measured latency (default) or MACs")
+    p.add_argument("--device", default="cpu", help="the device to time on (cpu, cuda, cuda:N; default cpu)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="the deployment batch size (default 1)")
+    p.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timing per layer and rank (default 0.2)")
+    p.set_defaults(handler=_cmd_haloc_costs)
+
+    p = sub.add_parser(
         "inspect",
         help="show a checkpoint's architecture, data, parameters, accuracy and per-layer sparsity",
         description="Load a checkpoint safely, verify its masks and structure against its metadata "
@@ -520,6 +538,40 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
         for name in list_datasets():
             print(name)
+    return 0
+
+
+def _cmd_haloc_costs(args: argparse.Namespace) -> int:
+    import torch
+
+    from robustsparse.checkpoints import ModelSpec
+    from robustsparse.pipeline import load_experiment_data
+    from robustsparse.sparsity.haloc_costs import build_cost_table, save_cost_table
+    from robustsparse.utils.runtime import resolve_device
+
+    cfg = _load_cfg(args)
+    entries = [e for e in cfg.sparsity if e.method == "haloc"]
+    if not entries:
+        raise UsageError(
+            f"{args.config} has no sparsity entry with method: haloc; add one (its settings decide the layers and ranks)"
+        )
+    info = load_experiment_data(cfg).info
+    spec = ModelSpec(
+        cfg.model.arch, info.num_classes, info.in_channels, info.image_size, tuple(info.mean), tuple(info.std)
+    )
+    example = torch.zeros(1, info.in_channels, info.image_size, info.image_size)
+    device = resolve_device(args.device)
+    table, described = build_cost_table(
+        spec.build().eval(),
+        example,
+        entries[0],
+        kind=args.kind,
+        device=device,
+        batch=args.batch,
+        min_run_time=args.min_run_time,
+    )
+    path = save_cost_table(args.out, table, **described, arch=cfg.model.arch, dataset=info.name)
+    print(f"{args.kind} table of {len(table)} layers written to {path}")
     return 0
 
 

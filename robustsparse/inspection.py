@@ -1,5 +1,8 @@
 """`robustsparse inspect`: what a checkpoint is, and whether its weights agree with its metadata.
 
+A low-rank model (haloc) also gets its factorised layers listed with their ranks, parameters
+and MACs beside the original conv's.
+
 Loading already refuses unsafe files, non-zero masked weights and a sparsity that disagrees
 with the metadata; inspection adds the structure check of the granularity (for `kernel` each
 kernel all-zero or untouched, for `window` the same count in every kept kernel, and so on) and
@@ -23,6 +26,7 @@ from robustsparse.checkpoints import load_checkpoint_with_masks, read_meta, reso
 from robustsparse.errors import CheckpointError
 from robustsparse.models import MixtureNorm2d
 from robustsparse.sparsity import layer_sparsity_table, model_cost, verify_structure
+from robustsparse.sparsity.lowrank import lowrank_layer_table, lowrank_ranks
 
 __all__ = ["Inspection", "inspect_checkpoint", "meta_differences"]
 
@@ -44,6 +48,7 @@ class Inspection:
     problems: list[str] = field(default_factory=list)
     #: module name -> components K of every MixtureNorm2d (empty: batch normalisation only)
     mixture: dict[str, int] = field(default_factory=dict)
+    lowrank: pd.DataFrame | None = None
 
     def render(self, *, layers: bool = False) -> str:
         """Human-readable summary (and the per-layer table when `layers`)."""
@@ -64,6 +69,10 @@ class Inspection:
         if self.mixture:
             at = ", ".join(f"{name} (K={k})" for name, k in self.mixture.items())
             lines.append(f"normalisation mixture at {at}")
+        if self.lowrank is not None and len(self.lowrank):
+            # a low-rank model: its ranks, parameters and MACs per factorised layer, always shown
+            lines += ["", "low-rank layers (ranks, parameters and MACs per example; dense = the original conv)"]
+            lines += [self.lowrank.to_string(index=False)]
         if layers:
             lines += ["", self.layers.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
         return "\n".join(lines)
@@ -120,4 +129,6 @@ def inspect_checkpoint(path: str | Path) -> Inspection:
     problems = verify_structure(model, masks, meta)
     table = layer_sparsity_table(model, masks, meta.get("sparsity"))
     mixture = {name: m.components for name, m in model.named_modules() if isinstance(m, MixtureNorm2d)}
-    return Inspection(file, meta, cost, table, problems, mixture)
+    example = next(model.parameters()).new_zeros((1, channels, size, size))
+    lowrank = lowrank_layer_table(model, example) if lowrank_ranks(meta) else None
+    return Inspection(file, meta, cost, table, problems, mixture=mixture, lowrank=lowrank)

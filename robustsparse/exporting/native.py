@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsparse.checkpoints import ModelSpec
+from robustsparse.checkpoints import ModelSpec, build_from_meta
 from robustsparse.errors import CheckpointError
 from robustsparse.exporting.base import (
     ExportSource,
@@ -153,7 +153,7 @@ def load_exported(path: str | Path) -> tuple[NormalizedModel, dict[str, Any]]:
     kind = payload.get("format") if isinstance(payload, dict) else None
     if kind not in (COMPRESSED_KIND, COMPACT_KIND):
         raise CheckpointError(f"{path} is not a robustsparse export (format {kind!r})")
-    model = ModelSpec.from_dict(payload["model_spec"]).build()
+    model = build_from_meta(ModelSpec.from_dict(payload["model_spec"]), payload["meta"])  # low-rank layers too
     state = load_compressed(payload["blob"]) if kind == COMPRESSED_KIND else payload["state_dict"]
     if kind == COMPACT_KIND:
         _resize_to(model, state)

@@ -25,12 +25,19 @@ __all__ = [
     "GRANULARITIES",
     "BALANCED_GRANULARITIES",
     "CHANNEL_GRANULARITIES",
+    "LOWRANK",
+    "ALL_GRANULARITIES",
     "settings_to_dict",
     "nm_keep",
 ]
 
-Granularity = Literal["element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m"]
+Granularity = Literal["element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m", "lowrank"]
+# The mask granularities: what is kept or removed as a whole.
 GRANULARITIES: tuple[str, ...] = ("element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m")
+# Not a mask: convolutions replaced by low-rank (Tucker-2) factors (haloc). Kept out of
+# GRANULARITIES, which every mask method and test iterates, so no mask method accepts it.
+LOWRANK = "lowrank"
+ALL_GRANULARITIES: tuple[str, ...] = (*GRANULARITIES, LOWRANK)
 # Every group keeps the same number of weights: a global ranking would break that balance.
 BALANCED_GRANULARITIES: tuple[str, ...] = ("window", "window+kernel", "n:m")
 # Whole channels (a producer's filter together with its consumers' input columns).
@@ -58,7 +65,8 @@ class SparsityConfig:
             pruning, then window pruning of the kept kernels; `filter` one output channel
             (with its BatchNorm scale/shift, its bias and the consumers' input columns);
             `channel` one input channel (the same coupled set, ranked by the consumers'
-            columns); `n:m` n of every m consecutive weights along the input channels.
+            columns); `n:m` n of every m consecutive weights along the input channels;
+            `lowrank` (haloc only) no mask: the k x k convs become Tucker-2 factors.
         target_sparsity: final fraction of zeros over the prunable weights, in [0, 1).
             Balanced granularities reach the nearest achievable value (e.g. `window` on 3x3
             at 0.7 keeps 3 of 9 weights: 0.667); the pruner's metadata states it.
@@ -167,6 +175,19 @@ class SparsityConfig:
             ADMM iteration E (1); the ADMM phase runs from `start_epoch` to `end_epoch` (a whole
             number of iterations), then hard pruning freezes the masks; null for other methods
             (methods/structadmm.py).
+        haloc_rank_multiple, haloc_target, haloc_cost, haloc_cost_table, haloc_beta,
+        haloc_tau_start, haloc_tau_end, haloc_fm_lambda_start, haloc_fm_lambda_end,
+        haloc_alpha_lr, haloc_holdout_examples, haloc_alpha_batch, haloc_enforce_target:
+            `haloc`'s rank search (methods/haloc.py, methods.md 15): rank candidates are
+            multiples of g (8); the cost target as a fraction of the compressed layers' dense
+            cost (derived as 1 - target_sparsity when left out, and must agree when given);
+            the cost, `macs` (the formula) or `latency` (read from `haloc_cost_table`, a file
+            written by `robustsparse haloc-costs`); the exponent beta of the cost penalty
+            CE * (E[cost] / target)^beta (1.5); the Gumbel-softmax temperature annealed from
+            5 to 0.1; the feature-map loss weight decaying from 0.5 to 0.01; the logits' Adam
+            rate (0.01); training examples held out for the logits (256); their batch (64);
+            whether the fixed ranks are moved onto the target (lowered while over it, then
+            raised while a step fits; true); null for other methods.
     """
 
     method: str = "none"
@@ -225,10 +246,26 @@ class SparsityConfig:
     structadmm_rho_factor: float | None = None
     structadmm_rho_max: float | None = None
     structadmm_admm_update_every: int | None = None
+    haloc_rank_multiple: int | None = None
+    haloc_target: float | None = None
+    haloc_cost: Literal["macs", "latency"] | None = None
+    haloc_cost_table: str | None = None
+    haloc_beta: float | None = None
+    haloc_tau_start: float | None = None
+    haloc_tau_end: float | None = None
+    haloc_fm_lambda_start: float | None = None
+    haloc_fm_lambda_end: float | None = None
+    haloc_alpha_lr: float | None = None
+    haloc_holdout_examples: int | None = None
+    haloc_alpha_batch: int | None = None
+    haloc_enforce_target: bool | None = None
 
     def __post_init__(self) -> None:
         _require(
-            self.granularity in GRANULARITIES, "granularity", self.granularity, "one of " + ", ".join(GRANULARITIES)
+            self.granularity in ALL_GRANULARITIES,
+            "granularity",
+            self.granularity,
+            "one of " + ", ".join(ALL_GRANULARITIES),
         )
         self._check_method()  # before the schedule checks: a method may decide the schedule
         _require(

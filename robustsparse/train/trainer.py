@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from reports.atomic import write_csv_atomic
 from reports.contract import (
@@ -172,6 +172,12 @@ def train_job(
     model_dir.mkdir(parents=True, exist_ok=True)
     if bundle is None:
         bundle = load_job_data(job.data)
+    heldout = None
+    if job.sparsity is not None and job.sparsity.method != "none" and get_method(job.sparsity.method).holds_out:
+        # the method's examples (haloc's logits) are kept out of the weights' training split
+        count = get_method(job.sparsity.method).data_examples(job.sparsity)
+        train_part, heldout = _hold_out(bundle.train, count, job.seed)
+        bundle = replace(bundle, train=train_part)
     world = distributed.world_size if distributed is not None else 1
     is_main = distributed is None or distributed.is_main
     progress = progress and is_main
@@ -213,7 +219,9 @@ def train_job(
             steps_per_epoch,
             job.seed,
             example_batch=lambda count=None: _example_batch(
-                train_loader.dataset, job.train.batch_size if count is None else count, job.seed
+                train_loader.dataset if heldout is None else heldout,
+                job.train.batch_size if count is None else count,
+                job.seed,
             ),
         )
         if sparsity is not None
@@ -447,6 +455,9 @@ def _restore(
         raise CheckpointError(
             f"{path} holds the training state of another model or setting; delete {path.parent} to train {job.model_id} afresh"
         )
+    if pruner is not None and hasattr(pruner, "prepare_restore"):
+        # a method that changes the architecture (haloc's compact layers) rebuilds it first
+        pruner.prepare_restore(state["pruner"], optimizer)
     model.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -459,6 +470,22 @@ def _restore(
 def _total_epochs(meta: dict) -> int:
     """A finished model's total epochs (models written before the field existed: its own epochs)."""
     return int(meta.get("total_epochs", meta.get("epochs", 0)))
+
+
+def _hold_out(dataset: Any, count: int, seed: int) -> tuple[Subset, Subset]:
+    """(the rest, `count` held-out examples) of `dataset`, by a permutation seeded with `seed`.
+
+    Raises:
+        ConfigError: `count` leaves no training example.
+    """
+    n = len(dataset)
+    if count >= n:
+        raise ConfigError(
+            f"config error: the method holds out {count} of the {n} training examples; "
+            "lower its held-out count (e.g. sparsity.haloc_holdout_examples)"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    return Subset(dataset, sorted(order[count:])), Subset(dataset, order[:count])
 
 
 def _example_batch(dataset: Any, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

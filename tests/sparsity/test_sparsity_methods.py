@@ -19,6 +19,7 @@ from robustsparse.sparsity import (
 from robustsparse.sparsity.masks import mask_sparsity
 from robustsparse.sparsity.methods import WHEN_VALUES, Method, register
 from robustsparse.sparsity.methods.random import RandomPruner, random_mask_seed
+from robustsparse.sparsity.settings import ALL_GRANULARITIES
 
 SPE = 3  # steps per epoch
 
@@ -43,10 +44,10 @@ def test_registry_declares_campfire_and_random():
     assert {"campfire", "random"} <= set(methods)
     for method in methods.values():
         assert method.when in WHEN_VALUES and "\n" not in method.description and method.description
-        assert set(method.granularities) <= set(GRANULARITIES)
-        # only npn and dst train state of their own; they and structadmm add a loss term
-        assert (method.extra_state is None) == (method.name not in ("npn", "dst"))
-        assert (method.loss_term is None) == (method.name not in ("npn", "dst", "structadmm"))
+        assert set(method.granularities) <= set(ALL_GRANULARITIES)  # lowrank: haloc's, not a mask
+        # only npn, dst and haloc train state of their own; they and structadmm add a loss term
+        assert (method.extra_state is None) == (method.name not in ("npn", "dst", "haloc"))
+        assert (method.loss_term is None) == (method.name not in ("npn", "dst", "haloc", "structadmm"))
     assert methods["campfire"].when == "during_training" and methods["random"].when == "before_training"
     assert get_method("random") is methods["random"]
 

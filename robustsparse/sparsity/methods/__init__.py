@@ -19,6 +19,7 @@ from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     dnr,
     drop_pruning,
     dst,
+    haloc,
     hybrid,
     npn,
     pconv,

@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from robustsparse.sparsity.settings import GRANULARITIES, SparsityConfig
+from robustsparse.sparsity.settings import ALL_GRANULARITIES, SparsityConfig
 
 __all__ = ["Method", "Pruner", "PrunerFactory", "When", "WHEN_VALUES"]
 
@@ -28,7 +28,12 @@ WHEN_VALUES: tuple[str, ...] = ("before_training", "during_training", "after_tra
 
 
 class Pruner(Protocol):
-    """What the trainer drives (see `CampfirePruner` for the reference implementation)."""
+    """What the trainer drives (see `CampfirePruner` for the reference implementation).
+
+    A pruner that changes the model's architecture while training (haloc's compact layers) also
+    has `prepare_restore(state, optimizer)`: on resume the trainer calls it with the saved pruner
+    state before loading the weights, so the model and the optimiser have the saved shapes.
+    """
 
     masks: dict[str, torch.Tensor]
     current_target: float
@@ -87,6 +92,8 @@ class Method:
         data_examples: with `needs_data`, how many training examples `example_batch` holds,
             from the settings (e.g. `hybrid`'s sensitivity subset); the trainer draws them
             with the model's seed, so a resumed run draws the same. None: one training batch.
+        holds_out: the `data_examples` examples are held out: the trainer trains the weights on
+            the rest of the training split only (haloc's rank logits learn on them).
     """
 
     name: str
@@ -100,18 +107,21 @@ class Method:
     loss_term: Callable[..., Any] | None = None
     needs_data: bool = False
     data_examples: Callable[[SparsityConfig], int] | None = None
+    holds_out: bool = False
 
     def __post_init__(self) -> None:
         if self.when not in WHEN_VALUES:
             raise ValueError(f"method {self.name!r}: when = {self.when!r}; expected one of {', '.join(WHEN_VALUES)}")
         if "\n" in self.description or not self.description.strip():
             raise ValueError(f"method {self.name!r}: the description must be one non-empty line")
-        unknown = sorted(set(self.granularities) - set(GRANULARITIES)) + sorted(
+        unknown = sorted(set(self.granularities) - set(ALL_GRANULARITIES)) + sorted(
             set(self.fixed_settings) - {f.name for f in dataclasses.fields(SparsityConfig)}
         )
         if unknown or not self.granularities:
             raise ValueError(f"method {self.name!r}: unknown granularities or settings {unknown} (or none given)")
         if self.data_examples is not None and not self.needs_data:
             raise ValueError(f"method {self.name!r}: data_examples is given but needs_data is false")
+        if self.holds_out and self.data_examples is None:
+            raise ValueError(f"method {self.name!r}: holds_out needs data_examples (how many to hold out)")
         # read-only, so a registered method cannot be changed behind the registry's back
         object.__setattr__(self, "fixed_settings", MappingProxyType(dict(self.fixed_settings)))
