@@ -32,6 +32,7 @@ import pandas as pd
 from reports.errors import ReportError
 
 __all__ = [
+    "LOWRANK_GRANULARITY",
     "CONFIG_FILE",
     "RESULTS_FILE",
     "OUTCOMES_FILE",
@@ -90,6 +91,9 @@ RESUME_STATE_FILE = "last.pt"
 EVAL_DIR = "eval"
 
 # ---- closed vocabularies ----------------------------------------------------------------------
+#: `granularity` of a low-rank model (e.g. haloc's): a smaller factorised network, not a mask, so
+#: its "achieved sparsity" is 0 and it is compared with sparse models on the compression axis (MACs).
+LOWRANK_GRANULARITY = "lowrank"
 #: `eps_kind` of results.csv: no attack, an attack inside an eps budget, or a minimum-norm attack
 #: (which searches for the smallest perturbation; with a finite eps it is also held to that budget).
 EPS_KINDS: tuple[str, ...] = ("clean", "bounded", "minimum_norm")

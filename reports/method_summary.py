@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from reports.content import Finding
+from reports.contract import LOWRANK_GRANULARITY
 from reports.labels import format_pct, format_points, join_names, p_words, points_text, sparsity_text
 from reports.stats import correction_words
 
@@ -31,8 +32,14 @@ def _pairs_words(row: pd.Series) -> str:
 
 
 def _level_words(level: pd.DataFrame) -> str:
-    """What the families of one level reach: achieved sparsity and effective MACs, each as a range."""
-    words = f"achieved {_range_pct(level['achieved_sparsity'])}"
+    """What the families of one level reach: achieved sparsity (of the masked families; a low-rank
+    family zeroes no weight and is named) and effective MACs, each as a range."""
+    lowrank = level["granularity"] == LOWRANK_GRANULARITY
+    masked = level.loc[~lowrank, "achieved_sparsity"]
+    words = f"achieved {_range_pct(masked)}" if len(masked) else ""
+    if lowrank.any():
+        named = join_names([str(label) for label in level.loc[lowrank, "label"]])
+        words += ("; " if words else "") + f"{named} low-rank, no zeroed weights"
     macs = level["macs_fraction"].dropna()
     if len(macs):
         words += f", effective MACs {_range_pct(macs, 0)} of dense"

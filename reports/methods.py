@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from reports.compression import model_costs
+from reports.contract import LOWRANK_GRANULARITY
 from reports.stats import adjust_p_values, mcnemar_exact, paired_difference_interval, pareto_mask
 from reports.tables import (
     aggregate_accuracy,
@@ -77,10 +79,12 @@ def compares_methods(results: pd.DataFrame) -> bool:
     return len(sparse_methods(results)) > 1
 
 
-def _meta_numbers(models: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
-    """Per model: achieved sparsity over all weights, the effective MACs as a fraction of dense, total epochs."""
+def _meta_numbers(models: pd.DataFrame, results: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFrame:
+    """Per model: achieved sparsity over all weights, the effective MACs as a fraction of the
+    setting's dense model (`compression.model_costs`: a low-rank model's own `dense_macs` are its
+    smaller network's), total epochs."""
     out = pd.DataFrame({"model_id": models["model_id"]})
-    wanted = ["achieved_sparsity_all", "effective_macs", "dense_macs", "total_epochs"]
+    wanted = ["achieved_sparsity_all", "total_epochs"]
     if meta is None:
         for col in wanted:
             out[col] = np.nan
@@ -89,8 +93,9 @@ def _meta_numbers(models: pd.DataFrame, meta: pd.DataFrame | None) -> pd.DataFra
         for col in wanted:
             values = pd.to_numeric(known[col], errors="coerce") if col in known.columns else pd.Series(dtype=float)
             out[col] = out["model_id"].map(values).astype(float)
-    out["macs_fraction"] = out["effective_macs"] / out["dense_macs"]
-    return out.drop(columns=["effective_macs", "dense_macs"])
+    costs = model_costs(results, meta).set_index("model_id")["macs_fraction"]
+    out["macs_fraction"] = out["model_id"].map(costs).astype(float)
+    return out
 
 
 def method_families(
@@ -109,11 +114,14 @@ def method_families(
         (effective / dense MACs), total_epochs (NaN where meta.json lacks them),
         level_achieved (median achieved sparsity of the level's families), off_level_pp (achieved
         minus that median, points), off_target_pp (achieved minus target, points) and matched
-        (|off_level_pp| within `tolerance`).
+        (|off_level_pp| within `tolerance`; always true for a low-rank family, which zeroes no
+        weight: it is compared by its macs_fraction, and left out of its level's median).
     """
     df = annotated(results)
     models = df[~df["is_dense"]].drop_duplicates("model_id")
-    models = models[["model_id", *_FAMILY, "achieved_sparsity"]].merge(_meta_numbers(models, meta), on="model_id")
+    models = models[["model_id", *_FAMILY, "achieved_sparsity"]].merge(
+        _meta_numbers(models, results, meta), on="model_id"
+    )
     out = (
         models.groupby(_FAMILY, sort=True, dropna=False)
         .agg(
@@ -125,11 +133,16 @@ def method_families(
         )
         .reset_index()
     )
-    out["level_achieved"] = out.groupby(["setting", "target_sparsity"])["achieved_sparsity"].transform("median")
+    # a low-rank family zeroes no weight (achieved 0 by definition): it is not held to the level's
+    # sparsity, and does not pull the level's median down; its compute is its macs_fraction
+    masked = out["achieved_sparsity"].where(out["granularity"] != LOWRANK_GRANULARITY)
+    out["level_achieved"] = masked.groupby([out["setting"], out["target_sparsity"]]).transform("median")
     out["off_level_pp"] = (out["achieved_sparsity"] - out["level_achieved"]) * 100.0
     out["off_target_pp"] = (out["achieved_sparsity"] - out["target_sparsity"]) * 100.0
     # a tiny slack so that a gap of exactly the tolerance counts as matched despite float rounding
-    out["matched"] = out["off_level_pp"].abs() <= tolerance * 100.0 + 1e-9
+    out["matched"] = (out["off_level_pp"].abs() <= tolerance * 100.0 + 1e-9) | (
+        out["granularity"] == LOWRANK_GRANULARITY
+    )
     return out
 
 
@@ -347,7 +360,7 @@ def method_front(
     info = df.drop_duplicates("model_id").set_index("model_id")
     out["method"] = out["model_id"].map(info["method"])
     out["granularity"] = out["model_id"].map(info["granularity"])
-    macs = _meta_numbers(out, meta).set_index("model_id")["macs_fraction"]
+    macs = _meta_numbers(out, results, meta).set_index("model_id")["macs_fraction"]
     out["macs_fraction"] = out["model_id"].map(macs).astype(float)
     out.loc[out["is_dense"] & out["macs_fraction"].isna(), "macs_fraction"] = 1.0
     out["front_macs_robust"] = False

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from reports.contract import LOWRANK_GRANULARITY
 from robustsparse.errors import ConfigError
 from robustsparse.sparsity._math import keep_count
 
@@ -36,7 +37,7 @@ Granularity = Literal["element", "row", "kernel", "window", "window+kernel", "fi
 GRANULARITIES: tuple[str, ...] = ("element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m")
 # Not a mask: convolutions replaced by low-rank (Tucker-2) factors (haloc). Kept out of
 # GRANULARITIES, which every mask method and test iterates, so no mask method accepts it.
-LOWRANK = "lowrank"
+LOWRANK = LOWRANK_GRANULARITY  # reports.contract holds the name (reports tell low-rank models apart)
 ALL_GRANULARITIES: tuple[str, ...] = (*GRANULARITIES, LOWRANK)
 # Every group keeps the same number of weights: a global ranking would break that balance.
 BALANCED_GRANULARITIES: tuple[str, ...] = ("window", "window+kernel", "n:m")

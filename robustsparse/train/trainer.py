@@ -501,6 +501,11 @@ def _example_batch(dataset: Any, batch_size: int, seed: int) -> tuple[torch.Tens
     return x, y
 
 
+def _architecture_params(spec: ModelSpec) -> int:
+    """Parameters of the dense architecture `spec` builds (before any factorisation)."""
+    return sum(p.numel() for p in spec.build().parameters())
+
+
 def _metadata(
     job: TrainJob,
     bundle: DatasetBundle,
@@ -539,7 +544,9 @@ def _metadata(
         "status": "trained",
         "parent_clean_acc": None if parent_meta is None else parent_meta.get("clean_acc"),
         "config_digest": job.digest,
-        "compression": float(cost["params"] / nonzero) if nonzero else None,
+        # total weights of the dense architecture over non-zero weights: for a sparse model its own
+        # count; for a low-rank model (a smaller network than the spec builds) the original's
+        "compression": float(_architecture_params(spec) / nonzero) if nonzero else None,
         **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in cost.items()},
         "sparsity": pruner.metadata() if pruner is not None else None,
         "train": config_to_dict(job.train),

@@ -217,3 +217,42 @@ def test_the_report_has_the_figure_and_both_tables(axis_run: Path, tmp_path: Pat
     assert {"dense", "dense-mixture", "haloc/rank"} <= set(families["label"])
     page = index.read_text(encoding="utf-8")
     assert "Methods at equal MACs" in page and "haloc leads" in page
+
+
+def test_a_lowrank_family_is_compared_by_its_macs_not_held_to_the_level_sparsity(tmp_path: Path) -> None:
+    """A low-rank family (granularity `lowrank`, e.g. haloc) zeroes no weight: its achieved sparsity
+    is 0, which must neither flag it as "unequal sparsity" nor pull its level's median down, and its
+    MACs fraction is against the dense model's (its own dense_macs are its smaller network's)."""
+    from reports.contract import LOWRANK_GRANULARITY
+    from reports.method_summary import method_findings
+    from reports.methods import method_comparison, method_families, method_pairs
+
+    families = [("campfire", "filter"), ("campfire", "element"), ("haloc", LOWRANK_GRANULARITY)]
+    costs = {(m, g if m == "campfire" else LOWRANK_GRANULARITY, s): v for (m, g, s), v in COSTS.items()}
+    achieved = {(m, g, s): (0.0 if m == "haloc" else s + 0.001) for (m, g, s) in costs}
+    run = make_run(
+        tmp_path / "run",
+        families=families,
+        sparsities=(0.5, 0.75),
+        seeds=(0,),
+        costs=costs,
+        achieved=achieved,
+        cost_columns=True,
+        robust_penalty=dict.fromkeys(costs, 0.05),
+        clean_penalty=dict.fromkeys(costs, 0.01),
+    )
+    results, meta = load_results(run), load_meta(run)
+    table = method_families(results, meta)
+    haloc = table[table["granularity"] == LOWRANK_GRANULARITY].set_index("target_sparsity")
+    assert haloc["matched"].all()
+    assert haloc.loc[0.5, "macs_fraction"] == pytest.approx(0.49, abs=0.01)  # not its own network's 1.0
+    assert haloc.loc[0.75, "macs_fraction"] == pytest.approx(0.26, abs=0.01)
+    # the level's median is the masked families' (0.501), not pulled towards haloc's 0
+    assert table["level_achieved"].to_numpy() == pytest.approx(np.where(table["target_sparsity"] == 0.5, 0.501, 0.751))
+    outcomes = load_outcomes(run)
+    comparison = method_comparison(results, outcomes, meta, eps=EPS8)
+    pairs = method_pairs(results, outcomes, comparison, eps=EPS8)
+    findings = method_findings(comparison, pairs, table, label_eps="8/255", tolerance=0.01)
+    assert not [f for f in findings if f.kind == "methods_sparsity"]
+    level = next(f for f in findings if f.kind == "methods" and f.numbers["target_sparsity"] == 0.5)
+    assert "haloc/lowrank low-rank, no zeroed weights" in level.text and "achieved 50.1%" in level.text

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsparse.checkpoints import load_checkpoint, read_checkpoint
+from robustsparse.checkpoints import ModelSpec, load_checkpoint, read_checkpoint
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_tensors
 from robustsparse.errors import ConfigError
@@ -84,6 +84,10 @@ def test_haloc_resumes_exactly_and_saves_a_compact_model_rebuilt_from_its_metada
         acc = int((model(images).argmax(1) == labels).sum()) / len(labels)
     assert acc == pytest.approx(meta["clean_acc"], abs=1e-9)
     assert meta["achieved_sparsity"] == 0.0 and meta["granularity"] == "lowrank"
+    # compression is against the dense architecture (the spec's), not the smaller factorised network
+    dense_params = sum(p.numel() for p in ModelSpec.from_dict(read_checkpoint(straight)["model_spec"]).build().parameters())
+    assert dense_params > meta["params"]
+    assert meta["compression"] == pytest.approx(dense_params / meta["nonzero_params"])
     export_checkpoint(straight, fmt="compressed", out=case / "m.rsz")  # exports rebuild the low-rank layers too
     exported, _ = load_exported(case / "m.rsz")
     with torch.no_grad():
