@@ -53,6 +53,7 @@ __all__ = [
     "OUTCOMES",
     "SANITY",
     "LAYER_SPARSITY",
+    "TRAIN_LOG",
     "LAYER_TOTAL_KIND",
     "LAYER_TOTAL_NAMES",
     "META_REQUIRED",
@@ -61,6 +62,7 @@ __all__ = [
     "OUTCOME_COLUMNS",
     "SANITY_COLUMNS",
     "LAYER_SPARSITY_COLUMNS",
+    "TRAIN_LOG_COLUMNS",
     "validate_columns",
     "validate_table",
     "validate_results",
@@ -220,6 +222,27 @@ LAYER_SPARSITY = Table(
     optional=frozenset({"why", "group"}),
 )
 
+#: The training curves of one model (models/<model_id>/train_log.csv): one row per epoch, written by
+#: the trainer after every epoch. `adversarial_seconds` is the part of `epoch_seconds` spent crafting
+#: adversarial training examples (0 without adversarial training); logs written before it existed lack it.
+TRAIN_LOG = Table(
+    TRAIN_LOG_FILE,
+    {
+        "epoch": "int",
+        "lr": "float",
+        "train_loss": "float",
+        "train_acc": "float",
+        "test_loss": "float",
+        "test_acc": "float",
+        "target_sparsity": "float",
+        "achieved_sparsity": "float",
+        "masks_frozen": "bool",
+        "epoch_seconds": "float",
+        "adversarial_seconds": "float",
+    },
+    optional=frozenset({"adversarial_seconds"}),
+)
+
 #: Fields every meta.json must carry for the report to place the model; the rest are optional.
 META_REQUIRED: list[str] = ["model_id", "method", "granularity", "target_sparsity"]
 
@@ -228,6 +251,7 @@ RESULT_COLUMNS: list[str] = RESULTS.required
 OUTCOME_COLUMNS: list[str] = OUTCOMES.names
 SANITY_COLUMNS: list[str] = SANITY.names
 LAYER_SPARSITY_COLUMNS: list[str] = LAYER_SPARSITY.names
+TRAIN_LOG_COLUMNS: list[str] = TRAIN_LOG.names
 
 
 def validate_columns(df: pd.DataFrame, required: Iterable[str], what: str) -> None:

@@ -73,8 +73,7 @@ class TrainJob:
             "seed": self.seed,
             "data": replace(self.data, label=None),  # the display label does not change the weights
             "model": self.model,
-            # writing curves for TensorBoard does not change the weights
-            "train": {k: v for k, v in config_to_dict(self.train).items() if k != "tensorboard"},
+            "train": _train_digest_part(self.train),
             # settings left unset (None: another method's settings, or derived ones) are left out,
             # so registering a method with new settings does not change finished models' digests
             "sparsity": None
@@ -83,6 +82,15 @@ class TrainJob:
             "parent": self.parent_id,
         }
         return config_digest(parts)
+
+
+def _train_digest_part(train: TrainConfig) -> dict:
+    """The training settings that determine the weights."""
+    part = config_to_dict(train)
+    del part["tensorboard"]  # writing curves for TensorBoard does not change the weights
+    # the adversarial settings in use only, so adding a setting leaves finished models' digests alone
+    part["adversarial"] = train.adversarial.weight_settings()
+    return part
 
 
 def dense_job(cfg: ExperimentConfig, seed: int) -> TrainJob:

@@ -54,7 +54,7 @@ from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
 from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method
-from robustsparse.train.adversarial import make_adversary
+from robustsparse.train.adversarial import RobustLoss, make_adversary
 from robustsparse.train.curves import CurveWriter, require_tensorboard
 from robustsparse.train.distributed import DistContext, all_reduce_sums, broadcast_buffers, check_masks_agree
 from robustsparse.train.jobs import TrainJob
@@ -233,6 +233,7 @@ def train_job(
         if adversary is not None:  # craft through the plain model: no gradient hooks of DDP on the way
             plain_adversary = adversary
             adversary = lambda _net, images, labels: plain_adversary(model, images, labels)  # noqa: E731
+    robust_loss = RobustLoss(adversary, job.train.adversarial) if adversary is not None else None
 
     def on_step_end(step: int) -> None:
         if pruner is not None:
@@ -265,8 +266,7 @@ def train_job(
             amp=job.train.amp,
             channels_last=job.train.channels_last,
             on_step_end=on_step_end,
-            adversary=adversary,
-            adversarial_ratio=job.train.adversarial.ratio,
+            robust_loss=robust_loss,
             progress=progress,
             desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
             extra_loss=extra_loss,
@@ -280,7 +280,7 @@ def train_job(
         if world > 1:
             stats, test = _reduced(stats, device), _reduced(test, device)
             check_masks(f"at the end of epoch {epoch + 1}")
-        row = {
+        row = {  # the columns of reports.contract.TRAIN_LOG, in its order
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": stats["loss"],
@@ -291,6 +291,7 @@ def train_job(
             "achieved_sparsity": pruner.achieved()["prunable"] if pruner is not None else 0.0,
             "masks_frozen": bool(pruner.frozen) if pruner is not None else True,
             "epoch_seconds": time.perf_counter() - tic,
+            "adversarial_seconds": stats["adversarial_seconds"],  # this rank's crafting time, within epoch_seconds
         }
         rows.append(row)
         log.debug(
