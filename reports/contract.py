@@ -48,6 +48,7 @@ __all__ = [
     "EVAL_DIR",
     "EPS_KINDS",
     "SANITY_STATUSES",
+    "PLAIN_DENSE_METHOD",
     "Table",
     "RESULTS",
     "OUTCOMES",
@@ -96,6 +97,10 @@ EVAL_DIR = "eval"
 EPS_KINDS: tuple[str, ...] = ("clean", "bounded", "minimum_norm")
 #: `status` of sanity.csv: a check that ran and held, ran and fired, or could not run (nothing to compare).
 SANITY_STATUSES: tuple[str, ...] = ("passed", "failed", "not_run")
+
+#: `method` of the plain dense control of an adversarially trained grid
+#: (`train.adversarial.plain_dense_control`): the dense model trained without adversarial training.
+PLAIN_DENSE_METHOD = "dense-plain"
 
 Kind = Literal["str", "float", "int", "bool"]
 

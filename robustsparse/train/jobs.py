@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from reports.contract import PLAIN_DENSE_METHOD
 from robustsparse.config import (
+    AdversarialTrainingConfig,
     DataConfig,
     ExperimentConfig,
     ModelConfig,
@@ -25,14 +27,20 @@ __all__ = [
     "experiment_jobs",
     "dense_job",
     "dense_continued_job",
+    "plain_dense_job",
     "sparse_job",
     "sparse_model_id",
     "CONTINUED_METHOD",
+    "PLAIN_METHOD",
 ]
 
 #: The method of the dense control: the dense model trained again from itself for the sparse models'
 #: epochs, so a sparse model fine-tuned from a dense parent is compared with an equal training budget.
 CONTINUED_METHOD = "dense-continued"
+#: The method of the plain dense control of an adversarially trained grid
+#: (`train.adversarial.plain_dense_control`): the dense model trained the same way without adversarial
+#: training, the reference that shows what the robust training bought (named in reports.contract).
+PLAIN_METHOD = PLAIN_DENSE_METHOD
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,9 @@ class TrainJob:
             apart from its siblings, e.g. "end_epoch=10,lr_mode=hold" ("" when none vary).
         reference_id: the dense model a sparse model is compared with (the dense control with
             the same training budget); None for dense models. Not part of the digest.
+        control: the method name of a dense control that is neither the dense model nor its
+            continuation (`PLAIN_METHOD`); None otherwise. Not part of the digest: the weights
+            are those of the same training without the name.
     """
 
     model_id: str
@@ -59,11 +70,14 @@ class TrainJob:
     parent_id: str | None = None
     variant: str = ""
     reference_id: str | None = None
+    control: str | None = None
 
     @property
     def method(self) -> str:
         if self.sparsity is not None:
             return self.sparsity.method
+        if self.control is not None:
+            return self.control
         return "dense" if self.parent_id is None else CONTINUED_METHOD
 
     @property
@@ -107,6 +121,17 @@ def dense_continued_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
     """
     parent = dense_job(cfg, seed).model_id
     return TrainJob(f"{CONTINUED_METHOD}-s{seed}", seed, cfg.data, cfg.model, cfg.train, parent_id=parent)
+
+
+def plain_dense_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
+    """The plain dense control of `seed`: the dense model's training without adversarial training.
+
+    Same data, architecture, seed, epochs, optimizer and schedule as `dense_job`, with
+    `train.adversarial` at its defaults (no attack): the reference for the robustness that the
+    adversarial training of the dense model (and of the sparse models made from it) adds.
+    """
+    train = replace(cfg.train, adversarial=AdversarialTrainingConfig())
+    return TrainJob(f"{PLAIN_METHOD}-s{seed}", seed, cfg.data, cfg.model, train, control=PLAIN_METHOD)
 
 
 def _level(target: float) -> str:
@@ -187,9 +212,12 @@ def experiment_jobs(cfg: ExperimentConfig) -> list[TrainJob]:
     """All jobs of an experiment in dependency order: dense models, dense controls, the sparse grid.
 
     The dense control of a seed (`dense_continued_job`) is trained when any sparse model
-    continues from a dense parent.
+    continues from a dense parent; the plain dense control (`plain_dense_job`) when
+    `train.adversarial.plain_dense_control` is set.
     """
     jobs = [dense_job(cfg, seed) for seed in cfg.seeds]
+    if cfg.train.adversarial.plain_dense_control:
+        jobs += [plain_dense_job(cfg, seed) for seed in cfg.seeds]
     if any(sparsity.from_dense for sparsity in cfg.sparsity):
         jobs += [dense_continued_job(cfg, seed) for seed in cfg.seeds]
     varying = _varying_keys(cfg.sparsity)
