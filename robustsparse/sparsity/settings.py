@@ -146,6 +146,10 @@ class SparsityConfig:
             (`straight_through`: hard 0/1 gates forward, sigmoid gradient backward; `soft`:
             sigmoid gates) and the pruner network's Adam learning rate (0.01); null for other
             methods (methods/npn.py).
+        hydra_score_epochs, hydra_score_lr: `hydra`'s score phase: its length in epochs (the
+            weights frozen, the importance scores trained; default: `end_epoch`; it sets
+            `start_epoch` to 0 and `end_epoch`, the epoch the top-k mask is fixed) and the scores'
+            SGD learning rate (0.1, the paper's); null for other methods (methods/hydra.py).
     """
 
     method: str = "none"
@@ -191,6 +195,9 @@ class SparsityConfig:
     npn_lambda: float | None = None
     npn_gate: str | None = None
     npn_lr: float | None = None
+    # hydra (methods/hydra.py)
+    hydra_score_epochs: int | None = None
+    hydra_score_lr: float | None = None
 
     def __post_init__(self) -> None:
         _require(

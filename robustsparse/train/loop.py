@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -53,6 +54,7 @@ def train_one_epoch(
     desc: str = "train",
     extra_loss: Callable[[], torch.Tensor | None] | None = None,
     extra_optimizer: torch.optim.Optimizer | None = None,
+    update_weights: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`.
 
@@ -72,6 +74,8 @@ def train_one_epoch(
             npn's gate penalty), added to the cross-entropy; it may return None (nothing added).
         extra_optimizer: the optimiser of a method's own trainable state: zeroed and stepped
             with `optimizer`.
+        update_weights: asked before every step; False: `optimizer` does not step (a method
+            training only its own state, e.g. hydra's score phase). None: it always steps.
 
     Returns:
         {"loss": mean training loss, "acc": training accuracy, "steps": steps taken,
@@ -107,11 +111,16 @@ def train_one_epoch(
         if extra_optimizer is not None:
             extra_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        weights_step = update_weights is None or update_weights()
+        if weights_step:
+            optimizer.step()
         if extra_optimizer is not None:
             extra_optimizer.step()
         if scheduler is not None:
-            scheduler.step()
+            with warnings.catch_warnings():
+                if not weights_step:  # frozen on purpose: torch's "scheduler before optimizer" warning is moot
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
+                scheduler.step()
         step += 1
         if on_step_end is not None:
             on_step_end(step)

@@ -53,7 +53,7 @@ from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loa
 from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
-from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method
+from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method, weight_updates
 from robustsparse.train.adversarial import RobustLoss, make_adversary
 from robustsparse.train.curves import CurveWriter, require_tensorboard
 from robustsparse.train.distributed import DistContext, all_reduce_sums, broadcast_buffers, check_masks_agree
@@ -204,6 +204,7 @@ def train_job(
     )
     # a method's own trainable state (its optimiser, held by the pruner) and loss term
     extra_optimizer, extra_loss = extra_training(sparsity, pruner) if pruner is not None else (None, None)
+    update_weights = weight_updates(sparsity, pruner) if pruner is not None else None
     if world > 1 and extra_optimizer is not None:
         refuse_under_torchrun(job.method)
     optimizer = build_optimizer(model, job.train)
@@ -271,6 +272,7 @@ def train_job(
             desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
             extra_loss=extra_loss,
             extra_optimizer=extra_optimizer,
+            update_weights=update_weights,
         )
         if world > 1:
             broadcast_buffers(model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics

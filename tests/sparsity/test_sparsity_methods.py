@@ -44,8 +44,10 @@ def test_registry_declares_campfire_and_random():
     for method in methods.values():
         assert method.when in WHEN_VALUES and "\n" not in method.description and method.description
         assert set(method.granularities) <= set(GRANULARITIES)
-        # only npn trains state of its own, under a loss term
-        assert (method.extra_state is None and method.loss_term is None) == (method.name != "npn")
+        # npn and hydra train state of their own; npn under a loss term; hydra freezes the weights meanwhile
+        assert (method.extra_state is None) == (method.name not in ("npn", "hydra"))
+        assert (method.loss_term is None) == (method.name != "npn")
+        assert (method.trains_weights is None) == (method.name != "hydra")
     assert methods["campfire"].when == "during_training" and methods["random"].when == "before_training"
     assert get_method("random") is methods["random"]
 

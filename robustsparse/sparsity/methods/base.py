@@ -87,6 +87,10 @@ class Method:
         data_examples: with `needs_data`, how many training examples `example_batch` holds,
             from the settings (e.g. `hybrid`'s sensitivity subset); the trainer draws them
             with the model's seed, so a resumed run draws the same. None: one training batch.
+        trains_weights: `(pruner) -> bool`, asked before every optimizer step: False while the
+            method trains only its own state (e.g. `hydra`'s score phase), and the trainer then
+            does not step the model's optimiser (the weights and their optimiser state stay as
+            they are; the learning-rate schedule still advances). None: the weights always train.
     """
 
     name: str
@@ -100,6 +104,7 @@ class Method:
     loss_term: Callable[..., Any] | None = None
     needs_data: bool = False
     data_examples: Callable[[SparsityConfig], int] | None = None
+    trains_weights: Callable[..., bool] | None = None
 
     def __post_init__(self) -> None:
         if self.when not in WHEN_VALUES:
