@@ -127,6 +127,17 @@ _INFOS: dict[str, AttackInfo] = {
             engine="iterative",
         ),
         AttackInfo(
+            "tpgd",
+            "PGD on the KL divergence from the clean prediction: TRADES' inner maximisation, Zhang et al. 2019 "
+            "(arXiv:1901.08573); labels unused",
+            ("Linf",),
+            "required",
+            10,
+            True,
+            False,
+            True,
+        ),
+        AttackInfo(
             "pgd_l2",
             "L2 PGD with random start, Madry et al. 2018",
             ("L2",),
@@ -274,6 +285,10 @@ def _pgd(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torch
     return torchattacks.PGD(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, random_start=True)
 
 
+def _tpgd(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
+    return torchattacks.TPGD(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps)
+
+
 def _pgd_l2(model: nn.Module, spec: AttackSpec, n_classes: int, seed: int) -> torchattacks.Attack:
     return torchattacks.PGDL2(model, eps=spec.eps, alpha=spec.alpha, steps=spec.steps, random_start=True)
 
@@ -360,6 +375,7 @@ _BUILDERS: dict[str, Callable[[nn.Module, AttackSpec, int, int], torchattacks.At
     "fgsm": _fgsm,
     "bim": _bim,
     "pgd": _pgd,
+    "tpgd": _tpgd,
     "pgd_l2": _pgd_l2,
     "mifgsm": _mifgsm,
     "deepfool": _deepfool,

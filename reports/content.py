@@ -18,7 +18,8 @@ class Finding:
     """One sentence of the first screen and the numbers it came from.
 
     Attributes:
-        kind: What the sentence is about: "overview", "dense", "sparsity", "ranking",
+        kind: What the sentence is about: "overview", "dense", "plain_control" (the dense model vs
+            its plainly trained control), "sparsity", "ranking",
             "clean_cost", "sanity", "precision", "method" (how the numbers were computed), or, where
             several sparsification methods are compared, "methods", "methods_sparsity",
             "methods_budget" and "methods_note" (see `method_summary`); where methods meet at equal

@@ -49,11 +49,13 @@ __all__ = [
     "EVAL_DIR",
     "EPS_KINDS",
     "SANITY_STATUSES",
+    "PLAIN_DENSE_METHOD",
     "Table",
     "RESULTS",
     "OUTCOMES",
     "SANITY",
     "LAYER_SPARSITY",
+    "TRAIN_LOG",
     "LAYER_TOTAL_KIND",
     "LAYER_TOTAL_NAMES",
     "META_REQUIRED",
@@ -63,6 +65,7 @@ __all__ = [
     "OUTCOME_COLUMNS",
     "SANITY_COLUMNS",
     "LAYER_SPARSITY_COLUMNS",
+    "TRAIN_LOG_COLUMNS",
     "validate_columns",
     "validate_table",
     "validate_results",
@@ -99,6 +102,10 @@ LOWRANK_GRANULARITY = "lowrank"
 EPS_KINDS: tuple[str, ...] = ("clean", "bounded", "minimum_norm")
 #: `status` of sanity.csv: a check that ran and held, ran and fired, or could not run (nothing to compare).
 SANITY_STATUSES: tuple[str, ...] = ("passed", "failed", "not_run")
+
+#: `method` of the plain dense control of an adversarially trained grid
+#: (`train.adversarial.plain_dense_control`): the dense model trained without adversarial training.
+PLAIN_DENSE_METHOD = "dense-plain"
 
 Kind = Literal["str", "float", "int", "bool"]
 
@@ -240,6 +247,27 @@ LAYER_SPARSITY = Table(
     optional=frozenset({"why", "group"}),
 )
 
+#: The training curves of one model (models/<model_id>/train_log.csv): one row per epoch, written by
+#: the trainer after every epoch. `adversarial_seconds` is the part of `epoch_seconds` spent crafting
+#: adversarial training examples (0 without adversarial training); logs written before it existed lack it.
+TRAIN_LOG = Table(
+    TRAIN_LOG_FILE,
+    {
+        "epoch": "int",
+        "lr": "float",
+        "train_loss": "float",
+        "train_acc": "float",
+        "test_loss": "float",
+        "test_acc": "float",
+        "target_sparsity": "float",
+        "achieved_sparsity": "float",
+        "masks_frozen": "bool",
+        "epoch_seconds": "float",
+        "adversarial_seconds": "float",
+    },
+    optional=frozenset({"adversarial_seconds"}),
+)
+
 #: Fields every meta.json must carry for the report to place the model; the rest are optional.
 META_REQUIRED: list[str] = ["model_id", "method", "granularity", "target_sparsity"]
 
@@ -248,6 +276,7 @@ RESULT_COLUMNS: list[str] = RESULTS.required
 OUTCOME_COLUMNS: list[str] = OUTCOMES.names
 SANITY_COLUMNS: list[str] = SANITY.names
 LAYER_SPARSITY_COLUMNS: list[str] = LAYER_SPARSITY.names
+TRAIN_LOG_COLUMNS: list[str] = TRAIN_LOG.names
 
 
 def validate_columns(df: pd.DataFrame, required: Iterable[str], what: str) -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from reports.compression import compression_families, compression_findings, compression_points, equal_macs_comparison
 from reports.content import Finding
+from reports.contract import PLAIN_DENSE_METHOD
 from reports.errors import ReportError
 from reports.labels import (
     choose_eps,
@@ -161,6 +162,42 @@ def _dense_finding(
                 text += f" ({format_pct(worst_case)} against every attack at that eps, counted per example)"
     text += f" (mean of {n_seeds} seeds)." if n_seeds > 1 else "."
     return Finding("dense", text, numbers)
+
+
+def _plain_control_finding(agg: pd.DataFrame, series: str | None, eps: float | None, label_eps: str) -> Finding | None:
+    """What adversarial training bought: the dense model against its plainly trained control."""
+    dense, plain = agg[agg["label"] == "dense"], agg[agg["label"] == PLAIN_DENSE_METHOD]
+    if dense.empty or plain.empty:
+        return None
+    numbers: dict[str, Any] = {
+        "plain_clean_accuracy": float(plain.loc[plain["is_clean"], "accuracy"].mean()),
+        "dense_clean_accuracy": float(dense.loc[dense["is_clean"], "accuracy"].mean()),
+    }
+    text = (
+        f"The plainly trained dense control ({PLAIN_DENSE_METHOD}) reaches "
+        f"{format_pct(numbers['plain_clean_accuracy'])} clean accuracy"
+    )
+    if series is not None and eps is not None:
+
+        def at_eps(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[(frame["series"] == series) & np.isclose(frame["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+
+        robust, plain_robust = at_eps(dense), at_eps(plain)
+        if not robust.empty and not plain_robust.empty:
+            gain = float(robust["accuracy"].mean()) - float(plain_robust["accuracy"].mean())
+            numbers.update(
+                {
+                    "plain_robust_accuracy": float(plain_robust["accuracy"].mean()),
+                    "robust_gain_pp": gain * 100,
+                    "series": series,
+                    "eps": eps,
+                }
+            )
+            text += (
+                f" and {format_pct(numbers['plain_robust_accuracy'])} under {series} at eps {label_eps}: the dense "
+                f"model's adversarial training changes robust accuracy by {format_points(gain * 100)}"
+            )
+    return Finding("plain_control", text + ".", numbers)
 
 
 def _sparsity_findings(
@@ -372,6 +409,9 @@ def summarize(
         dense = _dense_finding(agg, headline, e, label_eps, _dense_worst_case(sub, outcomes, e))
         if dense is not None:
             part.append(dense)
+        plain = _plain_control_finding(agg, headline, e, label_eps)
+        if plain is not None:
+            part.append(plain)
         has_pairs = sub["is_dense"].any() and (~sub["is_dense"]).any()
         if has_pairs:
             grid = grid_deltas(model_deltas(sub, outcomes, meta, correction=correction), correction=correction)

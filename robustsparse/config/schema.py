@@ -203,19 +203,38 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AdversarialTrainingConfig:
-    """Optional adversarial training: a share of every batch replaced by attacked examples.
+    """Optional adversarial training: the attack that crafts training examples, and the loss on them.
 
     Attributes:
-        attack: `none`, or the attack that crafts the training examples (eps in pixel units).
+        attack: `none`, or the attack that crafts the training examples (eps in pixel units):
+            `fgsm`, `pgd` (random start) or `tpgd` (PGD on the KL divergence between the clean and
+            the adversarial predictions: TRADES' inner maximisation, for `loss: trades` only).
         eps: perturbation budget, e.g. "8/255".
-        steps: iterations for `pgd`.
-        ratio: share of each batch that is replaced by adversarial examples (1.0: all of it).
+        steps: iterations for `pgd` and `tpgd` (step size eps / 4).
+        ratio: for `loss: replace`, the share of each batch replaced by adversarial examples
+            (1.0: all of it).
+        loss: `replace` (the default; CE on the batch with its first `ratio` share replaced by
+            adversarial examples); `madry` (PGD adversarial training, Madry et al. 2018: CE on the
+            adversarial examples of the whole batch); `hybrid` (DNR, Kundu et al. 2021:
+            `hybrid_weight` x CE(clean) + (1 - hybrid_weight) x CE(adversarial)); `trades` (Zhang et
+            al. 2019: CE(clean) + `trades_beta` x KL(p_clean || p_adversarial), with `attack: tpgd`).
+        hybrid_weight: the clean share of `loss: hybrid`, in [0, 1]; default 0.5 (DNR's beta, about
+            0.5 in the paper: methods.md section 8, unverified). Null for the other losses.
+        trades_beta: the KL weight of `loss: trades`, >= 0; default 6.0 (the paper's CIFAR-10
+            value, 1/lambda = 6). Null for the other losses.
+        plain_dense_control: also train, for every seed, a dense model with the same training
+            budget and no adversarial training (`dense-plain-s<seed>`), shown in the results and
+            the report as the reference a robust grid is measured against.
     """
 
-    attack: Literal["none", "fgsm", "pgd"] = "none"
+    attack: Literal["none", "fgsm", "pgd", "tpgd"] = "none"
     eps: str = "8/255"
     steps: int = 7
     ratio: float = 0.5
+    loss: Literal["replace", "madry", "hybrid", "trades"] = "replace"
+    hybrid_weight: float | None = None
+    trades_beta: float | None = None
+    plain_dense_control: bool = False
 
     def __post_init__(self) -> None:
         _require(0.0 < self.ratio <= 1.0, "train.adversarial.ratio", self.ratio, "a number in (0, 1]")
@@ -223,6 +242,61 @@ class AdversarialTrainingConfig:
         from robustsparse.config.attack_entries import pixel_eps
 
         pixel_eps(self.eps, "train.adversarial.eps")
+        if self.loss != "replace" and self.attack == "none":
+            raise ConfigError(
+                f"config error: train.adversarial.loss = {self.loss!r} needs an attack; "
+                "set train.adversarial.attack (fgsm, pgd, or tpgd for trades)"
+            )
+        if (self.loss == "trades") != (self.attack == "tpgd"):
+            raise ConfigError(
+                "config error: train.adversarial.loss: trades and attack: tpgd go together "
+                f"(TRADES crafts its examples on the KL divergence); got loss {self.loss!r} with attack {self.attack!r}"
+            )
+        for key, loss, default in (("hybrid_weight", "hybrid", 0.5), ("trades_beta", "trades", 6.0)):
+            value = getattr(self, key)
+            if self.loss != loss:
+                _require(value is None, f"train.adversarial.{key}", value, f"no value: it is a setting of loss: {loss}")
+            elif value is None:  # filled in, so the written config shows what was used
+                object.__setattr__(self, key, default)
+        if self.loss == "hybrid":
+            _require(
+                0.0 <= self.hybrid_weight <= 1.0,
+                "train.adversarial.hybrid_weight",
+                self.hybrid_weight,
+                "a number in [0, 1]",
+            )
+        if self.loss == "trades":
+            _require(
+                0.0 <= self.trades_beta < float("inf"),
+                "train.adversarial.trades_beta",
+                self.trades_beta,
+                "a finite number >= 0",
+            )
+        _require(
+            not self.plain_dense_control or self.attack != "none",
+            "train.adversarial.plain_dense_control",
+            self.plain_dense_control,
+            "false without adversarial training (the dense model is already plain)",
+        )
+
+    def weight_settings(self) -> dict[str, Any]:
+        """The settings that determine the trained weights, for a job's digest.
+
+        The settings added after `attack`, `eps`, `steps` and `ratio` appear only where they are
+        in use (a loss other than `replace`; its own weight), so the digests of models trained
+        before they existed, and of configs that leave them at their defaults, do not change.
+        `plain_dense_control` adds a model and changes none, so it never appears.
+        """
+        settings: dict[str, Any] = {"attack": self.attack, "eps": self.eps, "steps": self.steps}
+        if self.loss == "replace":
+            settings["ratio"] = self.ratio
+        else:
+            settings["loss"] = self.loss
+            if self.loss == "hybrid":
+                settings["hybrid_weight"] = self.hybrid_weight
+            if self.loss == "trades":
+                settings["trades_beta"] = self.trades_beta
+        return settings
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,10 @@ class SparsityConfig:
             rate (0.01); training examples held out for the logits (256); their batch (64);
             whether the fixed ranks are moved onto the target (lowered while over it, then
             raised while a step fits; true); null for other methods.
+        hydra_score_epochs, hydra_score_lr: `hydra`'s score phase: its length in epochs (the
+            weights frozen, the importance scores trained; default: `end_epoch`; it sets
+            `start_epoch` to 0 and `end_epoch`, the epoch the top-k mask is fixed) and the scores'
+            SGD learning rate (0.1, the paper's); null for other methods (methods/hydra.py).
     """
 
     method: str = "none"
@@ -260,6 +264,9 @@ class SparsityConfig:
     haloc_holdout_examples: int | None = None
     haloc_alpha_batch: int | None = None
     haloc_enforce_target: bool | None = None
+    # hydra (methods/hydra.py)
+    hydra_score_epochs: int | None = None
+    hydra_score_lr: float | None = None
 
     def __post_init__(self) -> None:
         _require(

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from reports.contract import PLAIN_DENSE_METHOD
 from robustsparse.config import (
+    AdversarialTrainingConfig,
     DataConfig,
     ExperimentConfig,
     ModelConfig,
@@ -27,9 +29,11 @@ __all__ = [
     "dense_continued_job",
     "dense_mixture_job",
     "MIXTURE_METHOD",
+    "plain_dense_job",
     "sparse_job",
     "sparse_model_id",
     "CONTINUED_METHOD",
+    "PLAIN_METHOD",
 ]
 
 #: The method of the extra dense model with mixture normalisation (`model.mixture_dense`).
@@ -38,6 +42,10 @@ MIXTURE_METHOD = "dense-mixture"
 #: The method of the dense control: the dense model trained again from itself for the sparse models'
 #: epochs, so a sparse model fine-tuned from a dense parent is compared with an equal training budget.
 CONTINUED_METHOD = "dense-continued"
+#: The method of the plain dense control of an adversarially trained grid
+#: (`train.adversarial.plain_dense_control`): the dense model trained the same way without adversarial
+#: training, the reference that shows what the robust training bought (named in reports.contract).
+PLAIN_METHOD = PLAIN_DENSE_METHOD
 
 
 @dataclass(frozen=True)
@@ -53,9 +61,10 @@ class TrainJob:
             apart from its siblings, e.g. "end_epoch=10,lr_mode=hold" ("" when none vary).
         reference_id: the dense model a sparse model is compared with (the dense control with
             the same training budget); None for dense models. Not part of the digest.
-        dense_method: the method name of a dense model trained from scratch: `dense`, or
-            `MIXTURE_METHOD` for the extra dense model with mixture normalisation. Not part of
-            the digest (its model settings already differ).
+        dense_method: the method name of a dense model trained from scratch: `dense`,
+            `MIXTURE_METHOD` for the extra dense model with mixture normalisation, or
+            `PLAIN_METHOD` for the plain (not adversarially trained) dense control. Not part of
+            the digest (the weights are those of the same training without the name).
     """
 
     model_id: str
@@ -83,8 +92,7 @@ class TrainJob:
             "data": _data_part(self.data),
             # the mixture settings only count with norm: mixture (a batchnorm model's digest is unchanged)
             "model": self.model.weight_settings(),
-            # writing curves for TensorBoard does not change the weights
-            "train": {k: v for k, v in config_to_dict(self.train).items() if k != "tensorboard"},
+            "train": _train_digest_part(self.train),
             # settings left unset (None: another method's settings, or derived ones) are left out,
             # so registering a method with new settings does not change finished models' digests
             "sparsity": None
@@ -104,6 +112,15 @@ def _data_part(data: DataConfig) -> dict:
     part = config_to_dict(replace(data, label=None))
     if not data.device_cache:
         part.pop("device_cache")
+    return part
+
+
+def _train_digest_part(train: TrainConfig) -> dict:
+    """The training settings that determine the weights."""
+    part = config_to_dict(train)
+    del part["tensorboard"]  # writing curves for TensorBoard does not change the weights
+    # the adversarial settings in use only, so adding a setting leaves finished models' digests alone
+    part["adversarial"] = train.adversarial.weight_settings()
     return part
 
 
@@ -128,6 +145,17 @@ def dense_continued_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
     """
     parent = dense_job(cfg, seed).model_id
     return TrainJob(f"{CONTINUED_METHOD}-s{seed}", seed, cfg.data, cfg.model, cfg.train, parent_id=parent)
+
+
+def plain_dense_job(cfg: ExperimentConfig, seed: int) -> TrainJob:
+    """The plain dense control of `seed`: the dense model's training without adversarial training.
+
+    Same data, architecture, seed, epochs, optimizer and schedule as `dense_job`, with
+    `train.adversarial` at its defaults (no attack): the reference for the robustness that the
+    adversarial training of the dense model (and of the sparse models made from it) adds.
+    """
+    train = replace(cfg.train, adversarial=AdversarialTrainingConfig())
+    return TrainJob(f"{PLAIN_METHOD}-s{seed}", seed, cfg.data, cfg.model, train, dense_method=PLAIN_METHOD)
 
 
 def _level(target: float) -> str:
@@ -209,11 +237,14 @@ def experiment_jobs(cfg: ExperimentConfig) -> list[TrainJob]:
     also the dense models with mixture normalisation), dense controls, the sparse grid.
 
     The dense control of a seed (`dense_continued_job`) is trained when any sparse model
-    continues from a dense parent.
+    continues from a dense parent; the plain dense control (`plain_dense_job`) when
+    `train.adversarial.plain_dense_control` is set.
     """
     jobs = [dense_job(cfg, seed) for seed in cfg.seeds]
     if cfg.model.mixture_dense:
         jobs += [dense_mixture_job(cfg, seed) for seed in cfg.seeds]
+    if cfg.train.adversarial.plain_dense_control:
+        jobs += [plain_dense_job(cfg, seed) for seed in cfg.seeds]
     if any(sparsity.from_dense for sparsity in cfg.sparsity):
         jobs += [dense_continued_job(cfg, seed) for seed in cfg.seeds]
     varying = _varying_keys(cfg.sparsity)

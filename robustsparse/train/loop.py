@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -17,10 +18,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustsparse.errors import TrainingDiverged
+from robustsparse.train.adversarial import RobustLoss
 
 __all__ = ["train_one_epoch", "loss_and_accuracy", "autocast_for"]
-
-Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -49,12 +49,12 @@ def train_one_epoch(
     amp: bool = False,
     channels_last: bool = False,
     on_step_end: Callable[[int], None] | None = None,
-    adversary: Adversary | None = None,
-    adversarial_ratio: float = 1.0,
+    robust_loss: RobustLoss | None = None,
     progress: bool = True,
     desc: str = "train",
     extra_loss: Callable[[], torch.Tensor | None] | None = None,
     extra_optimizer: torch.optim.Optimizer | None = None,
+    update_weights: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`.
 
@@ -67,16 +67,19 @@ def train_one_epoch(
         label_smoothing: cross-entropy label smoothing.
         amp / channels_last: CUDA-only speed-ups.
         on_step_end: called with the global step after every optimizer step.
-        adversary: optional function crafting adversarial images for adversarial training;
-            the first `adversarial_ratio` share of each batch is replaced by its output.
+        robust_loss: adversarial training (`train.adversarial`): the loss computed from the
+            batch and the adversarial examples it crafts, in place of the plain cross-entropy.
         progress: show a tqdm bar with running loss and accuracy.
         extra_loss: a sparsification method's loss term for the forward pass just made (e.g.
             npn's gate penalty), added to the cross-entropy; it may return None (nothing added).
         extra_optimizer: the optimiser of a method's own trainable state: zeroed and stepped
             with `optimizer`.
+        update_weights: asked before every step; False: `optimizer` does not step (a method
+            training only its own state, e.g. hydra's score phase). None: it always steps.
 
     Returns:
-        {"loss": mean training loss, "acc": training accuracy, "steps": steps taken, and the sums
+        {"loss": mean training loss, "acc": training accuracy, "steps": steps taken,
+        "adversarial_seconds": time spent crafting adversarial examples (0 without), and the sums
         behind them for an exact reduction over ranks: "loss_sum" (loss x examples), "correct", "n"}.
 
     Raises:
@@ -84,18 +87,20 @@ def train_one_epoch(
     """
     model.train()
     total_loss, correct, seen, step = 0.0, 0, 0, start_step
+    if robust_loss is not None:
+        robust_loss.take_seconds()  # this epoch's crafting time only
     # disable=None: bars on terminals only, not in logs or CI output
     bar = tqdm(loader, desc=desc, leave=False, disable=None if progress else True, dynamic_ncols=True)
     for images, labels in bar:
         images, labels = _to_device(images, labels, device, channels_last)
-        if adversary is not None:
-            n_adv = max(1, int(round(adversarial_ratio * len(images))))
-            adv = adversary(model, images[:n_adv], labels[:n_adv])
-            images = torch.cat([adv.detach(), images[n_adv:]])
-            model.train()
+        if robust_loss is not None:  # crafts outside autocast; its forward passes run inside it
+            loss, logits = robust_loss(
+                model, images, labels, label_smoothing=label_smoothing, autocast=lambda: autocast_for(device, amp)
+            )
         with autocast_for(device, amp):
-            logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+            if robust_loss is None:
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
             term = extra_loss() if extra_loss is not None else None
             if term is not None:
                 loss = loss + term.float()
@@ -106,11 +111,16 @@ def train_one_epoch(
         if extra_optimizer is not None:
             extra_optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        weights_step = update_weights is None or update_weights()
+        if weights_step:
+            optimizer.step()
         if extra_optimizer is not None:
             extra_optimizer.step()
         if scheduler is not None:
-            scheduler.step()
+            with warnings.catch_warnings():
+                if not weights_step:  # frozen on purpose: torch's "scheduler before optimizer" warning is moot
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
+                scheduler.step()
         step += 1
         if on_step_end is not None:
             on_step_end(step)
@@ -128,6 +138,7 @@ def train_one_epoch(
         "loss": total_loss / max(seen, 1),
         "acc": correct / max(seen, 1),
         "steps": step - start_step,
+        "adversarial_seconds": robust_loss.take_seconds() if robust_loss is not None else 0.0,
         "loss_sum": total_loss,
         "correct": correct,
         "n": seen,

@@ -54,8 +54,8 @@ from robustsparse.data.device_cache import DeviceBatches, device_loaders
 from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.models import NormalizedModel
 from robustsparse.sparsity import layer_sparsity_table, model_cost
-from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method
-from robustsparse.train.adversarial import make_adversary
+from robustsparse.sparsity.methods import Pruner, build_pruner, extra_training, get_method, weight_updates
+from robustsparse.train.adversarial import RobustLoss, make_adversary
 from robustsparse.train.curves import CurveWriter, require_tensorboard
 from robustsparse.train.distributed import DistContext, all_reduce_sums, broadcast_buffers, check_masks_agree
 from robustsparse.train.jobs import TrainJob
@@ -229,6 +229,7 @@ def train_job(
     )
     # a method's own trainable state (its optimiser, held by the pruner) and loss term
     extra_optimizer, extra_loss = extra_training(sparsity, pruner) if pruner is not None else (None, None)
+    update_weights = weight_updates(sparsity, pruner) if pruner is not None else None
     if world > 1 and extra_optimizer is not None:
         refuse_under_torchrun(job.method)
     optimizer = build_optimizer(model, job.train)
@@ -258,6 +259,7 @@ def train_job(
         if adversary is not None:  # craft through the plain model: no gradient hooks of DDP on the way
             plain_adversary = adversary
             adversary = lambda _net, images, labels: plain_adversary(model, images, labels)  # noqa: E731
+    robust_loss = RobustLoss(adversary, job.train.adversarial) if adversary is not None else None
 
     def on_step_end(step: int) -> None:
         if pruner is not None:
@@ -290,12 +292,12 @@ def train_job(
             amp=job.train.amp,
             channels_last=job.train.channels_last,
             on_step_end=on_step_end,
-            adversary=adversary,
-            adversarial_ratio=job.train.adversarial.ratio,
+            robust_loss=robust_loss,
             progress=progress,
             desc=f"{job.model_id} epoch {epoch + 1}/{job.train.epochs}",
             extra_loss=extra_loss,
             extra_optimizer=extra_optimizer,
+            update_weights=update_weights,
         )
         if world > 1:
             broadcast_buffers(model)  # every rank evaluates (and rank 0 saves) rank 0's BatchNorm statistics
@@ -305,7 +307,7 @@ def train_job(
         if world > 1:
             stats, test = _reduced(stats, device), _reduced(test, device)
             check_masks(f"at the end of epoch {epoch + 1}")
-        row = {
+        row = {  # the columns of reports.contract.TRAIN_LOG, in its order
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": stats["loss"],
@@ -316,6 +318,7 @@ def train_job(
             "achieved_sparsity": pruner.achieved()["prunable"] if pruner is not None else 0.0,
             "masks_frozen": bool(pruner.frozen) if pruner is not None else True,
             "epoch_seconds": time.perf_counter() - tic,
+            "adversarial_seconds": stats["adversarial_seconds"],  # this rank's crafting time, within epoch_seconds
         }
         rows.append(row)
         log.debug(

@@ -58,3 +58,25 @@ def test_too_few_classes_and_parameter_free_models_fail_clearly() -> None:
     with pytest.raises(AttackInputError, match="needs a model with parameters"):
         evaluate(Fixed(), x, y, ["square:eps=8/255,steps=5"])
     assert "apgd_t" in attacks.list_attacks()
+
+
+def test_tpgd_maximises_the_kl_divergence_from_the_clean_prediction_inside_its_ball(
+    trained_net: nn.Module, digits
+) -> None:
+    x = digits[0][:64]
+    spec = AttackSpec.parse("tpgd:eps=16/255,steps=5")
+    tpgd = build_torchattack(trained_net, spec, n_classes=10, seed=0)
+    assert isinstance(tpgd, torchattacks.TPGD)
+    assert (tpgd.eps, tpgd.alpha, tpgd.steps) == (pytest.approx(16 / 255), pytest.approx(4 / 255), 5)
+    trained_net.eval()
+    torch.manual_seed(0)
+    adv = tpgd(x, torch.zeros(len(x), dtype=torch.long))  # labels are not used
+    noise = (x + (torch.rand_like(x) * 2 - 1) * 16 / 255).clamp(0, 1)
+    assert (adv - x).abs().max() <= 16 / 255 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+    def kl(perturbed: torch.Tensor) -> float:
+        with torch.no_grad():
+            clean = torch.softmax(trained_net(x), 1)
+            return float(torch.nn.functional.kl_div(trained_net(perturbed).log_softmax(1), clean, reduction="sum"))
+
+    assert kl(adv) > 5 * kl(noise)  # it climbs the KL, far past random noise of the same size

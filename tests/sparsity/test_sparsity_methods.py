@@ -45,9 +45,11 @@ def test_registry_declares_campfire_and_random():
     for method in methods.values():
         assert method.when in WHEN_VALUES and "\n" not in method.description and method.description
         assert set(method.granularities) <= set(ALL_GRANULARITIES)  # lowrank: haloc's, not a mask
-        # only npn, dst and haloc train state of their own; they and structadmm add a loss term
-        assert (method.extra_state is None) == (method.name not in ("npn", "dst", "haloc"))
+        # npn, dst, haloc and hydra train state of their own; all but hydra (and structadmm) under a
+        # loss term; hydra freezes the weights meanwhile
+        assert (method.extra_state is None) == (method.name not in ("npn", "dst", "haloc", "hydra"))
         assert (method.loss_term is None) == (method.name not in ("npn", "dst", "haloc", "structadmm"))
+        assert (method.trains_weights is None) == (method.name != "hydra")
     assert methods["campfire"].when == "during_training" and methods["random"].when == "before_training"
     assert get_method("random") is methods["random"]
 

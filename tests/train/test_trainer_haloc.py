@@ -85,7 +85,9 @@ def test_haloc_resumes_exactly_and_saves_a_compact_model_rebuilt_from_its_metada
     assert acc == pytest.approx(meta["clean_acc"], abs=1e-9)
     assert meta["achieved_sparsity"] == 0.0 and meta["granularity"] == "lowrank"
     # compression is against the dense architecture (the spec's), not the smaller factorised network
-    dense_params = sum(p.numel() for p in ModelSpec.from_dict(read_checkpoint(straight)["model_spec"]).build().parameters())
+    dense_params = sum(
+        p.numel() for p in ModelSpec.from_dict(read_checkpoint(straight)["model_spec"]).build().parameters()
+    )
     assert dense_params > meta["params"]
     assert meta["compression"] == pytest.approx(dense_params / meta["nonzero_params"])
     export_checkpoint(straight, fmt="compressed", out=case / "m.rsz")  # exports rebuild the low-rank layers too

@@ -21,6 +21,7 @@ from robustsparse.sparsity.methods import (  # noqa: F401  (registers them)
     dst,
     haloc,
     hybrid,
+    hydra,
     npn,
     pconv,
     psconv,
@@ -45,6 +46,7 @@ __all__ = [
     "method_names",
     "build_pruner",
     "extra_training",
+    "weight_updates",
 ]
 
 
@@ -90,3 +92,14 @@ def extra_training(
     optimizer = method.extra_state(pruner) if method.extra_state is not None else None
     loss = functools.partial(method.loss_term, pruner) if method.loss_term is not None else None
     return optimizer, loss
+
+
+def weight_updates(cfg: SparsityConfig, pruner: Pruner) -> Callable[[], bool] | None:
+    """Whether the next optimizer step updates the model's weights, asked before every step.
+
+    Returns:
+        A callable, for a method that trains only its own state for a while (`Method.trains_weights`:
+        the trainer then skips the model optimiser's step); None when the weights always train.
+    """
+    method = get_method(cfg.method)
+    return functools.partial(method.trains_weights, pruner) if method.trains_weights is not None else None

@@ -94,6 +94,10 @@ class Method:
             with the model's seed, so a resumed run draws the same. None: one training batch.
         holds_out: the `data_examples` examples are held out: the trainer trains the weights on
             the rest of the training split only (haloc's rank logits learn on them).
+        trains_weights: `(pruner) -> bool`, asked before every optimizer step: False while the
+            method trains only its own state (e.g. `hydra`'s score phase), and the trainer then
+            does not step the model's optimiser (the weights and their optimiser state stay as
+            they are; the learning-rate schedule still advances). None: the weights always train.
     """
 
     name: str
@@ -108,6 +112,7 @@ class Method:
     needs_data: bool = False
     data_examples: Callable[[SparsityConfig], int] | None = None
     holds_out: bool = False
+    trains_weights: Callable[..., bool] | None = None
 
     def __post_init__(self) -> None:
         if self.when not in WHEN_VALUES:
