@@ -11,8 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from robustsparse.config import load_config
+from robustsparse.config.attack_entries import pixel_eps
 from robustsparse.data import list_datasets
 from robustsparse.models import list_models
 from robustsparse.sparsity.methods import get_method, method_names
@@ -20,11 +22,15 @@ from robustsparse.sparsity.methods import get_method, method_names
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 CONFIG_IDS = [p.stem for p in CONFIGS]
-CIFAR_CONFIGS = [
-    p
-    for p in [p for p in CONFIGS if p.stem.startswith("cifar10-")]
-    if not p.stem.endswith("-methods") and "haloc" not in p.stem
-]  # methods and haloc: a CPU budget of their own (and a list of sparsity entries, which --set cannot reach)
+
+
+def _one_sparsity_grid(path: Path) -> bool:
+    """False for a config with a list of sparsity entries (one per method): --set cannot reach into
+    it, and such configs (methods, haloc, robust) come with a CPU-budget version of their own."""
+    return not isinstance(yaml.safe_load(path.read_text()).get("sparsity"), list)
+
+
+CIFAR_CONFIGS = [p for p in CONFIGS if p.stem.startswith("cifar10-") and _one_sparsity_grid(p)]
 
 # A CIFAR file must also run on the CPU with a reduced budget; start < end is what `cubic` needs.
 CPU_BUDGET = ("train.epochs=1", "sparsity.end_epoch=1", "sparsity.start_epoch=0")
@@ -183,3 +189,21 @@ def test_the_methods_configs_hold_every_registered_method(name):
     assert 0.7 in levels and all(
         {e.target_sparsity for e in cfg.sparsity if e.method == m} == levels for m in {e.method for e in cfg.sparsity}
     )  # every method at every level
+
+
+@pytest.mark.parametrize("name", ["digits-robust", "cifar10-robust-cpu", "cifar10-robust"])
+def test_the_robust_configs_prune_a_robust_model_against_its_plain_control(name):
+    cfg = load_config(CONFIG_DIR / f"{name}.yaml")
+    adversarial = cfg.train.adversarial
+    assert adversarial.attack == "pgd" and adversarial.loss == "madry" and adversarial.plain_dense_control
+    methods = {e.method for e in cfg.sparsity}
+    # campfire and part 1's methods on the robust model, the robustness-aware ones, and part 2's
+    assert {"campfire", "drop_pruning", "hybrid", "pconv", "npn", "hydra", "dnr", "structadmm", "dst"} <= methods
+    assert {e.target_sparsity for e in cfg.sparsity} >= {0.7}
+    # attacked at the training eps by FGSM, PGD and AutoAttack
+    at_eps = {
+        s.name
+        for s in cfg.attack.attack_specs()
+        if math.isclose(s.eps, pixel_eps(adversarial.eps, "train.adversarial.eps"))
+    }
+    assert {"fgsm", "pgd", "autoattack"} <= at_eps
