@@ -10,16 +10,17 @@ checkpoints, resume and export of the sparsity engine.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 import torch
 
+from robustsparse.errors import ConfigError
 from robustsparse.sparsity.settings import ALL_GRANULARITIES, SparsityConfig
 
-__all__ = ["Method", "Pruner", "PrunerFactory", "When", "WHEN_VALUES"]
+__all__ = ["Method", "Pruner", "PrunerFactory", "When", "WHEN_VALUES", "setting_error", "refuse_foreign_settings"]
 
 When = Literal["before_training", "during_training", "after_training"]
 #: before_training: masks fixed at step 0 and never changed; during_training: masks change while
@@ -130,3 +131,21 @@ class Method:
             raise ValueError(f"method {self.name!r}: holds_out needs data_examples (how many to hold out)")
         # read-only, so a registered method cannot be changed behind the registry's back
         object.__setattr__(self, "fixed_settings", MappingProxyType(dict(self.fixed_settings)))
+
+
+def setting_error(key: str, value: Any, expected: str) -> ConfigError:
+    """The one-line error of a method setting `sparsity.<key>` that is not allowed."""
+    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
+
+
+def refuse_foreign_settings(cfg: SparsityConfig, method: str, keys: Iterable[str]) -> None:
+    """Refuse `method`'s own settings (`keys`) given to a config of another method.
+
+    Raises:
+        ConfigError: one of `keys` is set (not None) while `cfg.method` is not `method` (one line).
+    """
+    if cfg.method == method:
+        return
+    for key in keys:
+        if getattr(cfg, key) is not None:
+            raise setting_error(key, getattr(cfg, key), f"null unless method is {method!r}")

@@ -68,12 +68,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustsparse.errors import CheckpointError, ConfigError
+from robustsparse.errors import CheckpointError
 from robustsparse.sparsity._math import derived_seed, round_half_up
 from robustsparse.sparsity.allocation import _consumer_columns, _ZeroCounter, channel_param_names
 from robustsparse.sparsity.importance import channel_scores_from_columns
 from robustsparse.sparsity.masks import mask_sparsity, zero_masked_state_
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import UpdatePlan, last_update_step
@@ -94,10 +94,6 @@ _LAYERS = "dnr_layers"
 _STATE_KEY = "dnr"
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def resolve_dnr_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """dnr's settings checked and completed (defaults filled in); {} for other methods.
 
@@ -105,17 +101,15 @@ def resolve_dnr_settings(cfg: SparsityConfig) -> dict[str, Any]:
         ConfigError: a dnr setting is given for another method or is out of range (one line).
     """
     if cfg.method != METHOD:
-        for key in _SETTINGS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, _SETTINGS)
         return {}
     rate, anneal = cfg.dnr_prune_rate, cfg.dnr_anneal
     if rate is not None and not (
         isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and 0.0 < rate < 1.0
     ):
-        raise _refuse("dnr_prune_rate", rate, "null or a fraction in (0, 1) of each layer's kept weights")
+        raise setting_error("dnr_prune_rate", rate, "null or a fraction in (0, 1) of each layer's kept weights")
     if anneal is not None and anneal not in ANNEALS:
-        raise _refuse("dnr_anneal", anneal, "null or one of " + ", ".join(ANNEALS))
+        raise setting_error("dnr_anneal", anneal, "null or one of " + ", ".join(ANNEALS))
     return {
         "dnr_prune_rate": DEFAULT_PRUNE_RATE if rate is None else float(rate),
         "dnr_anneal": DEFAULT_ANNEAL if anneal is None else anneal,

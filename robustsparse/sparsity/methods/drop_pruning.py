@@ -54,13 +54,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsparse.errors import ConfigError
 from robustsparse.sparsity._math import derived_seed, round_half_up
 from robustsparse.sparsity.allocation import MaskResult
 from robustsparse.sparsity.granularity import layer_plan
 from robustsparse.sparsity.importance import row_scores
 from robustsparse.sparsity.masks import zero_masked_state_
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import last_update_step
@@ -91,10 +90,6 @@ _SETTINGS = (
 _HISTORY = "drop_pruning_steps"
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _is_probability(value: Any, low_open: bool) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -109,27 +104,25 @@ def resolve_drop_pruning_settings(cfg: SparsityConfig) -> dict[str, Any]:
             drop-away probability and the candidate fraction are given (one line each).
     """
     if cfg.method != METHOD:
-        for key in _SETTINGS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, _SETTINGS)
         return {}
     p, q = cfg.drop_pruning_away_prob, cfg.drop_pruning_back_prob
     r, revive = cfg.drop_pruning_candidate_fraction, cfg.drop_pruning_revive
     if p is not None and not _is_probability(p, low_open=True):
-        raise _refuse("drop_pruning_away_prob", p, "null or a probability in (0, 1]")
+        raise setting_error("drop_pruning_away_prob", p, "null or a probability in (0, 1]")
     if q is not None and not _is_probability(q, low_open=False):
-        raise _refuse("drop_pruning_back_prob", q, "null or a probability in [0, 1]")
+        raise setting_error("drop_pruning_back_prob", q, "null or a probability in [0, 1]")
     if r is not None and not _is_probability(r, low_open=True):
-        raise _refuse("drop_pruning_candidate_fraction", r, "null or a fraction in (0, 1]")
+        raise setting_error("drop_pruning_candidate_fraction", r, "null or a fraction in (0, 1]")
     if p is not None and r is not None:
-        raise _refuse(
+        raise setting_error(
             "drop_pruning_away_prob",
             p,
             "null when drop_pruning_candidate_fraction is set (one of the two is solved at every step "
             "so the expected kept count meets the schedule)",
         )
     if revive is not None and revive not in REVIVE_VALUES:
-        raise _refuse("drop_pruning_revive", revive, "null or one of " + ", ".join(REVIVE_VALUES))
+        raise setting_error("drop_pruning_revive", revive, "null or one of " + ", ".join(REVIVE_VALUES))
     return {
         "drop_pruning_away_prob": DEFAULT_AWAY_PROB if p is None and r is None else p,
         "drop_pruning_back_prob": DEFAULT_BACK_PROB if q is None else q,

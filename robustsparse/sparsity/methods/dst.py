@@ -85,7 +85,7 @@ from torch import nn
 
 from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.sparsity.masks import mask_sparsity, zero_masked_state_
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import schedule_sparsity
@@ -124,10 +124,6 @@ COLLAPSE_DENSITY = 0.01  # a layer keeping at most this share has its thresholds
 DST_FORMAT = "robustsparse.dst"
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
@@ -140,31 +136,33 @@ def resolve_dst_settings(cfg: SparsityConfig) -> dict[str, Any]:
             schedule leaves no dynamic phase (one line each).
     """
     if cfg.method != METHOD:
-        for key in DEFAULTS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, DEFAULTS)
         return {}
     out = {key: DEFAULTS[key] if getattr(cfg, key) is None else getattr(cfg, key) for key in DEFAULTS}
     if out["dst_threshold"] not in THRESHOLDS:
-        raise _refuse("dst_threshold", out["dst_threshold"], f"one of {', '.join(THRESHOLDS)}")
+        raise setting_error("dst_threshold", out["dst_threshold"], f"one of {', '.join(THRESHOLDS)}")
     if out["dst_alpha_control"] not in CONTROLS:
-        raise _refuse("dst_alpha_control", out["dst_alpha_control"], f"one of {', '.join(CONTROLS)}")
+        raise setting_error("dst_alpha_control", out["dst_alpha_control"], f"one of {', '.join(CONTROLS)}")
     if not _positive(out["dst_alpha"]) or not ALPHA_MIN <= out["dst_alpha"] <= ALPHA_MAX:
-        raise _refuse(
+        raise setting_error(
             "dst_alpha", out["dst_alpha"], f"a number in [{ALPHA_MIN:g}, {ALPHA_MAX:g}] (the regulariser's strength)"
         )
     if not _positive(out["dst_alpha_gain"]):
-        raise _refuse("dst_alpha_gain", out["dst_alpha_gain"], "a number > 0 (log-alpha change per step per unit gap)")
+        raise setting_error(
+            "dst_alpha_gain", out["dst_alpha_gain"], "a number > 0 (log-alpha change per step per unit gap)"
+        )
     proportional = out["dst_alpha_proportional"]
     if isinstance(proportional, bool) or not isinstance(proportional, (int, float)) or not 0 <= proportional < math.inf:
-        raise _refuse("dst_alpha_proportional", proportional, "a number >= 0 (log-alpha offset per unit gap)")
+        raise setting_error("dst_alpha_proportional", proportional, "a number >= 0 (log-alpha offset per unit gap)")
     if not _positive(out["dst_lr"]):
-        raise _refuse("dst_lr", out["dst_lr"], "a number > 0 (the thresholds' SGD learning rate)")
+        raise setting_error("dst_lr", out["dst_lr"], "a number > 0 (the thresholds' SGD learning rate)")
     momentum = out["dst_momentum"]
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-        raise _refuse("dst_momentum", momentum, "a number in [0, 1) (the thresholds' SGD momentum)")
+        raise setting_error("dst_momentum", momentum, "a number in [0, 1) (the thresholds' SGD momentum)")
     if cfg.schedule == "one_shot":
-        raise _refuse("schedule", cfg.schedule, "cubic or linear with method 'dst' (the masks need a dynamic phase)")
+        raise setting_error(
+            "schedule", cfg.schedule, "cubic or linear with method 'dst' (the masks need a dynamic phase)"
+        )
     return out
 
 

@@ -65,7 +65,7 @@ from robustsparse.sparsity.lowrank import (
     rank_candidates,
     set_module,
 )
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.settings import LOWRANK, SparsityConfig, settings_to_dict
 
@@ -92,10 +92,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
@@ -112,43 +108,43 @@ def resolve_haloc_settings(cfg: SparsityConfig) -> dict[str, Any]:
             disagrees with target_sparsity, or a latency cost without a table (one line each).
     """
     if cfg.method != METHOD:
-        for key in DEFAULTS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, DEFAULTS)
         return {}
     out = {key: DEFAULTS[key] if getattr(cfg, key) is None else getattr(cfg, key) for key in DEFAULTS}
     derived = round(1.0 - float(cfg.target_sparsity), 10)
     if out["haloc_target"] is None:
         out["haloc_target"] = derived
     elif not (_positive(out["haloc_target"]) and out["haloc_target"] <= 1) or abs(out["haloc_target"] - derived) > 1e-9:
-        raise _refuse(
+        raise setting_error(
             "haloc_target",
             out["haloc_target"],
             f"1 - target_sparsity = {derived:g} (the share of the compressed layers' cost kept; "
             "set target_sparsity or leave haloc_target out)",
         )
     if not _count(out["haloc_rank_multiple"]):
-        raise _refuse(
+        raise setting_error(
             "haloc_rank_multiple", out["haloc_rank_multiple"], "an integer >= 1 (g: ranks are multiples of it)"
         )
     if out["haloc_cost"] == "latency" and not out["haloc_cost_table"]:
-        raise _refuse(
+        raise setting_error(
             "haloc_cost_table", None, "a file from robustsparse haloc-costs CONFIG --out FILE with haloc_cost: latency"
         )
     if out["haloc_cost_table"] is not None and out["haloc_cost"] != "latency":
-        raise _refuse("haloc_cost_table", out["haloc_cost_table"], "null with haloc_cost: macs")
+        raise setting_error("haloc_cost_table", out["haloc_cost_table"], "null with haloc_cost: macs")
     for key in ("haloc_beta", "haloc_tau_start", "haloc_tau_end", "haloc_fm_lambda_start", "haloc_alpha_lr"):
         if not _positive(out[key]):
-            raise _refuse(key, out[key], "a number > 0")
+            raise setting_error(key, out[key], "a number > 0")
     if not (isinstance(out["haloc_fm_lambda_end"], (int, float)) and out["haloc_fm_lambda_end"] >= 0):
-        raise _refuse("haloc_fm_lambda_end", out["haloc_fm_lambda_end"], "a number >= 0")
+        raise setting_error("haloc_fm_lambda_end", out["haloc_fm_lambda_end"], "a number >= 0")
     for key in ("haloc_holdout_examples", "haloc_alpha_batch"):
         if not _count(out[key]):
-            raise _refuse(key, out[key], "an integer >= 1")
+            raise setting_error(key, out[key], "an integer >= 1")
     if not isinstance(out["haloc_enforce_target"], bool):
-        raise _refuse("haloc_enforce_target", out["haloc_enforce_target"], "true or false")
+        raise setting_error("haloc_enforce_target", out["haloc_enforce_target"], "true or false")
     if cfg.schedule == "one_shot" or cfg.end_epoch <= cfg.start_epoch:
-        raise _refuse("end_epoch", cfg.end_epoch, "an epoch after start_epoch with method 'haloc' (the search window)")
+        raise setting_error(
+            "end_epoch", cfg.end_epoch, "an epoch after start_epoch with method 'haloc' (the search window)"
+        )
     return out
 
 

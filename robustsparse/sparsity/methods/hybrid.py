@@ -56,13 +56,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsparse.errors import CheckpointError, ConfigError
+from robustsparse.errors import CheckpointError
 from robustsparse.sparsity._math import round_half_up
 from robustsparse.sparsity.allocation import MaskResult, channel_param_names, row_granularity_masks
 from robustsparse.sparsity.coupling import ChannelGroup, find_channel_groups
 from robustsparse.sparsity.importance import channel_scores_from_rows
 from robustsparse.sparsity.masks import mask_sparsity
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner, prunable_groups
 from robustsparse.sparsity.settings import SparsityConfig
@@ -81,10 +81,6 @@ _EVAL_BATCH = 256
 _STATE_KEY = "hybrid"
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -100,14 +96,12 @@ def resolve_hybrid_settings(cfg: SparsityConfig) -> dict[str, Any]:
         ConfigError: a hybrid setting is given for another method or is out of range (one line).
     """
     if cfg.method != METHOD:
-        for key in _SETTINGS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, _SETTINGS)
         return {}
     examples, ratios = cfg.hybrid_examples, cfg.hybrid_ratios
     tolerance, multiple = cfg.hybrid_tolerance, cfg.hybrid_channel_multiple
     if examples is not None and not (_is_int(examples) and examples >= 1):
-        raise _refuse(
+        raise setting_error(
             "hybrid_examples", examples, "null or an integer >= 1 (training examples of the sensitivity test)"
         )
     if ratios is not None and not (
@@ -116,15 +110,17 @@ def resolve_hybrid_settings(cfg: SparsityConfig) -> dict[str, Any]:
         and all(_is_number(r) and 0.0 < r < 1.0 for r in ratios)
         and len(set(ratios)) == len(ratios)
     ):
-        raise _refuse(
+        raise setting_error(
             "hybrid_ratios",
             list(ratios) if isinstance(ratios, tuple) else ratios,
             "null or a list of distinct channel pruning ratios in (0, 1), e.g. [0.25, 0.5, 0.75]",
         )
     if tolerance is not None and not (_is_number(tolerance) and 0.0 <= tolerance <= 1.0):
-        raise _refuse("hybrid_tolerance", tolerance, "null or an accuracy drop in [0, 1] (0.01 = one point)")
+        raise setting_error("hybrid_tolerance", tolerance, "null or an accuracy drop in [0, 1] (0.01 = one point)")
     if multiple is not None and not (_is_int(multiple) and multiple >= 1):
-        raise _refuse("hybrid_channel_multiple", multiple, "null or an integer >= 1 (kept channels rounded up to it)")
+        raise setting_error(
+            "hybrid_channel_multiple", multiple, "null or an integer >= 1 (kept channels rounded up to it)"
+        )
     return {
         "hybrid_examples": DEFAULT_EXAMPLES if examples is None else examples,
         "hybrid_ratios": DEFAULT_RATIOS if ratios is None else tuple(sorted(float(r) for r in ratios)),

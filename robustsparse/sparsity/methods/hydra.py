@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustsparse.errors import CheckpointError, ConfigError
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.errors import CheckpointError
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.settings import SparsityConfig
@@ -55,10 +55,6 @@ SCORE_WEIGHT_DECAY = 1e-4
 HYDRA_FORMAT = "robustsparse.hydra"
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def resolve_hydra_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """hydra's settings checked and completed; the score phase sets `start_epoch` (0) and `end_epoch`.
 
@@ -67,16 +63,14 @@ def resolve_hydra_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """
     keys = ("hydra_score_epochs", "hydra_score_lr")
     if cfg.method != METHOD:
-        for key in keys:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, keys)
         return {}
     epochs = cfg.end_epoch if cfg.hydra_score_epochs is None else cfg.hydra_score_epochs
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise _refuse("hydra_score_epochs", epochs, "an integer >= 1 (epochs of the score phase)")
+        raise setting_error("hydra_score_epochs", epochs, "an integer >= 1 (epochs of the score phase)")
     lr = DEFAULT_SCORE_LR if cfg.hydra_score_lr is None else cfg.hydra_score_lr
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise _refuse("hydra_score_lr", lr, "a number > 0 (the scores' SGD learning rate)")
+        raise setting_error("hydra_score_lr", lr, "a number > 0 (the scores' SGD learning rate)")
     # the masks are decided over the score phase (the forward at the target from step 0) and fixed at its end
     return {"hydra_score_epochs": epochs, "hydra_score_lr": float(lr), "start_epoch": 0, "end_epoch": epochs}
 

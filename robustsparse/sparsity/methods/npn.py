@@ -54,9 +54,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsparse.errors import CheckpointError, ConfigError
+from robustsparse.errors import CheckpointError
 from robustsparse.sparsity.allocation import channel_granularity_masks
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import schedule_sparsity
@@ -79,10 +79,6 @@ INIT_LOGIT = 3.0  # sigmoid(3) = 0.95: every gate open at the start
 NPN_FORMAT = "robustsparse.npn"
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -95,22 +91,22 @@ def resolve_npn_settings(cfg: SparsityConfig) -> dict[str, Any]:
             schedule leaves no joint phase (one line each).
     """
     if cfg.method != METHOD:
-        for key in DEFAULTS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, DEFAULTS)
         return {}
     out = {key: DEFAULTS[key] if getattr(cfg, key) is None else getattr(cfg, key) for key in DEFAULTS}
     hidden = out["npn_hidden"]
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise _refuse("npn_hidden", hidden, "an integer >= 1 (hidden units of each group's pruner MLP)")
+        raise setting_error("npn_hidden", hidden, "an integer >= 1 (hidden units of each group's pruner MLP)")
     if not _number(out["npn_lambda"]) or out["npn_lambda"] <= 0:
-        raise _refuse("npn_lambda", out["npn_lambda"], "a number > 0 (the weight of the gate-budget penalty)")
+        raise setting_error("npn_lambda", out["npn_lambda"], "a number > 0 (the weight of the gate-budget penalty)")
     if out["npn_gate"] not in GATES:
-        raise _refuse("npn_gate", out["npn_gate"], f"one of {', '.join(GATES)}")
+        raise setting_error("npn_gate", out["npn_gate"], f"one of {', '.join(GATES)}")
     if not _number(out["npn_lr"]) or out["npn_lr"] <= 0:
-        raise _refuse("npn_lr", out["npn_lr"], "a number > 0 (the pruner network's Adam learning rate)")
+        raise setting_error("npn_lr", out["npn_lr"], "a number > 0 (the pruner network's Adam learning rate)")
     if cfg.schedule == "one_shot":
-        raise _refuse("schedule", cfg.schedule, "cubic or linear with method 'npn' (the gates need a joint phase)")
+        raise setting_error(
+            "schedule", cfg.schedule, "cubic or linear with method 'npn' (the gates need a joint phase)"
+        )
     return out
 
 

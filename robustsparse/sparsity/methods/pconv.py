@@ -50,11 +50,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsparse.errors import ConfigError
 from robustsparse.sparsity._math import keep_count, round_half_up
 from robustsparse.sparsity.allocation import MaskResult
 from robustsparse.sparsity.layers import LayerInfo
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner, _Engine
 from robustsparse.sparsity.settings import SparsityConfig
@@ -78,10 +77,6 @@ _SETTINGS = ("pconv_pattern_size", "pconv_library_size", "pconv_other_layers")
 _NOTE = "pconv_library"  # key of the library in the pruner's MaskResult notes (saved with the state)
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -93,23 +88,21 @@ def resolve_pconv_settings(cfg: SparsityConfig) -> dict[str, Any]:
         ConfigError: a pconv setting is given for another method or is out of its range (one line).
     """
     if cfg.method != METHOD:
-        for key in _SETTINGS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, _SETTINGS)
         return {}
     size, library, other = cfg.pconv_pattern_size, cfg.pconv_library_size, cfg.pconv_other_layers
     if size is not None and not (_is_int(size) and 2 <= size <= 8):
-        raise _refuse("pconv_pattern_size", size, "null or an integer in [2, 8] (weights kept per 3x3 kernel)")
+        raise setting_error("pconv_pattern_size", size, "null or an integer in [2, 8] (weights kept per 3x3 kernel)")
     size = DEFAULT_PATTERN_SIZE if size is None else size
     n_candidates = len(candidate_patterns(size))
     if library is not None and not (_is_int(library) and 1 <= library <= n_candidates):
-        raise _refuse(
+        raise setting_error(
             "pconv_library_size",
             library,
             f"null or an integer in [1, {n_candidates}] (the candidate patterns of size {size})",
         )
     if other is not None and other not in OTHER_LAYERS:
-        raise _refuse("pconv_other_layers", other, "null or one of " + ", ".join(OTHER_LAYERS))
+        raise setting_error("pconv_other_layers", other, "null or one of " + ", ".join(OTHER_LAYERS))
     return {
         "pconv_pattern_size": size,
         "pconv_library_size": DEFAULT_LIBRARY_SIZE if library is None else library,

@@ -43,10 +43,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsparse.errors import ConfigError
 from robustsparse.sparsity.allocation import MaskResult
 from robustsparse.sparsity.layers import LayerInfo
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner, _Engine
 from robustsparse.sparsity.settings import SparsityConfig
@@ -64,10 +63,6 @@ DEFAULT_DENSE_KERNEL = True
 _SETTINGS = ("psconv_kept", "psconv_period", "psconv_dense_kernel")
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _derived_kept(target: float) -> int:
     """The pattern set whose per-kernel sparsity 1 - k/9 is nearest `target` (ties: more kept)."""
     return min(sorted(PATTERN_SETS, reverse=True), key=lambda k: abs(1.0 - k / 9 - target))
@@ -81,25 +76,23 @@ def resolve_psconv_settings(cfg: SparsityConfig) -> dict[str, Any]:
             or `psconv_kept` disagrees with `target_sparsity` (one line each).
     """
     if cfg.method != METHOD:
-        for key in _SETTINGS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, _SETTINGS)
         return {}
     kept, period, dense = cfg.psconv_kept, cfg.psconv_period, cfg.psconv_dense_kernel
     allowed = ", ".join(map(str, PATTERN_SETS))
     if kept is not None and (isinstance(kept, bool) or kept not in PATTERN_SETS):
-        raise _refuse("psconv_kept", kept, f"null or one of {allowed} (weights kept per 3x3 kernel)")
+        raise setting_error("psconv_kept", kept, f"null or one of {allowed} (weights kept per 3x3 kernel)")
     if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 2):
-        raise _refuse("psconv_period", period, "null or an integer >= 2 (kernels per period)")
+        raise setting_error("psconv_period", period, "null or an integer >= 2 (kernels per period)")
     if dense is not None and not isinstance(dense, bool):
-        raise _refuse("psconv_dense_kernel", dense, "null, true or false")
+        raise setting_error("psconv_dense_kernel", dense, "null, true or false")
     target = cfg.target_sparsity
     if isinstance(target, (int, float)) and not isinstance(target, bool) and 0.0 < target < 1.0:
         derived = _derived_kept(float(target))
         if kept is None:
             kept = derived
         elif kept != derived:
-            raise _refuse(
+            raise setting_error(
                 "psconv_kept",
                 kept,
                 f"{derived} for target_sparsity {target} (nearest of {allowed} kept of 9; "

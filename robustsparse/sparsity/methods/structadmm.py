@@ -50,9 +50,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsparse.errors import CheckpointError, ConfigError
+from robustsparse.errors import CheckpointError
 from robustsparse.sparsity.allocation import MaskResult, channel_granularity_masks
-from robustsparse.sparsity.methods.base import Method
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.projections import group_rows, project_rows, support
 from robustsparse.sparsity.pruner import CampfirePruner
@@ -72,10 +72,6 @@ DEFAULTS: dict[str, Any] = {
 STATE_FORMAT = "robustsparse.structadmm"
 
 
-def _refuse(key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
-
-
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -92,23 +88,23 @@ def resolve_structadmm_settings(cfg: SparsityConfig) -> dict[str, Any]:
             ADMM phase is not a whole number of iterations (one line each).
     """
     if cfg.method != METHOD:
-        for key in DEFAULTS:
-            if getattr(cfg, key) is not None:
-                raise _refuse(key, getattr(cfg, key), f"null unless method is {METHOD!r}")
+        refuse_foreign_settings(cfg, METHOD, DEFAULTS)
         return {}
     out = {key: DEFAULTS[key] if getattr(cfg, key) is None else getattr(cfg, key) for key in DEFAULTS}
     rho, factor, cap, every = (out[k] for k in DEFAULTS)
     if not _number(rho) or rho <= 0:
-        raise _refuse("structadmm_rho", rho, "a number > 0 (the initial ADMM penalty rho)")
+        raise setting_error("structadmm_rho", rho, "a number > 0 (the initial ADMM penalty rho)")
     if not _number(factor) or factor < 1:
-        raise _refuse("structadmm_rho_factor", factor, "a number >= 1 (rho is multiplied by it every ADMM iteration)")
+        raise setting_error(
+            "structadmm_rho_factor", factor, "a number >= 1 (rho is multiplied by it every ADMM iteration)"
+        )
     if not _number(cap) or cap < rho:
-        raise _refuse("structadmm_rho_max", cap, f"a number >= structadmm_rho = {rho} (the cap of rho)")
+        raise setting_error("structadmm_rho_max", cap, f"a number >= structadmm_rho = {rho} (the cap of rho)")
     if not _is_int(every) or every < 1:
-        raise _refuse("structadmm_admm_update_every", every, "an integer >= 1 (epochs per ADMM iteration)")
+        raise setting_error("structadmm_admm_update_every", every, "an integer >= 1 (epochs per ADMM iteration)")
     start, end = cfg.start_epoch, cfg.end_epoch
     if _is_int(start) and _is_int(end) and (end <= start or (end - start) % every):
-        raise _refuse(
+        raise setting_error(
             "end_epoch",
             end,
             f"start_epoch ({start}) plus a positive multiple of structadmm_admm_update_every ({every}) "
