@@ -26,7 +26,14 @@ from robustsparse.sparsity.granularity import RowView, group_description
 from robustsparse.sparsity.layers import conv_linear_layers
 from robustsparse.sparsity.masks import achieved_sparsity, prunable_weight_names
 
-__all__ = ["model_cost", "layer_sparsity_table", "verify_structure", "structure_problems", "TABLE_COLUMNS"]
+__all__ = [
+    "model_cost",
+    "eval_forward_with_hooks",
+    "layer_sparsity_table",
+    "verify_structure",
+    "structure_problems",
+    "TABLE_COLUMNS",
+]
 
 # the columns of layer_sparsity.csv, as the run folder's contract has them
 TABLE_COLUMNS = LAYER_SPARSITY.names
@@ -95,14 +102,7 @@ def model_cost(
         totals["effective"] += per_weight * nonzero(weight_name)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    model.eval()
-    try:
-        model(example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    eval_forward_with_hooks(model, example, handles)
     n_params = sum(p.numel() for p in params.values())
     nonzero_params = sum(nonzero(n) if n in masks else int((p != 0).sum()) for n, p in params.items())
     return {
@@ -396,3 +396,16 @@ def layer_sparsity_table(
             }
         )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def eval_forward_with_hooks(model: nn.Module, example: torch.Tensor, handles: list) -> None:
+    """One eval-mode forward pass of `example` for the forward hooks behind `handles` (a counting
+    probe: BatchNorm statistics untouched), then the model's mode restored and the hooks removed."""
+    was_training = model.training
+    model.eval()
+    try:
+        model(example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()

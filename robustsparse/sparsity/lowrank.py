@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustsparse.sparsity.accounting import eval_forward_with_hooks
+
 __all__ = [
     "TuckerConv2d",
     "RankSearchConv2d",
@@ -249,14 +251,7 @@ def conv_geometry(model: nn.Module, example: torch.Tensor, names: Sequence[str])
         return record
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    try:
-        model(example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    eval_forward_with_hooks(model, example, handles)
     return found
 
 
@@ -338,14 +333,7 @@ def lowrank_layer_table(model: nn.Module, example: torch.Tensor) -> pd.DataFrame
 
     handles = [modules[f].register_forward_hook(hook(n)) for f, n in inner.items()]
     handles += [modules[f"{n}.core"].register_forward_hook(out_hook(n)) for n in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        model(example)
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    eval_forward_with_hooks(model, example, handles)
     rows = []
     for name, layer in layers.items():
         r_in, r_out = layer.ranks
