@@ -129,7 +129,9 @@ def _row_problems(weight: torch.Tensor, mask: torch.Tensor | None, spec: Mapping
     out = []
     nonzero = view.rows(weight.detach() != 0, pad=False)
     kept = view.rows(mask.to(weight.device), pad=False) if mask is not None else None
-    what = {"row": "rows", "kernel": "kernels", "cblock": "channel blocks", "nm": "groups"}.get(view.kind, "groups")
+    what = {"row": "rows", "kernel": "kernels", "column": "columns", "cblock": "channel blocks", "nm": "groups"}.get(
+        view.kind, "groups"
+    )
     if "keep" not in spec:  # whole rows kept or dropped
         if kept is not None:
             partial = kept.any(1) & ~(kept | ~valid).all(1)

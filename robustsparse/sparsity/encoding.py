@@ -217,7 +217,7 @@ def _candidates(mask: torch.Tensor, spec: Mapping[str, Any] | None) -> list[tupl
         views = [RowView("kernel", shape4, shape4[2] * shape4[3])]
         if shape4[3] > 1:
             views.append(RowView("row", shape4, shape4[3]))
-        if spec and spec.get("view") in ("cblock", "nm", "kernel", "row"):
+        if spec and spec.get("view") in ("cblock", "nm", "kernel", "row", "column"):
             views.append(RowView(spec["view"], shape4, int(spec["block"])))
         for view in views:
             for encoded in (_encode_rows(mask, view), _encode_pattern(mask, view)):

@@ -8,6 +8,7 @@ a 2-D table whose rows are the groups.
 | `element` | one weight                             | 1                |
 | `row`     | `W[k, c, r, :]`                        | S                |
 | `kernel`  | `W[k, c, :, :]` (the spatial window)   | R*S              |
+| `column`  | `W[:, c, r, s]` (one position, every filter) | K          |
 | `cblock`  | `block` consecutive input channels of `W[k, :, r, s]` (1x1 / linear windows) | block |
 | `nm`      | `m` consecutive input channels of `W[k, :, r, s]` | m     |
 
@@ -18,7 +19,9 @@ keeps the same number inside each remaining one. Pointwise layers (1x1 convs, li
 have a one-weight kernel (and kernel row), so `kernel`, `row`, `window` and `window+kernel` use
 `cblock` rows there (`pointwise_grouping: channel_block`: a group is `pointwise_block`
 consecutive input channels of one filter) or prune them as single weights, recorded as
-`element` (`pointwise_grouping: element`). A one-weight group is never called a kernel.
+`element` (`pointwise_grouping: element`). A one-weight group is never called a kernel. A `column` (filter shape: a column of the GEMM matrix
+`W.view(K, -1)`) has K weights on every layer, so it needs no pointwise fallback: on a 1x1 conv or
+a linear layer it is one input channel of that layer alone (not the coupled `channel`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,8 @@ class RowView:
             return k * c * r
         if self.kind == "kernel":
             return k * c
+        if self.kind == "column":
+            return c * r * s
         return self._lines * self._blocks_per_line
 
     @property
@@ -81,6 +86,8 @@ class RowView:
             return t.reshape(k * c * r, s)
         if self.kind == "kernel":
             return t.reshape(k * c, r * s)
+        if self.kind == "column":
+            return t.reshape(k, c * r * s).transpose(0, 1)
         lines = t.permute(0, 2, 3, 1).reshape(k * r * s, c)
         width = self._blocks_per_line * self.block
         if width != c:
@@ -93,6 +100,8 @@ class RowView:
         k, c, r, s = self.shape
         if self.kind in ("element", "row", "kernel"):
             return table.reshape(self.shape)
+        if self.kind == "column":
+            return table.transpose(0, 1).reshape(self.shape).contiguous()
         lines = table.reshape(k * r * s, -1)[:, :c]
         return lines.reshape(k, r, s, c).permute(0, 3, 1, 2).contiguous()
 
@@ -149,6 +158,8 @@ def layer_plan(info: LayerInfo, cfg: SparsityConfig) -> LayerPlan:
         return LayerPlan(g, RowView("row", info.shape, s), False, False)
     if g == "kernel":
         return LayerPlan(g, RowView("kernel", info.shape, r * s), False, False)
+    if g == "column":
+        return LayerPlan(g, RowView("column", info.shape, k), False, False)
     if g in ("window", "window+kernel"):
         return LayerPlan(g, RowView("kernel", info.shape, r * s), True, g == "window+kernel")
     if g == "n:m":
@@ -170,7 +181,7 @@ def topk_rows_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
 def group_description(spec: dict[str, Any] | None, shape: tuple[int, int, int, int]) -> str:
     """What one group of a layer is, in words, from its metadata spec (`LayerPlan.spec`).
 
-    Examples: `1 weight`, `3x3 kernel`, `1x3 kernel row`, `8 input channels`,
+    Examples: `1 weight`, `3x3 kernel`, `16-filter column`, `1x3 kernel row`, `8 input channels`,
     `3 of each 3x3 kernel`, `2 of each 8 input channels`, `whole filter`.
     """
     if not spec:
@@ -179,11 +190,12 @@ def group_description(spec: dict[str, Any] | None, shape: tuple[int, int, int, i
     if spec.get("view") == "channel" or g in ("filter", "channel"):
         return "whole filter" if g == "filter" else "whole input channel"
     view, block = spec.get("view"), int(spec.get("block", 1))
-    _, _, r, s = shape
+    k, _, r, s = shape
     unit = {
         "element": "1 weight",
         "row": f"1x{s} kernel row",
         "kernel": f"{r}x{s} kernel",
+        "column": f"{k}-filter column",
         "cblock": f"{block} input channels",
         "nm": f"{block} input channels",
     }.get(view, "")

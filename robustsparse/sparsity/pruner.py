@@ -352,7 +352,7 @@ class CampfirePruner:
             return f"{head}: whole channels only, in {len(self._engine.groups) if self._engine else 0} channel group(s)"
         if g == "element":
             return head
-        unit = "kernel rows" if g == "row" else "kernels"
+        unit = {"row": "kernel rows", "column": "columns (one position in every filter)"}.get(g, "kernels")
         views = {spec.get("view") for spec in self._result.specs.values()}
         grains = {spec.get("granularity") for spec in self._result.specs.values()}
         if "cblock" in views:

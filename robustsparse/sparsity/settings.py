@@ -32,9 +32,21 @@ __all__ = [
     "nm_keep",
 ]
 
-Granularity = Literal["element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m", "lowrank"]
+Granularity = Literal[
+    "element", "row", "kernel", "column", "window", "window+kernel", "filter", "channel", "n:m", "lowrank"
+]
 # The mask granularities: what is kept or removed as a whole.
-GRANULARITIES: tuple[str, ...] = ("element", "row", "kernel", "window", "window+kernel", "filter", "channel", "n:m")
+GRANULARITIES: tuple[str, ...] = (
+    "element",
+    "row",
+    "kernel",
+    "column",
+    "window",
+    "window+kernel",
+    "filter",
+    "channel",
+    "n:m",
+)
 # Not a mask: convolutions replaced by low-rank (Tucker-2) factors (haloc). Kept out of
 # GRANULARITIES, which every mask method and test iterates, so no mask method accepts it.
 LOWRANK = LOWRANK_GRANULARITY  # reports.contract holds the name (reports tell low-rank models apart)
@@ -61,7 +73,9 @@ class SparsityConfig:
             `random` prunes one-shot at step 0): they are filled in here, so ids, metadata
             and the written config show what is used.
         granularity: the group that is kept or removed as a whole (design.md, Granularities):
-            `element` one weight; `row` W[k,c,r,:]; `kernel` W[k,c,:,:]; `window` the same
+            `element` one weight; `row` W[k,c,r,:]; `kernel` W[k,c,:,:]; `column` W[:,c,r,s]
+            (filter shape: the same position in every filter of a layer, a column of the GEMM
+            matrix W.view(K, -1), StructADMM's shape-wise group); `window` the same
             number of weights kept inside every kernel (balanced); `window+kernel` kernel
             pruning, then window pruning of the kept kernels; `filter` one output channel
             (with its BatchNorm scale/shift, its bias and the consumers' input columns);

@@ -44,6 +44,12 @@ def _kernel_tamper(model, masks):
     m[k, c, 0, 0] = True  # one weight of a dropped kernel marked kept: the kernel is only partly masked
 
 
+def _column_tamper(model, masks):
+    m = masks["conv3.weight"]  # (K, C, 3, 3): a column is one (c, r, s) position in every filter
+    col = torch.nonzero(~m.reshape(m.shape[0], -1).any(0))[0].item()
+    m.reshape(m.shape[0], -1)[1, col] = True  # one filter keeps a weight of a dropped column
+
+
 def _window_tamper(model, masks):
     m = masks["conv3.weight"]
     k, c = 0, 0
@@ -77,6 +83,7 @@ def _dense_layer_masked(model, masks):
     ("granularity", "tamper", "needle"),
     [
         ("kernel", _kernel_tamper, "partly masked"),
+        ("column", _column_tamper, "columns partly masked"),
         ("window", _window_tamper, "another number"),
         ("element", _leak, "masked weights are non-zero"),
         ("filter", _bn_shift, "BatchNorm"),

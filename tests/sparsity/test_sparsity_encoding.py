@@ -44,7 +44,7 @@ def test_round_trip_is_bit_identical_and_smaller(tiny_net, granularity: str) -> 
 
 def test_coarser_structure_needs_a_smaller_index(tiny_net) -> None:
     sizes = {}
-    for granularity in ("element", "kernel", "filter"):
+    for granularity in ("element", "kernel", "column", "filter"):
         model = copy.deepcopy(tiny_net)
         pruner = prune_one_shot(model, granularity, 0.7)
         blob = export_compressed(model.state_dict(), pruner.masks, pruner.granularity_info())
@@ -52,6 +52,8 @@ def test_coarser_structure_needs_a_smaller_index(tiny_net) -> None:
         values = kept * 4
         sizes[granularity] = compressed_size_bytes(blob) - values
     assert sizes["filter"] < sizes["kernel"] < sizes["element"]
+    # a column (one position in every filter) is one bit per C*R*S position, fewer than K*C kernels
+    assert sizes["column"] < sizes["kernel"]
     # at 2:4 the pattern rank (3 bits per group of 4) beats a bitmap (4 bits)
     model = copy.deepcopy(tiny_net)
     pruner = prune_one_shot(model, "n:m", 0.5)

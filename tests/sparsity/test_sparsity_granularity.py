@@ -99,6 +99,23 @@ def test_kernel_keeps_or_drops_whole_kernels(tiny_net) -> None:
         assert set(per_kernel.unique().tolist()) <= {0, 9}
 
 
+@pytest.mark.parametrize("importance", ["l1", "l2"])
+def test_column_keeps_the_same_positions_in_every_filter_and_drops_the_weakest(tiny_net, importance: str) -> None:
+    weights = {n: p.detach().clone() for n, p in tiny_net.named_parameters()}
+    pruner = one_shot(tiny_net, "column", 0.7, importance=importance)
+    # 3x3 convs, the 1x1 conv (a column is one input channel of that layer) and a linear layer
+    for name in ("block_conv1.weight", "conv3.weight", "pointwise.weight", "fc1.weight"):
+        w = weights[name].reshape(weights[name].shape[0], -1)  # GEMM view (K, C*R*S): groups are its columns
+        mask = pruner.masks[name].reshape(w.shape)
+        kept = mask.any(0)
+        assert torch.equal(mask, kept.expand_as(mask))  # whole columns, never part of one
+        n_cols = w.shape[1]
+        assert int((~kept).sum()) == min(n_cols - 1, int(0.7 * n_cols + 0.5))  # the nearest count per layer
+        norms = w.abs().sum(0) if importance == "l1" else w.square().sum(0).sqrt()
+        assert norms[kept].min() >= norms[~kept].max()  # the weakest columns went
+    assert pruner.granularity_info()["layers"]["conv3.weight"]["view"] == "column"
+
+
 def test_window_keeps_the_same_count_in_every_kernel(tiny_net) -> None:
     pruner = one_shot(tiny_net, "window", 0.7)
     counts = (tiny_net.conv3.weight != 0).flatten(2).sum(-1)

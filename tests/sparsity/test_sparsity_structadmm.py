@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustsparse.errors import ConfigError
-from robustsparse.sparsity import SparsityConfig, build_pruner, compact_model, verify_structure
+from robustsparse.sparsity import SparsityConfig, build_pruner, compact_model, prune_one_shot, verify_structure
 from robustsparse.sparsity.allocation import _consumer_columns
 from robustsparse.sparsity.methods import extra_training
 from robustsparse.sparsity.methods.structadmm import StructAdmmPruner
@@ -104,6 +104,18 @@ def test_the_constraints_slice_the_groups_that_campfire_masks(tiny_net, granular
         assert c.keep == grp.channels - pruner._dry.pruned_channels[grp.producer]
 
 
+def test_column_constraints_are_per_layer_with_campfires_column_counts(tiny_net):
+    pruner = build_pruner(tiny_net, admm_cfg(granularity="column", target_sparsity=0.7), SPE, 0)
+    campfire = prune_one_shot(copy.deepcopy(tiny_net), "column", 0.7)  # Campfire's uniform column masks
+    weights = {n: p.detach() for n, p in tiny_net.named_parameters()}
+    assert [c.name for c in pruner.constraints] == [layer.param for layer in pruner._engine.layers]
+    for c in pruner.constraints:
+        w = weights[c.name]
+        assert torch.equal(c.rows(weights), w.reshape(w.shape[0], -1).T)  # one row per column, K entries
+        kept_columns = campfire.masks[c.name].reshape(w.shape[0], -1).any(0)
+        assert c.keep == int(kept_columns.sum()) < c.groups
+
+
 def run_steps(model, pruner, cfg, first: int, last: int, optimizer, data) -> None:
     """The trainer's loop in miniature: CE + the method's loss term, then the pruner's calls."""
     _, extra_loss = extra_training(cfg, pruner)
@@ -176,7 +188,7 @@ def test_the_primal_residual_falls_over_iterations_on_a_toy_problem():
     assert rhos[:3] == pytest.approx([0.05, 0.075, 0.1125]) and pruner.rho == pytest.approx(min(1.0, 0.05 * 1.5**11))
 
 
-@pytest.mark.parametrize("granularity", ["element", "filter", "channel"])
+@pytest.mark.parametrize("granularity", ["element", "column", "filter", "channel"])
 def test_hard_pruning_keeps_the_projection_and_retraining_keeps_pruned_weights_and_momentum_zero(
     tiny_net, tiny_batch, granularity
 ):
@@ -214,7 +226,11 @@ def test_hard_pruning_keeps_the_projection_and_retraining_keeps_pruned_weights_a
             assert bool((p[~masks[name]] == 0).all())
             assert bool((opt.state[p]["momentum_buffer"][~masks[name]] == 0).all())
     assert not all(torch.equal(before[n], p) for n, p in tiny_net.named_parameters())  # it did train
-    if granularity != "element":
+    if granularity == "column":  # whole columns W[:, c, r, s]: every filter keeps the same positions
+        for mask in masks.values():
+            table = mask.reshape(mask.shape[0], -1)
+            assert bool((table.all(0) | ~table.any(0)).all()) and not bool(table.all())
+    if granularity in ("filter", "channel"):
         small = compact_model(tiny_net, masks)
         assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in tiny_net.parameters())
         x = tiny_batch[0]
@@ -274,7 +290,7 @@ def test_settings_are_filled_in_and_bad_ones_fail_with_one_line():
         ({"structadmm_admm_update_every": True}, "epochs per ADMM iteration"),
         ({"end_epoch": 5, "structadmm_admm_update_every": 2}, "whole number of iterations"),
         ({"start_epoch": 4, "end_epoch": 4}, "positive multiple"),
-        ({"granularity": "kernel"}, "one of element, filter, channel"),
+        ({"granularity": "kernel"}, "one of element, column, filter, channel"),
         ({"method": "campfire", "structadmm_rho": 0.1}, "null unless method is 'structadmm'"),
     ]
     for kw, needle in bad:

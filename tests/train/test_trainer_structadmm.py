@@ -83,7 +83,7 @@ def same_model(a: Path, b: Path) -> None:
     assert a_meta["sparsity"]["structadmm"] == b_meta["sparsity"]["structadmm"]
 
 
-@pytest.mark.parametrize("granularity", ["filter", "element"])
+@pytest.mark.parametrize("granularity", ["filter", "element", "column"])
 def test_structadmm_resumes_exactly_mid_admm_and_mid_retraining(parent, monkeypatch, granularity, capsys):
     root, bundle = parent
     job = admm_job(granularity)

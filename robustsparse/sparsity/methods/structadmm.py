@@ -30,8 +30,15 @@ per-layer alpha_l; `allocation: uniform` fixed):
 - `channel`: the same groups, the constraint on the consumers' input slices `W[:, c, :, :]`
   (all consumers of a channel together: one group); hard pruning removes whole coupled
   channels as above.
-- The paper's `column` (shape) groups `W[:, c, r, s]` are in `projections` (exact, tested) but
-  are not a granularity of the project's closed vocabulary, so no method prunes them yet.
+- `column` (the paper's shape-wise sparsity): each prunable layer keeps its nearest count of
+  columns `W[:, c, r, s]` (one position in every filter; Campfire's uniform `column` count at
+  the target), the columns of the largest L2 norm. Like `element` it is per layer and
+  uncoupled, so it does not compact physically (a smaller im2col GEMM, not a smaller network).
+- The paper's combinations: `filter` here is already filter + channel (a removed filter takes
+  the consumers' input columns with it). Filter + column on one layer has no exact projection
+  onto the intersection of the two sets (keeping the largest groups of one kind changes the
+  norms of the other), so it is not offered; prune in two runs (`filter`, then `column` from
+  that checkpoint) for the paper's progressive combination.
 
 Defaults (every value in the metadata): `structadmm_rho` 1.5e-3 (the paper's Caffe release,
 every layer); `structadmm_rho_factor` 1.3 (the most common value of the group's PyTorch code);
@@ -54,7 +61,7 @@ from robustsparse.errors import CheckpointError
 from robustsparse.sparsity.allocation import MaskResult, channel_granularity_masks
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
-from robustsparse.sparsity.projections import group_rows, project_rows, support
+from robustsparse.sparsity.projections import group_rows, project_rows, support, ungroup_rows
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.settings import SparsityConfig
 
@@ -70,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
     "structadmm_admm_update_every": 1,
 }
 STATE_FORMAT = "robustsparse.structadmm"
+# The granularities constrained layer by layer (the others: per channel group, coupled).
+PER_LAYER: tuple[str, ...] = ("element", "column")
 
 
 def _number(value: Any) -> bool:
@@ -195,13 +204,13 @@ class StructAdmmPruner(CampfirePruner):
     def _constraints(self, params: dict[str, torch.Tensor]) -> list[Constraint]:
         g = self.cfg.granularity
         out = []
-        if g == "element":
+        if g in PER_LAYER:
             for layer in self._engine.layers:
-                removed = int((~self._dry.masks[layer.param]).sum())
                 shape = tuple(params[layer.param].shape)
-                out.append(
-                    Constraint(layer.param, [(layer.param, _index(shape, "element"))], math.prod(shape) - removed)
-                )
+                index = _index(shape, g)
+                # the groups Campfire's uniform masks keep at the target (shape-determined)
+                keep = int(self._dry.masks[layer.param].reshape(-1)[index].any(1).sum())
+                out.append(Constraint(layer.param, [(layer.param, index)], keep))
             return out
         for grp in self._engine.groups:
             keep = grp.channels - int(self._dry.pruned_channels.get(grp.producer, 0))
@@ -299,11 +308,13 @@ class StructAdmmPruner(CampfirePruner):
         """W = proj_S(W): the masks are the projection's support (with the coupled parameters)."""
         params = self._params()
         w = self._weights()
-        if self.cfg.granularity == "element":
+        if self.cfg.granularity in PER_LAYER:
             masks = dict(self.masks)
             for c in self.constraints:
                 kept = support(c.rows(w).double().square().sum(1), c.keep)
-                masks[c.name] = kept.reshape(params[c.name].shape).to(params[c.name].device)
+                table = kept[:, None].expand(c.groups, c.slices[0][1].shape[1])
+                shape = params[c.name].shape
+                masks[c.name] = ungroup_rows(table, self.cfg.granularity, shape).to(params[c.name].device)
             result = MaskResult(masks, dict(self._dry.specs), {}, {})
         else:
             # scores 1 for the projection's kept channels and 0 for the others: the uniform
@@ -355,6 +366,7 @@ class StructAdmmPruner(CampfirePruner):
                 "hard_prune_distance": self.hard_prune_distance,
                 "constraint": {
                     "element": "per layer: at most keep non-zero weights",
+                    "column": "per layer: at most keep non-zero columns W[:, c, r, s]",
                     "filter": "per channel group: at most keep non-zero producer filters",
                     "channel": "per channel group: at most keep non-zero input-channel slices over its consumers",
                 }[cfg.granularity],
@@ -415,7 +427,7 @@ STRUCTADMM = register(
         description="ADMM towards a structured set (exact projections, rising rho), then hard pruning "
         "and masked retraining (StructADMM)",
         when="after_training",
-        granularities=("element", "filter", "channel"),
+        granularities=("element", "column", "filter", "channel"),
         build_pruner=_build,
         resolve_settings=resolve_structadmm_settings,
         fixed_settings={
