@@ -114,6 +114,9 @@ def test_column_keeps_the_same_positions_in_every_filter_and_drops_the_weakest(t
         norms = w.abs().sum(0) if importance == "l1" else w.square().sum(0).sqrt()
         assert norms[kept].min() >= norms[~kept].max()  # the weakest columns went
     assert pruner.granularity_info()["layers"]["conv3.weight"]["view"] == "column"
+    table = layer_sparsity_table(tiny_net, pruner.masks, pruner.granularity_info()).set_index("name")
+    assert table.loc["conv3.weight", "group"] == "32-filter column"  # K = 32 weights per group
+    assert table.loc["fc1.weight", "group"] == "32-filter column" and table.structure_ok.all()
 
 
 def test_window_keeps_the_same_count_in_every_kernel(tiny_net) -> None:
