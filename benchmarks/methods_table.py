@@ -26,7 +26,7 @@ from reports.load import load_meta, load_results  # noqa: E402
 
 DEFAULT_EPS = ("2/255", "8/255")
 DEFAULT_ATTACKS = ("fgsm", "pgd")
-LABELS = {"fgsm": "FGSM", "pgd": "PGD-10", "autoattack": "AutoAttack"}
+LABELS = {"fgsm": "FGSM", "autoattack": "AutoAttack", "square": "Square"}
 
 
 def _columns(eps: tuple[str, ...], attacks: tuple[str, ...] = DEFAULT_ATTACKS) -> list[tuple[str, str]]:
@@ -48,23 +48,25 @@ def methods_table(
     eps: tuple[str, ...] = DEFAULT_EPS,
     attacks: tuple[str, ...] = DEFAULT_ATTACKS,
     per_epoch: str | None = None,
+    pgd_steps: int = 10,
 ) -> str:
     """The Markdown table of one run, models in the run's order (dense first), `attacks` at `eps`;
-    with `per_epoch` (a model id) the epoch-time columns relative to that model."""
+    with `per_epoch` (a model id) the epoch-time columns relative to that model; PGD with `pgd_steps` steps."""
     columns = _columns(eps, attacks)
     results = load_results(run_dir)
     meta = load_meta(run_dir).set_index("model_id")
     dense = meta[meta["granularity"] == "dense"]["dense_macs"]
-    steps = results["steps"].fillna(10)
+    steps = results["steps"].fillna(pgd_steps)
+    labels = {**LABELS, "pgd": f"PGD-{pgd_steps}"}
     header = ["model", "method", "achieved sparsity", "effective MACs (of dense)"]
-    header += ["clean" if a == "clean" else f"{LABELS.get(a, a)} {e}" for a, e in columns]
+    header += ["clean" if a == "clean" else f"{labels.get(a, a)} {e}" for a, e in columns]
     header += ["training (s)", "epochs"]
     if per_epoch is not None:
         reference, _ = epoch_seconds(run_dir, per_epoch)
         header += ["s per epoch", f"x {per_epoch}", "crafting share"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model_id in dict.fromkeys(results["model_id"]):
-        rows = results[(results["model_id"] == model_id) & ((results["attack"] != "pgd") | (steps == 10))]
+        rows = results[(results["model_id"] == model_id) & ((results["attack"] != "pgd") | (steps == pgd_steps))]
         m = meta.loc[model_id]
         cells = [
             model_id,
@@ -88,10 +90,11 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--eps", default=",".join(DEFAULT_EPS), help="eps of the FGSM and PGD-10 columns")
     parser.add_argument("--attacks", default=",".join(DEFAULT_ATTACKS), help="attacks of the robust columns")
+    parser.add_argument("--pgd-steps", type=int, default=10, help="the PGD column's number of steps")
     parser.add_argument("--per-epoch", metavar="MODEL", help="add epoch-time columns relative to this model")
     args = parser.parse_args()
     split = lambda text: tuple(e.strip() for e in text.split(","))  # noqa: E731
-    print(methods_table(args.run_dir, split(args.eps), split(args.attacks), args.per_epoch))
+    print(methods_table(args.run_dir, split(args.eps), split(args.attacks), args.per_epoch, args.pgd_steps))
 
 
 if __name__ == "__main__":
