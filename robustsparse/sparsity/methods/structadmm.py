@@ -37,8 +37,8 @@ per-layer alpha_l; `allocation: uniform` fixed):
 - The paper's combinations: `filter` here is already filter + channel (a removed filter takes
   the consumers' input columns with it). Filter + column on one layer has no exact projection
   onto the intersection of the two sets (keeping the largest groups of one kind changes the
-  norms of the other), so it is not offered; prune in two runs (`filter`, then `column` from
-  that checkpoint) for the paper's progressive combination.
+  norms of the other), so it is not offered, nor is the paper's progressive variant (one
+  structure pruned after the other from the first's result).
 
 Defaults (every value in the metadata): `structadmm_rho` 1.5e-3 (the paper's Caffe release,
 every layer); `structadmm_rho_factor` 1.3 (the most common value of the group's PyTorch code);
