@@ -19,9 +19,10 @@ keeps the same number inside each remaining one. Pointwise layers (1x1 convs, li
 have a one-weight kernel (and kernel row), so `kernel`, `row`, `window` and `window+kernel` use
 `cblock` rows there (`pointwise_grouping: channel_block`: a group is `pointwise_block`
 consecutive input channels of one filter) or prune them as single weights, recorded as
-`element` (`pointwise_grouping: element`). A one-weight group is never called a kernel. A `column` (filter shape: a column of the GEMM matrix
-`W.view(K, -1)`) has K weights on every layer, so it needs no pointwise fallback: on a 1x1 conv or
-a linear layer it is one input channel of that layer alone (not the coupled `channel`).
+`element` (`pointwise_grouping: element`). A one-weight group is never called a kernel.
+A `column` (filter shape: a column of the GEMM matrix `W.view(K, -1)`) has K weights on every
+layer, so it needs no pointwise fallback: on a 1x1 conv or a linear layer it is one input
+channel of that layer alone (not the coupled `channel`).
 """
 
 from __future__ import annotations
