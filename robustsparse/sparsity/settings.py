@@ -30,6 +30,8 @@ __all__ = [
     "ALL_GRANULARITIES",
     "settings_to_dict",
     "nm_keep",
+    "is_number",
+    "is_int",
 ]
 
 Granularity = Literal[
@@ -291,13 +293,13 @@ class SparsityConfig:
         )
         self._check_method()  # before the schedule checks: a method may decide the schedule
         _require(
-            _is_number(self.target_sparsity) and 0.0 <= self.target_sparsity < 1.0,
+            is_number(self.target_sparsity) and 0.0 <= self.target_sparsity < 1.0,
             "target_sparsity",
             self.target_sparsity,
             "a fraction of zeros in [0, 1)",
         )
         _require(
-            _is_number(self.initial_sparsity) and 0.0 <= self.initial_sparsity <= self.target_sparsity,
+            is_number(self.initial_sparsity) and 0.0 <= self.initial_sparsity <= self.target_sparsity,
             "initial_sparsity",
             self.initial_sparsity,
             f"a fraction in [0, target_sparsity = {self.target_sparsity}]",
@@ -316,7 +318,7 @@ class SparsityConfig:
             f"'uniform' with granularity {self.granularity!r} (a global ranking breaks the per-group balance)",
         )
         _require(
-            _is_number(self.max_layer_sparsity) and 0.0 < self.max_layer_sparsity <= 1.0,
+            is_number(self.max_layer_sparsity) and 0.0 < self.max_layer_sparsity <= 1.0,
             "max_layer_sparsity",
             self.max_layer_sparsity,
             "a fraction of zeros in (0, 1]",
@@ -362,16 +364,14 @@ class SparsityConfig:
             "an integer >= 2",
         )
         _require(
-            _is_number(self.window_kernel_split) and 0.0 <= self.window_kernel_split <= 1.0,
+            is_number(self.window_kernel_split) and 0.0 <= self.window_kernel_split <= 1.0,
             "window_kernel_split",
             self.window_kernel_split,
             "a number in [0, 1]",
         )
         _require(isinstance(self.m, int) and self.m >= 2, "m", self.m, "an integer >= 2")
         _require(
-            isinstance(self.synflow_rounds, int)
-            and not isinstance(self.synflow_rounds, bool)
-            and self.synflow_rounds >= 1,
+            is_int(self.synflow_rounds) and self.synflow_rounds >= 1,
             "synflow_rounds",
             self.synflow_rounds,
             "an integer >= 1",
@@ -441,8 +441,14 @@ def nm_keep(target_sparsity: float, m: int) -> int:
     return keep_count(1.0 - target_sparsity, m)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool (YAML's `true` is not a number): the settings' check."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    """An int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def settings_to_dict(cfg: SparsityConfig) -> dict[str, Any]:

@@ -77,7 +77,7 @@ from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, 
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import UpdatePlan, last_update_step
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_number
 
 __all__ = ["DNR", "DnrPruner", "resolve_dnr_settings", "prune_rate_at", "apportion", "ANNEALS"]
 
@@ -104,9 +104,7 @@ def resolve_dnr_settings(cfg: SparsityConfig) -> dict[str, Any]:
         refuse_foreign_settings(cfg, METHOD, _SETTINGS)
         return {}
     rate, anneal = cfg.dnr_prune_rate, cfg.dnr_anneal
-    if rate is not None and not (
-        isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and 0.0 < rate < 1.0
-    ):
+    if rate is not None and not (is_number(rate) and 0.0 < rate < 1.0):
         raise setting_error("dnr_prune_rate", rate, "null or a fraction in (0, 1) of each layer's kept weights")
     if anneal is not None and anneal not in ANNEALS:
         raise setting_error("dnr_anneal", anneal, "null or one of " + ", ".join(ANNEALS))

@@ -89,7 +89,7 @@ from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, 
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import schedule_sparsity
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_number
 
 __all__ = [
     "DST",
@@ -124,10 +124,6 @@ COLLAPSE_DENSITY = 0.01  # a layer keeping at most this share has its thresholds
 DST_FORMAT = "robustsparse.dst"
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
 def resolve_dst_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """dst's settings checked and completed (defaults filled in); {} for other methods.
 
@@ -143,21 +139,21 @@ def resolve_dst_settings(cfg: SparsityConfig) -> dict[str, Any]:
         raise setting_error("dst_threshold", out["dst_threshold"], f"one of {', '.join(THRESHOLDS)}")
     if out["dst_alpha_control"] not in CONTROLS:
         raise setting_error("dst_alpha_control", out["dst_alpha_control"], f"one of {', '.join(CONTROLS)}")
-    if not _positive(out["dst_alpha"]) or not ALPHA_MIN <= out["dst_alpha"] <= ALPHA_MAX:
+    if not is_number(out["dst_alpha"]) or not ALPHA_MIN <= out["dst_alpha"] <= ALPHA_MAX:
         raise setting_error(
             "dst_alpha", out["dst_alpha"], f"a number in [{ALPHA_MIN:g}, {ALPHA_MAX:g}] (the regulariser's strength)"
         )
-    if not _positive(out["dst_alpha_gain"]):
+    if not (is_number(out["dst_alpha_gain"]) and out["dst_alpha_gain"] > 0):
         raise setting_error(
             "dst_alpha_gain", out["dst_alpha_gain"], "a number > 0 (log-alpha change per step per unit gap)"
         )
     proportional = out["dst_alpha_proportional"]
-    if isinstance(proportional, bool) or not isinstance(proportional, (int, float)) or not 0 <= proportional < math.inf:
+    if not (is_number(proportional) and proportional >= 0):
         raise setting_error("dst_alpha_proportional", proportional, "a number >= 0 (log-alpha offset per unit gap)")
-    if not _positive(out["dst_lr"]):
+    if not (is_number(out["dst_lr"]) and out["dst_lr"] > 0):
         raise setting_error("dst_lr", out["dst_lr"], "a number > 0 (the thresholds' SGD learning rate)")
     momentum = out["dst_momentum"]
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+    if not (is_number(momentum) and 0 <= momentum < 1):
         raise setting_error("dst_momentum", momentum, "a number in [0, 1) (the thresholds' SGD momentum)")
     if cfg.schedule == "one_shot":
         raise setting_error(

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Any
 
 import torch
@@ -67,7 +66,7 @@ from robustsparse.sparsity.lowrank import (
 )
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
-from robustsparse.sparsity.settings import LOWRANK, SparsityConfig, settings_to_dict
+from robustsparse.sparsity.settings import LOWRANK, SparsityConfig, is_int, is_number, settings_to_dict
 
 __all__ = ["HALOC", "HalocPruner", "resolve_haloc_settings", "rebind_optimizer"]
 
@@ -92,14 +91,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def resolve_haloc_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """haloc's settings checked and completed (defaults filled in); {} for other methods.
 
@@ -114,14 +105,17 @@ def resolve_haloc_settings(cfg: SparsityConfig) -> dict[str, Any]:
     derived = round(1.0 - float(cfg.target_sparsity), 10)
     if out["haloc_target"] is None:
         out["haloc_target"] = derived
-    elif not (_positive(out["haloc_target"]) and out["haloc_target"] <= 1) or abs(out["haloc_target"] - derived) > 1e-9:
+    elif (
+        not (is_number(out["haloc_target"]) and 0 < out["haloc_target"] <= 1)
+        or abs(out["haloc_target"] - derived) > 1e-9
+    ):
         raise setting_error(
             "haloc_target",
             out["haloc_target"],
             f"1 - target_sparsity = {derived:g} (the share of the compressed layers' cost kept; "
             "set target_sparsity or leave haloc_target out)",
         )
-    if not _count(out["haloc_rank_multiple"]):
+    if not (is_int(out["haloc_rank_multiple"]) and out["haloc_rank_multiple"] >= 1):
         raise setting_error(
             "haloc_rank_multiple", out["haloc_rank_multiple"], "an integer >= 1 (g: ranks are multiples of it)"
         )
@@ -132,12 +126,12 @@ def resolve_haloc_settings(cfg: SparsityConfig) -> dict[str, Any]:
     if out["haloc_cost_table"] is not None and out["haloc_cost"] != "latency":
         raise setting_error("haloc_cost_table", out["haloc_cost_table"], "null with haloc_cost: macs")
     for key in ("haloc_beta", "haloc_tau_start", "haloc_tau_end", "haloc_fm_lambda_start", "haloc_alpha_lr"):
-        if not _positive(out[key]):
+        if not (is_number(out[key]) and out[key] > 0):
             raise setting_error(key, out[key], "a number > 0")
     if not (isinstance(out["haloc_fm_lambda_end"], (int, float)) and out["haloc_fm_lambda_end"] >= 0):
         raise setting_error("haloc_fm_lambda_end", out["haloc_fm_lambda_end"], "a number >= 0")
     for key in ("haloc_holdout_examples", "haloc_alpha_batch"):
-        if not _count(out[key]):
+        if not (is_int(out[key]) and out[key] >= 1):
             raise setting_error(key, out[key], "an integer >= 1")
     if not isinstance(out["haloc_enforce_target"], bool):
         raise setting_error("haloc_enforce_target", out["haloc_enforce_target"], "true or false")

@@ -65,7 +65,7 @@ from robustsparse.sparsity.masks import mask_sparsity
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner, prunable_groups
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_int, is_number
 
 __all__ = ["HYBRID", "HybridPruner", "resolve_hybrid_settings", "removed_count", "choose_ratios"]
 
@@ -81,14 +81,6 @@ _EVAL_BATCH = 256
 _STATE_KEY = "hybrid"
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def resolve_hybrid_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """hybrid's settings checked and completed (defaults filled in, ratios sorted); {} otherwise.
 
@@ -100,14 +92,14 @@ def resolve_hybrid_settings(cfg: SparsityConfig) -> dict[str, Any]:
         return {}
     examples, ratios = cfg.hybrid_examples, cfg.hybrid_ratios
     tolerance, multiple = cfg.hybrid_tolerance, cfg.hybrid_channel_multiple
-    if examples is not None and not (_is_int(examples) and examples >= 1):
+    if examples is not None and not (is_int(examples) and examples >= 1):
         raise setting_error(
             "hybrid_examples", examples, "null or an integer >= 1 (training examples of the sensitivity test)"
         )
     if ratios is not None and not (
         isinstance(ratios, tuple)
         and ratios
-        and all(_is_number(r) and 0.0 < r < 1.0 for r in ratios)
+        and all(is_number(r) and 0.0 < r < 1.0 for r in ratios)
         and len(set(ratios)) == len(ratios)
     ):
         raise setting_error(
@@ -115,9 +107,9 @@ def resolve_hybrid_settings(cfg: SparsityConfig) -> dict[str, Any]:
             list(ratios) if isinstance(ratios, tuple) else ratios,
             "null or a list of distinct channel pruning ratios in (0, 1), e.g. [0.25, 0.5, 0.75]",
         )
-    if tolerance is not None and not (_is_number(tolerance) and 0.0 <= tolerance <= 1.0):
+    if tolerance is not None and not (is_number(tolerance) and 0.0 <= tolerance <= 1.0):
         raise setting_error("hybrid_tolerance", tolerance, "null or an accuracy drop in [0, 1] (0.01 = one point)")
-    if multiple is not None and not (_is_int(multiple) and multiple >= 1):
+    if multiple is not None and not (is_int(multiple) and multiple >= 1):
         raise setting_error(
             "hybrid_channel_multiple", multiple, "null or an integer >= 1 (kept channels rounded up to it)"
         )

@@ -42,7 +42,7 @@ from robustsparse.errors import CheckpointError
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_int, is_number
 
 __all__ = ["HYDRA", "HydraPruner", "resolve_hydra_settings", "scaled_scores"]
 
@@ -66,10 +66,10 @@ def resolve_hydra_settings(cfg: SparsityConfig) -> dict[str, Any]:
         refuse_foreign_settings(cfg, METHOD, keys)
         return {}
     epochs = cfg.end_epoch if cfg.hydra_score_epochs is None else cfg.hydra_score_epochs
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if not (is_int(epochs) and epochs >= 1):
         raise setting_error("hydra_score_epochs", epochs, "an integer >= 1 (epochs of the score phase)")
     lr = DEFAULT_SCORE_LR if cfg.hydra_score_lr is None else cfg.hydra_score_lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if not (is_number(lr) and lr > 0):
         raise setting_error("hydra_score_lr", lr, "a number > 0 (the scores' SGD learning rate)")
     # the masks are decided over the score phase (the forward at the target from step 0) and fixed at its end
     return {"hydra_score_epochs": epochs, "hydra_score_lr": float(lr), "start_epoch": 0, "end_epoch": epochs}

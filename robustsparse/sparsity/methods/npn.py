@@ -60,7 +60,7 @@ from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, 
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import schedule_sparsity
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_int, is_number
 
 __all__ = ["NPN", "NpnPruner", "PrunerNetwork", "filter_features", "resolve_npn_settings", "GATES"]
 
@@ -79,10 +79,6 @@ INIT_LOGIT = 3.0  # sigmoid(3) = 0.95: every gate open at the start
 NPN_FORMAT = "robustsparse.npn"
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def resolve_npn_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """npn's settings checked and completed (defaults filled in); {} for other methods.
 
@@ -95,13 +91,13 @@ def resolve_npn_settings(cfg: SparsityConfig) -> dict[str, Any]:
         return {}
     out = {key: DEFAULTS[key] if getattr(cfg, key) is None else getattr(cfg, key) for key in DEFAULTS}
     hidden = out["npn_hidden"]
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+    if not (is_int(hidden) and hidden >= 1):
         raise setting_error("npn_hidden", hidden, "an integer >= 1 (hidden units of each group's pruner MLP)")
-    if not _number(out["npn_lambda"]) or out["npn_lambda"] <= 0:
+    if not is_number(out["npn_lambda"]) or out["npn_lambda"] <= 0:
         raise setting_error("npn_lambda", out["npn_lambda"], "a number > 0 (the weight of the gate-budget penalty)")
     if out["npn_gate"] not in GATES:
         raise setting_error("npn_gate", out["npn_gate"], f"one of {', '.join(GATES)}")
-    if not _number(out["npn_lr"]) or out["npn_lr"] <= 0:
+    if not is_number(out["npn_lr"]) or out["npn_lr"] <= 0:
         raise setting_error("npn_lr", out["npn_lr"], "a number > 0 (the pruner network's Adam learning rate)")
     if cfg.schedule == "one_shot":
         raise setting_error(

@@ -56,7 +56,7 @@ from robustsparse.sparsity.layers import LayerInfo
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner, _Engine
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_int
 
 __all__ = [
     "PCONV",
@@ -77,10 +77,6 @@ _SETTINGS = ("pconv_pattern_size", "pconv_library_size", "pconv_other_layers")
 _NOTE = "pconv_library"  # key of the library in the pruner's MaskResult notes (saved with the state)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def resolve_pconv_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """pconv's settings checked and completed (the defaults filled in); {} for other methods.
 
@@ -91,11 +87,11 @@ def resolve_pconv_settings(cfg: SparsityConfig) -> dict[str, Any]:
         refuse_foreign_settings(cfg, METHOD, _SETTINGS)
         return {}
     size, library, other = cfg.pconv_pattern_size, cfg.pconv_library_size, cfg.pconv_other_layers
-    if size is not None and not (_is_int(size) and 2 <= size <= 8):
+    if size is not None and not (is_int(size) and 2 <= size <= 8):
         raise setting_error("pconv_pattern_size", size, "null or an integer in [2, 8] (weights kept per 3x3 kernel)")
     size = DEFAULT_PATTERN_SIZE if size is None else size
     n_candidates = len(candidate_patterns(size))
-    if library is not None and not (_is_int(library) and 1 <= library <= n_candidates):
+    if library is not None and not (is_int(library) and 1 <= library <= n_candidates):
         raise setting_error(
             "pconv_library_size",
             library,

@@ -63,7 +63,7 @@ from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, 
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.projections import group_rows, project_rows, support, ungroup_rows
 from robustsparse.sparsity.pruner import CampfirePruner
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_int, is_number
 
 __all__ = ["STRUCTADMM", "StructAdmmPruner", "Constraint", "resolve_structadmm_settings", "DEFAULTS"]
 
@@ -81,14 +81,6 @@ STATE_FORMAT = "robustsparse.structadmm"
 PER_LAYER: tuple[str, ...] = ("element", "column")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def resolve_structadmm_settings(cfg: SparsityConfig) -> dict[str, Any]:
     """structadmm's settings checked and completed (defaults filled in); {} for other methods.
 
@@ -101,18 +93,18 @@ def resolve_structadmm_settings(cfg: SparsityConfig) -> dict[str, Any]:
         return {}
     out = {key: DEFAULTS[key] if getattr(cfg, key) is None else getattr(cfg, key) for key in DEFAULTS}
     rho, factor, cap, every = (out[k] for k in DEFAULTS)
-    if not _number(rho) or rho <= 0:
+    if not is_number(rho) or rho <= 0:
         raise setting_error("structadmm_rho", rho, "a number > 0 (the initial ADMM penalty rho)")
-    if not _number(factor) or factor < 1:
+    if not is_number(factor) or factor < 1:
         raise setting_error(
             "structadmm_rho_factor", factor, "a number >= 1 (rho is multiplied by it every ADMM iteration)"
         )
-    if not _number(cap) or cap < rho:
+    if not is_number(cap) or cap < rho:
         raise setting_error("structadmm_rho_max", cap, f"a number >= structadmm_rho = {rho} (the cap of rho)")
-    if not _is_int(every) or every < 1:
+    if not is_int(every) or every < 1:
         raise setting_error("structadmm_admm_update_every", every, "an integer >= 1 (epochs per ADMM iteration)")
     start, end = cfg.start_epoch, cfg.end_epoch
-    if _is_int(start) and _is_int(end) and (end <= start or (end - start) % every):
+    if is_int(start) and is_int(end) and (end <= start or (end - start) % every):
         raise setting_error(
             "end_epoch",
             end,
