@@ -36,15 +36,19 @@ import torch
 import torch.nn.functional as F
 
 import attacks
-from robustsparse.config import config_from_dict
 from robustsparse.data import eval_subset, load_dataset, load_tensors, make_loaders
 from robustsparse.data.device_cache import device_loaders
 from robustsparse.models import create_model
+from robustsparse.sparsity import SparsityConfig
 from robustsparse.sparsity.methods import build_pruner
 from robustsparse.train.loop import autocast_for, train_one_epoch
 
 EPS = 8 / 255
 PGD_STEPS = 10
+# the sparse rows: Campfire at 70% (element), pruned once before the first step
+CAMPFIRE_70 = SparsityConfig(
+    method="campfire", granularity="element", target_sparsity=0.7, schedule="one_shot", end_epoch=0
+)
 
 
 def _sync(device: torch.device) -> None:
@@ -73,26 +77,10 @@ def _model(info, device: torch.device, channels_last: bool) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def _campfire_70():
-    cfg = config_from_dict(
-        {
-            "train": {"epochs": 1},
-            "sparsity": {
-                "method": "campfire",
-                "granularity": "element",
-                "target_sparsity": 0.7,
-                "schedule": "one_shot",
-                "end_epoch": 0,
-            },
-        }
-    )
-    return cfg.sparsity[0]
-
-
 def _trainer_epoch(model, loader: Iterable, steps: int, device, amp: bool, channels_last: bool, sparse: bool) -> dict:
     """The trainer's loop over `steps` batches of `loader`; images/s (warm-up excluded)."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    pruner = build_pruner(model, _campfire_70(), steps, 0) if sparse else None
+    pruner = build_pruner(model, CAMPFIRE_70, steps, 0) if sparse else None
     if pruner is not None:
         pruner.step(0, optimizer)
 

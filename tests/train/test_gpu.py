@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import attacks
-from robustsparse.config import config_from_dict
 from robustsparse.models import create_model
+from robustsparse.sparsity import SparsityConfig
 from robustsparse.sparsity.methods import build_pruner
 from robustsparse.train.loop import train_one_epoch
 
@@ -30,18 +30,9 @@ def _sparse_training_epoch(device: torch.device):
     model.to(device)
     if device.type == "cuda":  # as the trainer does
         model.to(memory_format=torch.channels_last)
-    sparsity = config_from_dict(
-        {
-            "train": {"epochs": 1},
-            "sparsity": {
-                "method": "campfire",
-                "granularity": "element",
-                "target_sparsity": 0.7,
-                "schedule": "one_shot",
-                "end_epoch": 0,
-            },
-        }
-    ).sparsity[0]
+    sparsity = SparsityConfig(
+        method="campfire", granularity="element", target_sparsity=0.7, schedule="one_shot", end_epoch=0
+    )
     images, labels = torch.rand(48, 3, 32, 32), torch.randint(0, 10, (48,))
     loader = [(images[i : i + 16], labels[i : i + 16]) for i in range(0, 48, 16)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
