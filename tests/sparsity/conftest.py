@@ -1,4 +1,4 @@
-"""Tiny models for the sparsity-engine tests: every layer kind the engine must handle, in milliseconds."""
+"""Tiny models for the sparsity-engine tests (every layer kind the engine must handle, in milliseconds) and the trainer's loop in miniature."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from robustsparse.sparsity import SparsityConfig
+from robustsparse.sparsity.methods import extra_training
 
 
 class TinyNet(nn.Module):
@@ -102,3 +105,36 @@ def train_with_fixed_masks():
         return first
 
     return run
+
+
+def run_method_steps(
+    model,
+    pruner,
+    cfg: SparsityConfig,
+    steps: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    first: int = 1,
+) -> torch.optim.Optimizer:
+    """The trainer's loop in miniature: CE + the method's loss term, both optimisers, pruner calls.
+
+    Without `optimizer` a fresh SGD one is made and the pruner takes step 0; returns the optimizer.
+    """
+    g = torch.Generator().manual_seed(first)
+    x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
+    if optimizer is None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        pruner.step(0, optimizer)
+    extra_opt, extra_loss = extra_training(cfg, pruner)
+    for step in range(first, first + steps):
+        loss = F.cross_entropy(model(x), y)
+        term = extra_loss()
+        if term is not None:
+            loss = loss + term
+        optimizer.zero_grad()
+        extra_opt.zero_grad()
+        loss.backward()
+        optimizer.step()
+        extra_opt.step()
+        pruner.step(step, optimizer)
+        pruner.apply_(optimizer)
+    return optimizer

@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.sparsity import SparsityConfig, build_pruner, verify_structure
-from robustsparse.sparsity.methods import extra_training
 from robustsparse.sparsity.methods.dst import DstPruner, LongTailedStep, long_tailed_derivative
+
+from .conftest import run_method_steps
 
 SPE = 4  # steps per epoch
 
@@ -30,29 +30,6 @@ def closed_form_h(x: float) -> float:
     if a <= 1:
         return 0.4
     return 0.0
-
-
-def run_steps(model, pruner: DstPruner, cfg, steps: int, first: int = 1, optimizer=None):
-    """The trainer's loop in miniature: CE + the method's loss term, both optimisers, pruner calls."""
-    g = torch.Generator().manual_seed(first)
-    x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
-    if optimizer is None:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        pruner.step(0, optimizer)
-    extra_opt, extra_loss = extra_training(cfg, pruner)
-    for step in range(first, first + steps):
-        loss = F.cross_entropy(model(x), y)
-        term = extra_loss()
-        if term is not None:
-            loss = loss + term
-        optimizer.zero_grad()
-        extra_opt.zero_grad()
-        loss.backward()
-        optimizer.step()
-        extra_opt.step()
-        pruner.step(step, optimizer)
-        pruner.apply_(optimizer)
-    return optimizer
 
 
 def set_thresholds(pruner: DstPruner, seed: int = 0) -> None:
@@ -207,7 +184,7 @@ def test_pruned_weights_come_back_while_dynamic_and_stay_zero_after_the_freeze(t
     model = copy.deepcopy(tiny_net)
     cfg = dst_cfg(target_sparsity=0.7, dst_lr=0.05)
     pruner = build_pruner(model, cfg, SPE, 0)
-    optimizer = run_steps(model, pruner, cfg, 3)
+    optimizer = run_method_steps(model, pruner, cfg, 3)
     set_thresholds(pruner, 1)
     pruner.step(3, optimizer)
     masked = {n: ~m.clone() for n, m in pruner.masks.items()}
@@ -220,7 +197,7 @@ def test_pruned_weights_come_back_while_dynamic_and_stay_zero_after_the_freeze(t
     params = dict(model.named_parameters())
     assert all(bool((params[n][masked[n]] != 0).all()) for n in masked)
     assert not pruner.frozen and pruner.loss_term() is not None
-    run_steps(model, pruner, cfg, 4, first=5, optimizer=optimizer)  # passes end_epoch (step 8)
+    run_method_steps(model, pruner, cfg, 4, first=5, optimizer=optimizer)  # passes end_epoch (step 8)
     assert pruner.frozen and pruner.loss_term() is None
     frozen = {n: m.clone() for n, m in pruner.masks.items()}
     for name, mask in frozen.items():
@@ -229,7 +206,7 @@ def test_pruned_weights_come_back_while_dynamic_and_stay_zero_after_the_freeze(t
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(x), model(x))
-    run_steps(model, pruner, cfg, 2, first=9, optimizer=optimizer)
+    run_method_steps(model, pruner, cfg, 2, first=9, optimizer=optimizer)
     assert all(torch.equal(frozen[n], pruner.masks[n]) for n in frozen)
     assert all(bool((params[n][~frozen[n]] == 0).all()) for n in frozen)
     assert pruner.achieved()["prunable"] == pytest.approx(pruner.mask_sparsity(), abs=1e-12)
@@ -243,10 +220,10 @@ def test_state_dict_round_trip_resumes_the_same_steps(tiny_net):
     cfg = dst_cfg(target_sparsity=0.7, dst_lr=0.05)
     model = copy.deepcopy(tiny_net)
     pruner = build_pruner(model, cfg, SPE, 0)
-    optimizer = run_steps(model, pruner, cfg, 3)
+    optimizer = run_method_steps(model, pruner, cfg, 3)
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
     state = copy.deepcopy(pruner.state_dict())
-    run_steps(model, pruner, cfg, 3, first=4, optimizer=optimizer)
+    run_method_steps(model, pruner, cfg, 3, first=4, optimizer=optimizer)
 
     other = copy.deepcopy(tiny_net)
     resumed = build_pruner(other, cfg, SPE, 0)
@@ -254,7 +231,7 @@ def test_state_dict_round_trip_resumes_the_same_steps(tiny_net):
     opt2 = torch.optim.SGD(other.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     opt2.load_state_dict(saved_opt)
     resumed.load_state_dict(state)
-    run_steps(other, resumed, cfg, 3, first=4, optimizer=opt2)
+    run_method_steps(other, resumed, cfg, 3, first=4, optimizer=opt2)
     assert resumed.alpha == pruner.alpha and resumed.seen_step == pruner.seen_step
     assert all(torch.equal(a, b) for a, b in zip(resumed.thresholds, pruner.thresholds))
     assert all(torch.equal(resumed.masks[n], pruner.masks[n]) for n in pruner.masks)

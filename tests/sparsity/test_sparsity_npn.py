@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from robustsparse.errors import ConfigError
 from robustsparse.sparsity import SparsityConfig, build_pruner
-from robustsparse.sparsity.methods import extra_training
-from robustsparse.sparsity.methods.npn import NpnPruner, PrunerNetwork
+from robustsparse.sparsity.methods.npn import PrunerNetwork
+
+from .conftest import run_method_steps
 
 SPE = 4  # steps per epoch
 
@@ -20,36 +20,6 @@ def npn_cfg(**kw) -> SparsityConfig:
     return SparsityConfig(
         **{"method": "npn", "granularity": "filter", "target_sparsity": 0.5, "start_epoch": 0, "end_epoch": 2, **kw}
     )
-
-
-def run_steps(
-    model,
-    pruner: NpnPruner,
-    cfg: SparsityConfig,
-    steps: int,
-    optimizer: torch.optim.Optimizer | None = None,
-    first: int = 1,
-) -> torch.optim.Optimizer:
-    """The trainer's loop in miniature: CE + the method's loss term, both optimisers, pruner calls."""
-    g = torch.Generator().manual_seed(first)
-    x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
-    if optimizer is None:
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        pruner.step(0, optimizer)
-    extra_opt, extra_loss = extra_training(cfg, pruner)
-    for step in range(first, first + steps):
-        loss = F.cross_entropy(model(x), y)
-        term = extra_loss()
-        if term is not None:
-            loss = loss + term
-        optimizer.zero_grad()
-        extra_opt.zero_grad()
-        loss.backward()
-        optimizer.step()
-        extra_opt.step()
-        pruner.step(step, optimizer)
-        pruner.apply_(optimizer)
-    return optimizer
 
 
 def test_settings_are_filled_in_and_bad_ones_fail_with_one_line():
@@ -78,7 +48,7 @@ def test_the_loss_term_reaches_the_pruner_network_and_the_gates_close_filters(ti
     cfg = npn_cfg(npn_lr=0.05)
     pruner = build_pruner(model, cfg, SPE, 0)
     before = copy.deepcopy(pruner.network.state_dict())
-    run_steps(model, pruner, cfg, SPE * 2 - 1)  # the whole joint phase but its last step
+    run_method_steps(model, pruner, cfg, SPE * 2 - 1)  # the whole joint phase but its last step
     assert not pruner.frozen and pruner.joint
     after = pruner.network.state_dict()
     assert all(not torch.equal(before[k], after[k]) for k in before)  # every pruner parameter moved
@@ -97,11 +67,11 @@ def test_the_final_mask_is_the_thresholded_scores_and_the_model_is_plain_again(t
     model = copy.deepcopy(tiny_net)
     cfg = npn_cfg()
     pruner = build_pruner(model, cfg, SPE, 0)
-    optimizer = run_steps(model, pruner, cfg, SPE * 2 + 2)
+    optimizer = run_method_steps(model, pruner, cfg, SPE * 2 + 2)
     assert pruner.frozen and pruner.current_target == 0.5
     frozen = {k: m.clone() for k, m in pruner.masks.items()}
     # fine-tuning: masks fixed, masked weights and their momentum exactly zero after every step
-    run_steps(model, pruner, cfg, 3, optimizer, first=SPE * 2 + 3)
+    run_method_steps(model, pruner, cfg, 3, optimizer, first=SPE * 2 + 3)
     params = dict(model.named_parameters())
     assert all(torch.equal(frozen[k], m) for k, m in pruner.masks.items())
     for name, mask in frozen.items():
@@ -138,7 +108,7 @@ def test_resume_in_the_joint_phase_continues_exactly(tiny_net):
     cfg = npn_cfg()
     a_model = copy.deepcopy(tiny_net)
     a = build_pruner(a_model, cfg, SPE, 0)
-    run_steps(a_model, a, cfg, 3)
+    run_method_steps(a_model, a, cfg, 3)
     b_model = copy.deepcopy(tiny_net)  # (a model with live gates holds its pruner: not deep-copied)
     b_model.load_state_dict(a_model.state_dict())
     b = build_pruner(b_model, cfg, SPE, 0)
