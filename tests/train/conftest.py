@@ -14,6 +14,24 @@ from robustsparse.train.trainer import train_job
 CPU = torch.device("cpu")
 
 
+def train_killed_in_epoch(job, folder: Path, bundle, epoch: int, monkeypatch, **train_kwargs) -> None:
+    """Train `job` into `folder`, killed (KeyboardInterrupt) in the evaluation closing `epoch`
+    (1-based), so `last.pt` holds the state after epoch `epoch - 1`."""
+    real = trainer_module.loss_and_accuracy
+    calls = {"n": 0}
+
+    def evaluate_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train_job(job, folder, device=CPU, bundle=bundle, progress=False, **train_kwargs)
+
+
 @pytest.fixture
 def straight_and_resumed(monkeypatch):
     """Train `job` straight into `root/straight`, and into `root/resumed` killed in epoch 2 then
@@ -22,19 +40,7 @@ def straight_and_resumed(monkeypatch):
     def run(job, root: Path, bundle) -> Path:
         straight, resumed = root / "straight", root / "resumed"
         train_job(job, straight, device=CPU, bundle=bundle, progress=False)
-        real = trainer_module.loss_and_accuracy
-        calls = {"n": 0}
-
-        def evaluate_then_die(*args, **kwargs):
-            calls["n"] += 1
-            if calls["n"] == 2:  # killed in epoch 2
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)
-
-        with monkeypatch.context() as patch:
-            patch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
-            with pytest.raises(KeyboardInterrupt):
-                train_job(job, resumed, device=CPU, bundle=bundle, progress=False)
+        train_killed_in_epoch(job, resumed, bundle, 2, monkeypatch)
         train_job(job, resumed, device=CPU, bundle=bundle, progress=False)
         a_model, _, a_masks = load_checkpoint_with_masks(straight)
         b_model, _, b_masks = load_checkpoint_with_masks(resumed)

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import torch
 
-import robustsparse.train.trainer as trainer_module
 from robustsparse.checkpoints import load_checkpoint, load_checkpoint_with_masks
 from robustsparse.config import config_from_dict
 from robustsparse.data import load_tensors
@@ -19,6 +18,8 @@ from robustsparse.sparsity.methods.hydra import scaled_scores
 from robustsparse.train.jobs import dense_job, sparse_job
 from robustsparse.train.optim import build_optimizer
 from robustsparse.train.trainer import load_job_data, train_job
+
+from .conftest import train_killed_in_epoch
 
 CPU = torch.device("cpu")
 
@@ -133,17 +134,8 @@ def test_fine_tuning_keeps_pruned_weights_and_their_momentum_at_zero(parent, tmp
     root, bundle = parent
     cfg = hydra_cfg(3, 1)
     job = sparse_job(cfg, cfg.sparsity[0], 0)
-    real, calls = trainer_module.loss_and_accuracy, {"n": 0}
-
-    def evaluate_then_die(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # killed in epoch 3: last.pt holds the state after a fine-tuning epoch
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_job(job, tmp_path / "m", device=CPU, bundle=bundle, models_root=root, progress=False)
+    # killed in epoch 3: last.pt holds the state after a fine-tuning epoch
+    train_killed_in_epoch(job, tmp_path / "m", bundle, 3, monkeypatch, models_root=root)
     state = torch.load(tmp_path / "m" / "last.pt", weights_only=True)
     model, _ = load_checkpoint(root / "dense-s0")
     model.load_state_dict(state["state_dict"])

@@ -20,6 +20,8 @@ from robustsparse.sparsity.compact import compact_model
 from robustsparse.train.jobs import dense_job, sparse_job
 from robustsparse.train.trainer import train_job
 
+from .conftest import train_killed_in_epoch
+
 CPU = torch.device("cpu")
 EPOCHS = 4  # ADMM in epochs 1-2 (two iterations), hard pruning at the end of epoch 2, retraining 3-4
 
@@ -56,19 +58,7 @@ def admm_job(granularity: str):
 
 def killed_in_epoch(job, folder: Path, bundle, epoch: int, monkeypatch) -> None:
     """Train `job` into `folder`, killed during `epoch` (1-based), then started again to the end."""
-    real = trainer_module.loss_and_accuracy
-    calls = {"n": 0}
-
-    def evaluate_then_die(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == epoch:  # the evaluation closing `epoch`: its state is not saved
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(trainer_module, "loss_and_accuracy", evaluate_then_die)
-        with pytest.raises(KeyboardInterrupt):
-            train_job(job, folder, device=CPU, bundle=bundle, progress=False)
+    train_killed_in_epoch(job, folder, bundle, epoch, monkeypatch)
     state = torch.load(folder / trainer_module.RESUME_STATE_FILE, weights_only=True)
     assert state["epoch"] == epoch - 1
     train_job(job, folder, device=CPU, bundle=bundle, progress=False)
