@@ -116,10 +116,11 @@ def train_one_epoch(
             optimizer.step()
         if extra_optimizer is not None:
             extra_optimizer.step()
-        if scheduler is not None:
-            with warnings.catch_warnings():
-                if not weights_step:  # frozen on purpose: torch's "scheduler before optimizer" warning is moot
-                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
+        if scheduler is not None and weights_step:
+            scheduler.step()
+        elif scheduler is not None:
+            with warnings.catch_warnings():  # frozen on purpose: torch's "scheduler before optimizer" warning is moot
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)`")
                 scheduler.step()
         step += 1
         if on_step_end is not None:

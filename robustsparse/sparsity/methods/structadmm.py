@@ -58,10 +58,10 @@ import torch
 from torch import nn
 
 from robustsparse.errors import CheckpointError
-from robustsparse.sparsity.allocation import MaskResult, channel_granularity_masks
+from robustsparse.sparsity.allocation import MaskResult, _consumer_columns, channel_granularity_masks
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
-from robustsparse.sparsity.projections import group_rows, project_rows, support, ungroup_rows
+from robustsparse.sparsity.projections import group_rows, project_rows, ungroup_rows
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.settings import SparsityConfig, is_int, is_number
 
@@ -149,14 +149,9 @@ class Constraint:
         return kept
 
 
-def _index(shape: tuple[int, ...], kind: str) -> torch.Tensor:
-    return group_rows(torch.arange(math.prod(shape)).reshape(shape), kind)
-
-
-def _linear_channel_index(shape: tuple[int, ...], channels: int) -> torch.Tensor:
-    """A linear consumer (K, channels * block): channel c's `block` columns in every row."""
-    k = shape[0]
-    return torch.arange(math.prod(shape)).reshape(k, channels, -1).transpose(0, 1).reshape(channels, -1)
+def _flat_positions(param: torch.Tensor) -> torch.Tensor:
+    """Each entry's flat index, in the parameter's shape and on its device."""
+    return torch.arange(param.numel(), device=param.device).reshape(param.shape)
 
 
 class StructAdmmPruner(CampfirePruner):
@@ -181,9 +176,14 @@ class StructAdmmPruner(CampfirePruner):
         governed: dict[str, torch.Tensor] = {}
         for c in self.constraints:
             for p, idx in c.slices:
-                g = governed.setdefault(p, torch.zeros(params[p].numel(), dtype=torch.bool))
+                g = governed.setdefault(p, torch.zeros(params[p].numel(), dtype=torch.bool, device=params[p].device))
                 g[idx.reshape(-1)] = True
-        self.governed = {p: g.reshape(params[p].shape).to(params[p].device) for p, g in governed.items()}
+        self.governed = {p: g.reshape(params[p].shape) for p, g in governed.items()}
+        # Every set covers whole weights (a layer's, a producer's filters, a consumer's input
+        # slices), so the ADMM terms below need no mask; a partial one would be a bug here.
+        partial = [p for p, g in self.governed.items() if not bool(g.all())]
+        if partial:
+            raise RuntimeError(f"structadmm: constraints cover only part of {', '.join(partial)}")
         self.start_step = cfg.start_epoch * self.steps_per_epoch
         self.every_steps = int(cfg.structadmm_admm_update_every) * self.steps_per_epoch
         self.iterations = (self.plan.end_step - self.start_step) // self.every_steps
@@ -198,8 +198,7 @@ class StructAdmmPruner(CampfirePruner):
         out = []
         if g in PER_LAYER:
             for layer in self._engine.layers:
-                shape = tuple(params[layer.param].shape)
-                index = _index(shape, g)
+                index = group_rows(_flat_positions(params[layer.param]), g)
                 # the groups Campfire's uniform masks keep at the target (shape-determined)
                 keep = int(self._dry.masks[layer.param].reshape(-1)[index].any(1).sum())
                 out.append(Constraint(layer.param, [(layer.param, index)], keep))
@@ -208,14 +207,12 @@ class StructAdmmPruner(CampfirePruner):
             keep = grp.channels - int(self._dry.pruned_channels.get(grp.producer, 0))
             if g == "filter":
                 name = f"{grp.producer}.weight"
-                slices = [(name, _index(tuple(params[name].shape), "filter"))]
+                slices = [(name, group_rows(_flat_positions(params[name]), "filter"))]
             else:
                 slices = []
-                for consumer, _block in grp.consumers:
+                for consumer, block in grp.consumers:
                     name = f"{consumer}.weight"
-                    shape = tuple(params[name].shape)
-                    idx = _index(shape, "channel") if len(shape) == 4 else _linear_channel_index(shape, grp.channels)
-                    slices.append((name, idx))
+                    slices.append((name, _consumer_columns(_flat_positions(params[name]), grp.channels, block)))
             out.append(Constraint(grp.producer, slices, keep))
         return out
 
@@ -232,14 +229,19 @@ class StructAdmmPruner(CampfirePruner):
     @torch.no_grad()
     def project(self, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """proj_S(source) on the constrained entries (zero elsewhere), per constrained weight."""
+        return self._project_with_support(source)[0]
+
+    def _project_with_support(
+        self, source: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """`project(source)` and each set's kept groups (bool, by constraint name)."""
         # contiguous (not zeros_like, which keeps e.g. channels_last): written through a flat view
         out = {p: torch.zeros(t.shape, dtype=t.dtype, device=t.device) for p, t in source.items()}
-        for c in self.constraints:
-            c.project_into(source, out)
-        return out
+        kept = {c.name: c.project_into(source, out) for c in self.constraints}
+        return out, kept
 
     def _residual(self, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-        total = sum(float(((a[p] - b[p]).double() * self.governed[p]).square().sum()) for p in a)
+        total = sum(float((a[p] - b[p]).double().square().sum()) for p in a)
         return math.sqrt(total)
 
     def primal_residual(self) -> float | None:
@@ -258,7 +260,7 @@ class StructAdmmPruner(CampfirePruner):
         w = self._weights()
         before = self.z
         self.z = self.project({p: w[p] + self.u[p] for p in w})
-        self.u = {p: self.u[p] + (w[p] - self.z[p]) * self.governed[p] for p in w}
+        self.u = {p: self.u[p] + (w[p] - self.z[p]) for p in w}
         record = {
             "rho": self.rho,
             "primal_residual": self._residual(w, self.z),
@@ -274,7 +276,7 @@ class StructAdmmPruner(CampfirePruner):
         if not self.active or not self.governed:
             return None
         params = self._params()
-        terms = [((params[p] - self.z[p] + self.u[p]) * self.governed[p]).square().sum() for p in self.governed]
+        terms = [(params[p] - self.z[p] + self.u[p]).square().sum() for p in self.governed]
         return 0.5 * self.rho * torch.stack(terms).sum()
 
     # ------------------------------------------------------------------ the training-loop calls
@@ -300,18 +302,18 @@ class StructAdmmPruner(CampfirePruner):
         """W = proj_S(W): the masks are the projection's support (with the coupled parameters)."""
         params = self._params()
         w = self._weights()
+        projected, kept = self._project_with_support(w)
         if self.cfg.granularity in PER_LAYER:
             masks = dict(self.masks)
             for c in self.constraints:
-                kept = support(c.rows(w).double().square().sum(1), c.keep)
-                table = kept[:, None].expand(c.groups, c.slices[0][1].shape[1])
+                table = kept[c.name][:, None].expand(c.groups, c.slices[0][1].shape[1])
                 shape = params[c.name].shape
                 masks[c.name] = ungroup_rows(table, self.cfg.granularity, shape).to(params[c.name].device)
             result = MaskResult(masks, dict(self._dry.specs), {}, {})
         else:
             # scores 1 for the projection's kept channels and 0 for the others: the uniform
             # counts are the projection's, so exactly its dropped channels go (with coupling)
-            scores = {c.name: support(c.rows(w).double().square().sum(1), c.keep).double() for c in self.constraints}
+            scores = {name: k.double() for name, k in kept.items()}
             weights = {n: params[n].detach() for n in self._engine.weight_names}
             result = channel_granularity_masks(
                 self._engine.layers,
@@ -323,7 +325,7 @@ class StructAdmmPruner(CampfirePruner):
                 self.cfg.target_sparsity,
                 channel_scores=scores,
             )
-        self.hard_prune_distance = self._residual(w, self.project(w))
+        self.hard_prune_distance = self._residual(w, projected)
         self.masks, self._result, self._pairs = result.masks, result, None
         self._last_update = self.plan.end_step
         self.current_target = float(self.cfg.target_sparsity)
