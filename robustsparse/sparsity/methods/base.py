@@ -9,6 +9,7 @@ checkpoints, resume and export of the sparsity engine.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +21,16 @@ import torch
 from robustsparse.errors import ConfigError
 from robustsparse.sparsity.settings import ALL_GRANULARITIES, SparsityConfig
 
-__all__ = ["Method", "Pruner", "PrunerFactory", "When", "WHEN_VALUES", "setting_error", "refuse_foreign_settings"]
+__all__ = [
+    "Method",
+    "Pruner",
+    "PrunerFactory",
+    "When",
+    "WHEN_VALUES",
+    "setting_error",
+    "refuse_foreign_settings",
+    "state_to_cpu",
+]
 
 When = Literal["before_training", "during_training", "after_training"]
 #: before_training: masks fixed at step 0 and never changed; during_training: masks change while
@@ -149,3 +159,15 @@ def refuse_foreign_settings(cfg: SparsityConfig, method: str, keys: Iterable[str
     for key in keys:
         if getattr(cfg, key) is not None:
             raise setting_error(key, getattr(cfg, key), f"null unless method is {method!r}")
+
+
+def state_to_cpu(value: Any) -> Any:
+    """A copy of nested dicts / lists of tensors with every tensor on the CPU (a pruner's
+    `state_dict` part: its own network, optimiser or records)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().clone()
+    if isinstance(value, dict):
+        return {k: state_to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(state_to_cpu(v) for v in value)
+    return copy.deepcopy(value)

@@ -74,7 +74,6 @@ How it is realised here ([paper] = the paper's official code, [ours] = a choice 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from typing import Any
@@ -84,8 +83,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustsparse.errors import CheckpointError, ConfigError
-from robustsparse.sparsity.masks import mask_sparsity, zero_masked_state_
-from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
+from robustsparse.sparsity.masks import mask_sparsity
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error, state_to_cpu
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import schedule_sparsity
@@ -192,16 +191,6 @@ def _layer_output(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> t
     if isinstance(module, nn.Conv2d):
         return F.conv2d(x, weight, module.bias, module.stride, module.padding, module.dilation, module.groups)
     return F.linear(x, weight, module.bias)
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return copy.deepcopy(value)
 
 
 class DstPruner(CampfirePruner):
@@ -378,21 +367,8 @@ class DstPruner(CampfirePruner):
         While the masks are dynamic nothing is zeroed: the forward pass multiplies by the mask,
         and a masked weight keeps its value and its optimizer state so it can come back.
         """
-        if not self.frozen:
-            return
-        pairs = self._pruned_pairs()
-        for _, p, pruned in pairs:
-            p.masked_fill_(pruned, 0.0)
-        if optimizer is not None:
-            zero_masked_state_(optimizer, [(p, pruned) for _, p, pruned in pairs])
-
-    @torch.no_grad()
-    def mask_grads_(self) -> None:
-        """Zero the gradients at masked positions once frozen (before: masked weights need theirs)."""
-        if self.frozen:
-            for _, p, pruned in self._pruned_pairs():
-                if p.grad is not None:
-                    p.grad.masked_fill_(pruned, 0.0)
+        if self.frozen:  # then as every pruner (before, `mask_grads_` leaves the gradients too)
+            super().apply_(optimizer)
 
     # ------------------------------------------------------------------ reporting
     @torch.no_grad()
@@ -464,7 +440,7 @@ class DstPruner(CampfirePruner):
             "dst": {
                 "format": DST_FORMAT,
                 "thresholds": [t.detach().cpu().clone() for t in self.thresholds],
-                "optimizer": _to_cpu(self.optimizer.state_dict()),
+                "optimizer": state_to_cpu(self.optimizer.state_dict()),
                 "alpha": float(self.alpha),
                 "log_alpha_i": float(self.log_alpha_i),
                 "seen_step": int(self.seen_step),

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustsparse.errors import CheckpointError
-from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error, state_to_cpu
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.settings import SparsityConfig, is_int, is_number
@@ -205,22 +205,12 @@ class HydraPruner(CampfirePruner):
 
     def state_dict(self) -> dict[str, Any]:
         """Campfire's state plus the scores, their optimiser and the step."""
-        optimizer = self.optimizer.state_dict()
         return {
             **super().state_dict(),
             "hydra": {
                 "format": HYDRA_FORMAT,
-                "scores": {n: s.detach().cpu().clone() for n, s in self.scores.items()},
-                "optimizer": {
-                    "state": {
-                        k: {
-                            name: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v
-                            for name, v in st.items()
-                        }
-                        for k, st in optimizer["state"].items()
-                    },
-                    "param_groups": optimizer["param_groups"],
-                },
+                "scores": state_to_cpu(self.scores),
+                "optimizer": state_to_cpu(self.optimizer.state_dict()),
                 "seen_step": int(self.seen_step),
             },
         }

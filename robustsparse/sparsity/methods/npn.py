@@ -46,7 +46,6 @@ How it is realised here (every choice the paper leaves open is a setting or writ
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from typing import Any
@@ -56,7 +55,7 @@ from torch import nn
 
 from robustsparse.errors import CheckpointError
 from robustsparse.sparsity.allocation import channel_granularity_masks
-from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
+from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error, state_to_cpu
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
 from robustsparse.sparsity.schedule import schedule_sparsity
@@ -174,17 +173,6 @@ def gate_values(logits: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "soft":
         return soft
     return (logits > 0).to(soft.dtype) + soft - soft.detach()
-
-
-def _to_cpu(value: Any) -> Any:
-    """A copy of nested dicts / lists of tensors with every tensor on the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_cpu(v) for v in value)
-    return copy.deepcopy(value)
 
 
 class NpnPruner(CampfirePruner):
@@ -379,10 +367,10 @@ class NpnPruner(CampfirePruner):
             **super().state_dict(),
             "npn": {
                 "format": NPN_FORMAT,
-                "network": _to_cpu(self.network.state_dict()),
-                "optimizer": _to_cpu(self.optimizer.state_dict()),
+                "network": state_to_cpu(self.network.state_dict()),
+                "optimizer": state_to_cpu(self.optimizer.state_dict()),
                 "seen_step": int(self.seen_step),
-                "record": _to_cpu(self.record),
+                "record": state_to_cpu(self.record),
             },
         }
 
