@@ -32,6 +32,7 @@ __all__ = [
     "nm_keep",
     "is_number",
     "is_int",
+    "setting_error",
 ]
 
 Granularity = Literal[
@@ -59,9 +60,14 @@ BALANCED_GRANULARITIES: tuple[str, ...] = ("window", "window+kernel", "n:m")
 CHANNEL_GRANULARITIES: tuple[str, ...] = ("filter", "channel")
 
 
+def setting_error(key: str, value: Any, expected: str) -> ConfigError:
+    """The one-line error of a setting `sparsity.<key>` that is not allowed."""
+    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
+
+
 def _require(condition: bool, key: str, value: Any, expected: str) -> None:
     if not condition:
-        raise ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
+        raise setting_error(key, value, expected)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
-from robustsparse.errors import ConfigError
-from robustsparse.sparsity.settings import ALL_GRANULARITIES, SparsityConfig
+from robustsparse.sparsity.settings import ALL_GRANULARITIES, SparsityConfig, setting_error
 
 __all__ = [
     "Method",
@@ -141,11 +140,6 @@ class Method:
             raise ValueError(f"method {self.name!r}: holds_out needs data_examples (how many to hold out)")
         # read-only, so a registered method cannot be changed behind the registry's back
         object.__setattr__(self, "fixed_settings", MappingProxyType(dict(self.fixed_settings)))
-
-
-def setting_error(key: str, value: Any, expected: str) -> ConfigError:
-    """The one-line error of a method setting `sparsity.<key>` that is not allowed."""
-    return ConfigError(f"config error: sparsity.{key} = {value!r} is not allowed; expected {expected}")
 
 
 def refuse_foreign_settings(cfg: SparsityConfig, method: str, keys: Iterable[str]) -> None:
