@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from reports.content import Finding
-from reports.contract import MODEL_COST_COLUMNS
+from reports.contract import CONTINUED_DENSE_METHOD, MODEL_COST_COLUMNS
 from reports.labels import format_pct, join_names
 from reports.stats import wilson_interval
 from reports.tables import annotated, robust_vs_clean
@@ -50,7 +50,7 @@ MACS_TOLERANCE = 0.15
 
 _COSTS = list(MODEL_COST_COLUMNS)
 #: Dense models that are training-budget controls, not methods: they take no part in a MACs level.
-CONTROL_METHODS: tuple[str, ...] = ("dense-continued",)
+CONTROL_METHODS: tuple[str, ...] = (CONTINUED_DENSE_METHOD,)
 _AT_EPS = dict(rtol=1e-6, atol=1e-9)
 
 
@@ -263,7 +263,7 @@ def compression_words(tolerance: float = MACS_TOLERANCE) -> str:
     return (
         "Methods are compared at equal compute: families (a model less its seed) whose effective MACs lie within "
         f"{tolerance * 100:g}% (relative) of each other form one level (dense models at their own MACs, the "
-        "dense-continued control apart); at each level the method whose best family "
+        f"{CONTINUED_DENSE_METHOD} control apart); at each level the method whose best family "
         "keeps the highest worst-case robust accuracy (pooled over seeds) leads, and is called ahead only where its "
         "95% Wilson interval lies above every other method's there."
     )

@@ -50,6 +50,7 @@ __all__ = [
     "EPS_KINDS",
     "SANITY_STATUSES",
     "PLAIN_DENSE_METHOD",
+    "CONTINUED_DENSE_METHOD",
     "Table",
     "RESULTS",
     "OUTCOMES",
@@ -106,6 +107,9 @@ SANITY_STATUSES: tuple[str, ...] = ("passed", "failed", "not_run")
 #: `method` of the plain dense control of an adversarially trained grid
 #: (`train.adversarial.plain_dense_control`): the dense model trained without adversarial training.
 PLAIN_DENSE_METHOD = "dense-plain"
+#: `method` of the dense control of a fine-tuned grid: the dense model trained again from itself for
+#: the sparse models' epochs (the equal-budget reference of a model fine-tuned from its dense parent).
+CONTINUED_DENSE_METHOD = "dense-continued"
 
 Kind = Literal["str", "float", "int", "bool"]
 

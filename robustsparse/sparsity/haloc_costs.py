@@ -26,6 +26,7 @@ from robustsparse.errors import ConfigError
 from robustsparse.sparsity.lowrank import (
     ConvGeometry,
     TuckerConv2d,
+    compressible_convs,
     conv_geometry,
     conv_macs,
     rank_candidates,
@@ -34,7 +35,6 @@ from robustsparse.sparsity.lowrank import (
 
 __all__ = [
     "COST_FORMAT",
-    "COST_KINDS",
     "macs_table",
     "latency_table",
     "build_cost_table",
@@ -45,7 +45,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 COST_FORMAT = "robustsparse.haloc_costs"
-COST_KINDS: tuple[str, ...] = ("macs", "latency")
 
 
 def macs_table(geometry: Mapping[str, ConvGeometry], multiple: int) -> dict[str, dict[str, Any]]:
@@ -69,8 +68,7 @@ def _time_ms(module: nn.Module, x: torch.Tensor, min_run_time: float) -> float:
         timer = benchmark.Timer(
             stmt="module(x)", globals={"module": module, "x": x}, num_threads=torch.get_num_threads()
         )
-        with torch.no_grad():
-            return float(timer.blocked_autorange(min_run_time=min_run_time).median * 1000.0)
+        return float(timer.blocked_autorange(min_run_time=min_run_time).median * 1000.0)
 
 
 def latency_table(
@@ -134,8 +132,6 @@ def build_cost_table(
     Returns:
         (layers table, its description: kind, unit, device, batch, rank_multiple).
     """
-    from robustsparse.sparsity.lowrank import compressible_convs
-
     names = compressible_convs(model, keep_first_conv_dense=cfg.keep_first_conv_dense, keep_dense=cfg.keep_dense)
     multiple = int(cfg.haloc_rank_multiple)
     info: dict[str, Any] = {"kind": kind, "rank_multiple": multiple}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from reports.contract import PLAIN_DENSE_METHOD
+from reports.contract import CONTINUED_DENSE_METHOD, PLAIN_DENSE_METHOD
 from robustsparse.config import (
     AdversarialTrainingConfig,
     DataConfig,
@@ -41,7 +41,7 @@ MIXTURE_METHOD = "dense-mixture"
 
 #: The method of the dense control: the dense model trained again from itself for the sparse models'
 #: epochs, so a sparse model fine-tuned from a dense parent is compared with an equal training budget.
-CONTINUED_METHOD = "dense-continued"
+CONTINUED_METHOD = CONTINUED_DENSE_METHOD
 #: The method of the plain dense control of an adversarially trained grid
 #: (`train.adversarial.plain_dense_control`): the dense model trained the same way without adversarial
 #: training, the reference that shows what the robust training bought (named in reports.contract).

@@ -202,6 +202,7 @@ def train_job(
     steps_per_epoch = len(train_loader)
     spec = _model_spec(job, bundle)
     model = spec.build()
+    architecture_params = sum(p.numel() for p in model.parameters())  # before any factorisation
     parent_meta = None
     if job.parent_id is not None:
         parent_dir = Path(models_root if models_root is not None else model_dir.parent) / job.parent_id
@@ -349,7 +350,9 @@ def train_job(
     if not is_main:  # rank 0 writes the model; the others read its metadata once it is there
         distributed.barrier()
         return read_meta(model_dir)
-    meta = _metadata(job, bundle, model, spec, pruner, final, parent_meta, time.perf_counter() - started, device)
+    meta = _metadata(
+        job, bundle, model, spec, architecture_params, pruner, final, parent_meta, time.perf_counter() - started, device
+    )
     masks = pruner.masks if pruner is not None else None
     model_cpu = model.to("cpu")
     layer_table = layer_sparsity_table(model_cpu, masks, pruner.granularity_info() if pruner is not None else None)
@@ -504,16 +507,12 @@ def _example_batch(dataset: Any, batch_size: int, seed: int) -> tuple[torch.Tens
     return x, y
 
 
-def _architecture_params(spec: ModelSpec) -> int:
-    """Parameters of the dense architecture `spec` builds (before any factorisation)."""
-    return sum(p.numel() for p in spec.build().parameters())
-
-
 def _metadata(
     job: TrainJob,
     bundle: DatasetBundle,
     model: NormalizedModel,
     spec: ModelSpec,
+    architecture_params: int,
     pruner: Pruner | None,
     final: dict[str, float],
     parent_meta: dict | None,
@@ -549,7 +548,7 @@ def _metadata(
         "config_digest": job.digest,
         # total weights of the dense architecture over non-zero weights: for a sparse model its own
         # count; for a low-rank model (a smaller network than the spec builds) the original's
-        "compression": float(_architecture_params(spec) / nonzero) if nonzero else None,
+        "compression": float(architecture_params / nonzero) if nonzero else None,
         **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in cost.items()},
         "sparsity": pruner.metadata() if pruner is not None else None,
         "train": config_to_dict(job.train),

@@ -48,7 +48,7 @@ from robustsparse.sparsity.layers import LayerInfo
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner, _Engine
-from robustsparse.sparsity.settings import SparsityConfig
+from robustsparse.sparsity.settings import SparsityConfig, is_int, is_number
 
 __all__ = ["PSCONV", "PSConvPruner", "PATTERN_SETS", "psconv_kernel_masks", "resolve_psconv_settings"]
 
@@ -82,12 +82,12 @@ def resolve_psconv_settings(cfg: SparsityConfig) -> dict[str, Any]:
     allowed = ", ".join(map(str, PATTERN_SETS))
     if kept is not None and (isinstance(kept, bool) or kept not in PATTERN_SETS):
         raise setting_error("psconv_kept", kept, f"null or one of {allowed} (weights kept per 3x3 kernel)")
-    if period is not None and (isinstance(period, bool) or not isinstance(period, int) or period < 2):
+    if period is not None and not (is_int(period) and period >= 2):
         raise setting_error("psconv_period", period, "null or an integer >= 2 (kernels per period)")
     if dense is not None and not isinstance(dense, bool):
         raise setting_error("psconv_dense_kernel", dense, "null, true or false")
     target = cfg.target_sparsity
-    if isinstance(target, (int, float)) and not isinstance(target, bool) and 0.0 < target < 1.0:
+    if is_number(target) and 0.0 < target < 1.0:
         derived = _derived_kept(float(target))
         if kept is None:
             kept = derived
