@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustsparse.errors import CheckpointError
+from robustsparse.sparsity.allocation import MaskResult
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error, state_to_cpu
 from robustsparse.sparsity.methods.registry import register
 from robustsparse.sparsity.pruner import CampfirePruner
@@ -112,6 +113,7 @@ class HydraPruner(CampfirePruner):
         )
         self.seen_step = 0
         self._effective: dict[str, torch.Tensor] | None = None
+        self._top_k_cache: tuple[tuple[tuple[int, int], ...], MaskResult] | None = None
         self._handles: list[Any] = []
         if names:
             modules = dict(model.named_modules())
@@ -127,9 +129,18 @@ class HydraPruner(CampfirePruner):
 
     def top_k(self) -> dict[str, torch.Tensor]:
         """The masks of the current scores at `target_sparsity` (what the freeze would fix now)."""
-        with torch.no_grad():
-            ranked = {n: s.detach().abs() for n, s in self.scores.items()}
-            return self._engine.compute(ranked, None, self.cfg.target_sparsity).masks
+        return self._top_k_result().masks
+
+    def _top_k_result(self) -> MaskResult:
+        # The forward pre-hook asks on every forward (each attack step of robust training too),
+        # but the scores change only when their optimiser steps or a state is loaded: both bump
+        # the tensors' version counters, so the ranking is redone only then.
+        key = tuple((id(s), s._version) for s in self.scores.values())
+        if self._top_k_cache is None or self._top_k_cache[0] != key:
+            with torch.no_grad():
+                ranked = {n: s.detach().abs() for n, s in self.scores.items()}
+                self._top_k_cache = (key, self._engine.compute(ranked, None, self.cfg.target_sparsity))
+        return self._top_k_cache[1]
 
     def _compute_masks(self, module: nn.Module, args: Any) -> None:
         del module, args
@@ -173,8 +184,7 @@ class HydraPruner(CampfirePruner):
 
     @torch.no_grad()
     def _freeze(self, optimizer: torch.optim.Optimizer | None) -> None:
-        ranked = {n: s.detach().abs() for n, s in self.scores.items()}
-        result = self._engine.compute(ranked, None, self.cfg.target_sparsity)
+        result = self._top_k_result()
         self.masks, self._result, self._pairs = result.masks, result, None
         self._remove_hooks()
         self._last_update = self.plan.end_step
@@ -187,6 +197,7 @@ class HydraPruner(CampfirePruner):
             handle.remove()
         self._handles = []
         self._effective = None
+        self._top_k_cache = None
 
     # ------------------------------------------------------------------ reporting and resume
     def metadata(self) -> dict[str, Any]:
