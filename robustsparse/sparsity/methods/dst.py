@@ -303,11 +303,11 @@ class DstPruner(CampfirePruner):
             return False
         if not self.dynamic:  # before start_epoch: dense, nothing moves
             return False
-        reset = self._collapse_guard()
-        old = self.masks
-        self.masks = {**self.masks, **self.threshold_masks()}
+        new = self.threshold_masks()
+        reset = self._collapse_guard(new)
+        changed = bool(torch.stack([(self.masks[n] != m).any() for n, m in new.items()]).any())
+        self.masks = {**self.masks, **new}
         self._pairs = None
-        changed = any(not torch.equal(old[n], self.masks[n]) for n in self.masks)
         self.current_target = self.scheduled_target(global_step)
         achieved = self.mask_sparsity()
         if self.cfg.dst_alpha_control == "feedback":
@@ -329,18 +329,20 @@ class DstPruner(CampfirePruner):
         return changed
 
     @torch.no_grad()
-    def _collapse_guard(self) -> bool:
-        """Reset the thresholds of every layer keeping <= COLLAPSE_DENSITY; whether any was."""
+    def _collapse_guard(self, masks: dict[str, torch.Tensor]) -> bool:
+        """Reset the thresholds of every layer whose `masks` keep <= COLLAPSE_DENSITY (and its
+        mask with them, in place); whether any was."""
         params = self._params()
+        shares = torch.stack([masks[layer.param].float().mean() for layer in self.layers]).tolist()  # one sync
         reset = False
-        for layer, t in zip(self.layers, self.thresholds):
-            w = params[layer.param]
-            kept = ((w.abs() - _broadcast(t, w).to(w.dtype)) > 0).float().mean()
-            if float(kept) <= COLLAPSE_DENSITY:
+        for layer, t, kept in zip(self.layers, self.thresholds, shares):
+            if kept <= COLLAPSE_DENSITY:
                 t.zero_()
+                w = params[layer.param]
+                masks[layer.param] = (w.abs() - _broadcast(t, w).to(w.dtype)) > 0
                 self.resets += 1
                 reset = True
-                log.info("dst: %s kept %.4f of its weights; its thresholds are reset to 0", layer.module, float(kept))
+                log.info("dst: %s kept %.4f of its weights; its thresholds are reset to 0", layer.module, kept)
         return reset
 
     def _freeze(self, optimizer: torch.optim.Optimizer | None) -> None:
