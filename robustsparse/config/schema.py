@@ -426,6 +426,14 @@ class JobResources:
 
 
 @dataclass(frozen=True)
+class EvalResources(JobResources):
+    """`JobResources` of an evaluation task: 1 GB by default (an attack sweep holds one model and
+    its test examples), also when a config sets only some of its keys."""
+
+    memory_gb: float | None = 1.0
+
+
+@dataclass(frozen=True)
 class ExecutionConfig:
     """Where and how the jobs of a run execute. Never part of a model's digest or the run folder's
     identity: the same experiment gives the same files and results whichever executor runs it.
@@ -446,7 +454,7 @@ class ExecutionConfig:
     ray_num_cpus: int | None = None
     worker_threads: int = 1
     train: JobResources = field(default_factory=JobResources)
-    eval: JobResources = field(default_factory=lambda: JobResources(memory_gb=1.0))
+    eval: EvalResources = field(default_factory=EvalResources)
 
     def __post_init__(self) -> None:
         _require(

@@ -47,6 +47,15 @@ def test_defaults_run_locally_with_sensible_requests_per_job_kind():
     assert (execution.eval.cpus, execution.eval.gpus, execution.eval.memory_bytes) == (1.0, 0.0, 1_000_000_000)
 
 
+@pytest.mark.parametrize(("key", "value"), [("cpus", 2), ("gpus", 1)])
+def test_a_partial_job_kind_section_keeps_that_kinds_other_defaults(key, value):
+    # setting one key of `eval` must not reset its memory to the training tasks' default
+    cfg = load_config(Path("configs/digits-quick.yaml"), [f"execution.eval.{key}={value}"])
+    assert getattr(cfg.execution.eval, key) == value and cfg.execution.eval.memory_gb == 1.0
+    assert config_from_dict({"execution": {"eval": {key: value}}}).execution.eval.memory_gb == 1.0
+    assert config_from_dict({"execution": {"train": {key: value}}}).execution.train.memory_gb == 2.0
+
+
 def test_a_full_section_is_read_and_round_trips():
     cfg = config_from_dict({**TINY, "execution": RAY})
     assert cfg.execution.train.gpus == 1.0 and cfg.execution.train.memory_bytes == 16_000_000_000
