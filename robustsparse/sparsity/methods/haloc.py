@@ -193,7 +193,9 @@ class HalocPruner:
         self.current_target = 0.0
         self.start_step = int(cfg.start_epoch) * self.steps_per_epoch
         self.end_step = int(cfg.end_epoch) * self.steps_per_epoch
-        self.heldout = (example_batch[0].detach().cpu(), example_batch[1].detach().cpu())
+        device = next(model.parameters()).device
+        # on the model's device once: every search step draws its batch from it
+        self.heldout = (example_batch[0].detach().to(device), example_batch[1].detach().to(device))
         self.layers = compressible_convs(
             model, keep_first_conv_dense=cfg.keep_first_conv_dense, keep_dense=cfg.keep_dense
         )
@@ -205,8 +207,7 @@ class HalocPruner:
             for n, m in model.named_modules()
             if isinstance(m, (nn.Conv2d, nn.Linear)) and n not in self.layers
         }
-        device = next(model.parameters()).device
-        self.geometry = conv_geometry(model, self.heldout[0][:1].to(device), self.layers)
+        self.geometry = conv_geometry(model, self.heldout[0][:1], self.layers)
         g = int(cfg.haloc_rank_multiple)
         self.candidates = {
             n: rank_candidates(self.geometry[n].in_channels, self.geometry[n].out_channels, g) for n in self.layers
@@ -223,6 +224,8 @@ class HalocPruner:
             n: torch.tensor([float(costs[n]["ranks"][str(r)]) for r in self.candidates[n]], dtype=torch.float64)
             for n in self.layers
         }
+        # on the model's device once (expected_cost runs every search step; .to there is then a no-op)
+        self._device_costs = [self.costs[n].to(device) for n in self.layers]
         self.target = float(cfg.haloc_target) * sum(self.dense_costs.values())
         # the frozen parent, for the feature-map loss
         self.original: nn.Module | None = copy.deepcopy(model).eval()
@@ -272,9 +275,10 @@ class HalocPruner:
 
     def _choose(self) -> None:
         """Every search layer takes its argmax candidate (ties: the larger rank)."""
-        for module, logits in zip(self._search_modules().values(), self.logits):
+        flipped = torch.stack([torch.argmax(logits.detach().flip(0)) for logits in self.logits]).tolist()  # one sync
+        for module, logits, last in zip(self._search_modules().values(), self.logits, flipped):
             module.mixture = None
-            module.choice = len(logits) - 1 - int(torch.argmax(logits.detach().flip(0)))
+            module.choice = len(logits) - 1 - last
 
     def _install_hooks(self) -> None:
         modules = self._search_modules()
@@ -318,7 +322,7 @@ class HalocPruner:
 
     def expected_cost(self, mixtures: list[torch.Tensor]) -> torch.Tensor:
         """sum_l sum_j m_lj cost_l(r_j) of per-layer candidate weights."""
-        return sum((m.double() * self.costs[n].to(m.device)).sum() for n, m in zip(self.layers, mixtures))
+        return sum((m.double() * cost.to(m.device)).sum() for cost, m in zip(self._device_costs, mixtures))
 
     def alpha_step(self, step: int) -> dict[str, float]:
         """One Adam step of the logits on a held-out batch (weights and BatchNorm frozen)."""
@@ -326,6 +330,7 @@ class HalocPruner:
         n = self.heldout[0].shape[0]
         index = torch.randperm(n, generator=gen)[: min(int(self.cfg.haloc_alpha_batch), n)]
         device = self.logits[0].device
+        index = index.to(self.heldout[0].device)
         x, y = self.heldout[0][index].to(device), self.heldout[1][index].to(device)
         tau = self.temperature(step)
         mixtures = []
