@@ -62,7 +62,8 @@ def methods_table(
     header += ["clean" if a == "clean" else f"{labels.get(a, a)} {e}" for a, e in columns]
     header += ["training (s)", "epochs"]
     if per_epoch is not None:
-        reference, _ = epoch_seconds(run_dir, per_epoch)
+        timing = {model_id: epoch_seconds(run_dir, model_id) for model_id in dict.fromkeys(results["model_id"])}
+        reference, _ = timing[per_epoch] if per_epoch in timing else epoch_seconds(run_dir, per_epoch)
         header += ["s per epoch", f"x {per_epoch}", "crafting share"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model_id in dict.fromkeys(results["model_id"]):
@@ -79,7 +80,7 @@ def methods_table(
             cells.append(_cell(hit.iloc[0]) if len(hit) else "-")
         cells += [f"{m['train_seconds']:.0f}", str(int(m["total_epochs"]))]
         if per_epoch is not None:
-            seconds, crafting = epoch_seconds(run_dir, model_id)
+            seconds, crafting = timing[model_id]
             cells += [f"{seconds:.1f}", f"{seconds / reference:.2f}", f"{crafting / seconds:.0%}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -78,26 +78,24 @@ def _add_common_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def _positive_number(text: str) -> float:
-    """A number > 0 (CPUs, GB)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a number > 0")
-    return value
+def _number_type(strict: bool):
+    """An argparse type: a finite number > 0 (`strict`: CPUs, GB) or >= 0 (GPUs)."""
+    bound = "> 0" if strict else ">= 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and (value > 0 if strict else value >= 0)):
+            raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a number {bound}")
+        return value
+
+    return parse
 
 
-def _non_negative_number(text: str) -> float:
-    """A number >= 0 (GPUs)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text} is not allowed; expected a number >= 0")
-    return value
+_positive_number = _number_type(strict=True)
+_non_negative_number = _number_type(strict=False)
 
 
 #: command-line flag (its argparse dest) -> the key of the config's `execution` section it overrides

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from robustsparse.data.transforms import image_pipeline
+from robustsparse.data.transforms import crop_padding, image_pipeline
 from robustsparse.errors import DatasetError
 from robustsparse.utils.atomic import torch_save_atomic
 
@@ -218,9 +218,9 @@ def device_loaders(
     """`make_loaders`' train and test loaders for a class-folder dataset, decoded and kept on `device`.
 
     The augmentation (when `augment`) is the torchvision path's `crop_flip(image_size)`: padding
-    `max(1, image_size // 8)`, then a horizontal flip.
+    `crop_padding(image_size)`, then a horizontal flip.
     """
-    padding = max(1, image_size // 8) if augment else None
+    padding = crop_padding(image_size) if augment else None
     train_x, train_y = decoded_split(train, image_size, num_workers=num_workers)
     test_x, test_y = decoded_split(test, image_size, num_workers=num_workers)
     train_batches = DeviceBatches(

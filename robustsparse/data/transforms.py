@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-__all__ = ["image_pipeline", "crop_flip", "resized_crop_flip", "channel_stats", "STATS_SAMPLE"]
+__all__ = ["image_pipeline", "crop_flip", "crop_padding", "resized_crop_flip", "channel_stats", "STATS_SAMPLE"]
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,14 @@ def image_pipeline(
     return v2.Compose(steps)
 
 
+def crop_padding(size: int) -> int:
+    """The zero padding of the CIFAR-style random crop of a `size` x `size` image."""
+    return max(1, size // 8)
+
+
 def crop_flip(size: int) -> list[v2.Transform]:
     """CIFAR-style augmentation: random crop with ``size // 8`` zero padding, horizontal flip."""
-    return [v2.RandomCrop(size, padding=max(1, size // 8)), v2.RandomHorizontalFlip()]
+    return [v2.RandomCrop(size, padding=crop_padding(size)), v2.RandomHorizontalFlip()]
 
 
 def resized_crop_flip(size: int) -> list[v2.Transform]:
