@@ -118,6 +118,17 @@ def _overview(df: pd.DataFrame, setting: str) -> Finding:
     )
 
 
+def _the_dense(dense: pd.DataFrame) -> pd.DataFrame:
+    """Of the dense models' rows, the dense model itself where the run has one (label "dense"):
+    not a dense control or another dense variant (e.g. with mixture normalisation)."""
+    return dense[dense["label"] == "dense"] if (dense["label"] == "dense").any() else dense
+
+
+def _at(frame: pd.DataFrame, series: str, eps: float) -> pd.DataFrame:
+    """The rows of `frame` under `series` at `eps`."""
+    return frame[(frame["series"] == series) & np.isclose(frame["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+
+
 def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: float | None) -> float | None:
     """Mean over the dense models of the per-example worst case over every attack at `eps` (None without outcomes).
 
@@ -127,9 +138,7 @@ def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: floa
     if outcomes is None or eps is None or not df["is_dense"].any():
         return None
     table = robust_vs_clean(df, eps=eps, outcomes=outcomes)
-    dense = table[table["is_dense"]]
-    if (dense["label"] == "dense").any():
-        dense = dense[dense["label"] == "dense"]
+    dense = _the_dense(table[table["is_dense"]])
     if dense.empty or not (dense["robust_basis"] == "per example").all():
         return None
     return float(dense["robust_accuracy"].mean())
@@ -138,9 +147,7 @@ def _dense_worst_case(df: pd.DataFrame, outcomes: pd.DataFrame | None, eps: floa
 def _dense_finding(
     agg: pd.DataFrame, series: str | None, eps: float | None, label_eps: str, worst_case: float | None = None
 ) -> Finding | None:
-    dense = agg[agg["is_dense"]]
-    if (dense["label"] == "dense").any():  # the dense model itself, not a dense control continued from it
-        dense = dense[dense["label"] == "dense"]
+    dense = _the_dense(agg[agg["is_dense"]])
     if dense.empty:
         return None
     clean = dense[dense["is_clean"]]
@@ -151,7 +158,7 @@ def _dense_finding(
     numbers: dict[str, Any] = {"clean_accuracy": clean_acc, "n_seeds": n_seeds}
     text = f"The dense {'models reach' if n_seeds > 1 else 'model reaches'} {format_pct(clean_acc)} clean accuracy"
     if series is not None and eps is not None:
-        row = dense[(dense["series"] == series) & np.isclose(dense["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+        row = _at(dense, series, eps)
         if not row.empty:
             robust = float(row["accuracy"].mean())
             numbers.update({"robust_accuracy": robust, "series": series, "eps": eps, "eps_label": label_eps})
@@ -178,11 +185,7 @@ def _plain_control_finding(agg: pd.DataFrame, series: str | None, eps: float | N
         f"{format_pct(numbers['plain_clean_accuracy'])} clean accuracy"
     )
     if series is not None and eps is not None:
-
-        def at_eps(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame[(frame["series"] == series) & np.isclose(frame["eps_key"], eps, rtol=1e-6, atol=1e-9)]
-
-        robust, plain_robust = at_eps(dense), at_eps(plain)
+        robust, plain_robust = _at(dense, series, eps), _at(plain, series, eps)
         if not robust.empty and not plain_robust.empty:
             gain = float(robust["accuracy"].mean()) - float(plain_robust["accuracy"].mean())
             numbers.update(
@@ -203,7 +206,7 @@ def _plain_control_finding(agg: pd.DataFrame, series: str | None, eps: float | N
 def _sparsity_findings(
     grid: pd.DataFrame, series: str, eps: float, label_eps: str, alpha: float, correction: str
 ) -> list[Finding]:
-    at = grid[(grid["series"] == series) & np.isclose(grid["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+    at = _at(grid, series, eps)
     at = at[at["delta_pp"].notna()]
     findings = []
     for target, sub in at.groupby("target_sparsity", sort=True):
@@ -244,7 +247,7 @@ def _sparsity_findings(
 
 
 def _ranking_finding(grid: pd.DataFrame, series: str, eps: float, label_eps: str) -> Finding | None:
-    at = grid[(grid["series"] == series) & np.isclose(grid["eps_key"], eps, rtol=1e-6, atol=1e-9)]
+    at = _at(grid, series, eps)
     at = at[at["delta_pp"].notna()]
     if at["label"].nunique() < 2:
         return None
