@@ -135,14 +135,13 @@ def method_families(
     )
     # a low-rank family zeroes no weight (achieved 0 by definition): it is not held to the level's
     # sparsity, and does not pull the level's median down; its compute is its macs_fraction
-    masked = out["achieved_sparsity"].where(out["granularity"] != LOWRANK_GRANULARITY)
+    lowrank = out["granularity"] == LOWRANK_GRANULARITY
+    masked = out["achieved_sparsity"].where(~lowrank)
     out["level_achieved"] = masked.groupby([out["setting"], out["target_sparsity"]]).transform("median")
     out["off_level_pp"] = (out["achieved_sparsity"] - out["level_achieved"]) * 100.0
     out["off_target_pp"] = (out["achieved_sparsity"] - out["target_sparsity"]) * 100.0
     # a tiny slack so that a gap of exactly the tolerance counts as matched despite float rounding
-    out["matched"] = (out["off_level_pp"].abs() <= tolerance * 100.0 + 1e-9) | (
-        out["granularity"] == LOWRANK_GRANULARITY
-    )
+    out["matched"] = (out["off_level_pp"].abs() <= tolerance * 100.0 + 1e-9) | lowrank
     return out
 
 

@@ -260,6 +260,21 @@ def channel_param_names(group: ChannelGroup, param_names: set[str]) -> list[str]
     return [n for n in names if n in param_names]
 
 
+def remove_channels_(
+    masks: dict[str, torch.Tensor], group: ChannelGroup, keep: torch.Tensor, param_names: set[str]
+) -> None:
+    """Take a group's dropped channels (`keep` False) out of `masks` in place: the producer's
+    filters, its coupled bias / BatchNorm scale and shift, and the consumers' input columns."""
+    wname = f"{group.producer}.weight"
+    keep = keep.to(masks[wname].device)
+    masks[wname] &= keep.view(-1, *([1] * (masks[wname].dim() - 1)))
+    for name in channel_param_names(group, param_names):
+        masks[name] = keep.clone()
+    for name, block in group.consumers:
+        m = masks[f"{name}.weight"]
+        m &= keep.view(1, -1, 1, 1) if m.dim() == 4 else keep.repeat_interleave(block).view(1, -1)
+
+
 def channel_granularity_masks(
     layers: list[LayerInfo],
     groups: list[ChannelGroup],
@@ -326,17 +341,7 @@ def channel_granularity_masks(
         keep = torch.ones(g.channels, dtype=torch.bool)
         keep[removed] = False
         result.pruned_channels[g.producer] = int(counts[gi])
-        device = weights[f"{g.producer}.weight"].device
-        keep = keep.to(device)
-        masks[f"{g.producer}.weight"] &= keep.view(-1, *([1] * (masks[f"{g.producer}.weight"].dim() - 1)))
-        for name in channel_param_names(g, param_names):
-            masks[name] = keep.clone()
-        for name, block in g.consumers:
-            m = masks[f"{name}.weight"]
-            if m.dim() == 4:
-                m &= keep.view(1, -1, 1, 1)
-            else:
-                m &= keep.repeat_interleave(block).view(1, -1)
+        remove_channels_(masks, g, keep, param_names)
     result.masks = masks
     for layer in layers:
         roles = []

@@ -70,7 +70,12 @@ from torch import nn
 
 from robustsparse.errors import CheckpointError
 from robustsparse.sparsity._math import derived_seed, round_half_up
-from robustsparse.sparsity.allocation import _consumer_columns, _ZeroCounter, channel_param_names
+from robustsparse.sparsity.allocation import (
+    _consumer_columns,
+    _nearest_prefix,
+    _ZeroCounter,
+    remove_channels_,
+)
 from robustsparse.sparsity.importance import channel_scores_from_columns
 from robustsparse.sparsity.masks import mask_sparsity, zero_masked_state_
 from robustsparse.sparsity.methods.base import Method, refuse_foreign_settings, setting_error
@@ -408,15 +413,8 @@ class DnrPruner(CampfirePruner):
             return counter.zeros(base - np.bincount(picks[:prefix], minlength=len(groups)))
 
         wanted = self.cfg.target_sparsity * sum(layer.numel for layer in self._engine.layers)
-        lo, hi = 0, len(picks)
-        while lo < hi:  # the shortest prefix with zeros <= wanted (zeros fall as channels come back)
-            mid = (lo + hi) // 2
-            if zeros(mid) <= wanted:
-                hi = mid
-            else:
-                lo = mid + 1
-        if lo > 0 and abs(zeros(lo - 1) - wanted) <= abs(zeros(lo) - wanted):
-            lo -= 1
+        # the prefix whose zeros are nearest the target (zeros fall as channels come back: negated)
+        lo = _nearest_prefix(lambda k: -zeros(k), -wanted, 0, len(picks))
         grown = np.bincount(picks[:lo], minlength=len(groups))
         for gi, keep in enumerate(new_keeps):
             keep[candidates[gi][: int(grown[gi])]] = True
@@ -549,14 +547,7 @@ def _channel_masks(
     """Masks of every prunable weight and coupled parameter with each group keeping `keeps`."""
     out = {n: torch.ones_like(m) for n, m in masks.items()}
     for g, keep in zip(groups, keeps):
-        wname = f"{g.producer}.weight"
-        keep = keep.to(out[wname].device)
-        out[wname] &= keep.view(-1, *([1] * (out[wname].dim() - 1)))
-        for name in channel_param_names(g, param_names):
-            out[name] = keep.clone()
-        for name, block in g.consumers:
-            m = out[f"{name}.weight"]
-            m &= keep.view(1, -1, 1, 1) if m.dim() == 4 else keep.repeat_interleave(block).view(1, -1)
+        remove_channels_(out, g, keep, param_names)
     return out
 
 

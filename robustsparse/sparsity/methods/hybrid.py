@@ -58,7 +58,7 @@ from torch import nn
 
 from robustsparse.errors import CheckpointError
 from robustsparse.sparsity._math import round_half_up
-from robustsparse.sparsity.allocation import MaskResult, channel_param_names, row_granularity_masks
+from robustsparse.sparsity.allocation import MaskResult, channel_param_names, remove_channels_, row_granularity_masks
 from robustsparse.sparsity.coupling import ChannelGroup, find_channel_groups
 from robustsparse.sparsity.importance import channel_scores_from_rows
 from robustsparse.sparsity.masks import mask_sparsity
@@ -187,15 +187,9 @@ class HybridPruner(CampfirePruner):
             idx = removed.get(g.producer)
             if idx is None or idx.numel() == 0:
                 continue
-            wname = f"{g.producer}.weight"
-            keep = torch.ones(g.channels, dtype=torch.bool, device=masks[wname].device)
+            keep = torch.ones(g.channels, dtype=torch.bool, device=masks[f"{g.producer}.weight"].device)
             keep[idx.to(keep.device)] = False
-            masks[wname] &= keep.view(-1, *([1] * (masks[wname].dim() - 1)))
-            for name in channel_param_names(g, self._engine.param_names):
-                masks[name] = masks[name] & keep
-            for name, block in g.consumers:
-                m = masks[f"{name}.weight"]
-                m &= keep.view(1, -1, 1, 1) if m.dim() == 4 else keep.repeat_interleave(block).view(1, -1)
+            remove_channels_(masks, g, keep, self._engine.param_names)
         return masks
 
     @torch.no_grad()
