@@ -542,9 +542,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_haloc_costs(args: argparse.Namespace) -> int:
     import torch
 
-    from robustsparse.checkpoints import ModelSpec
     from robustsparse.pipeline import load_experiment_data
     from robustsparse.sparsity.haloc_costs import build_cost_table, save_cost_table
+    from robustsparse.train.trainer import model_spec
     from robustsparse.utils.runtime import resolve_device
 
     cfg = _load_cfg(args)
@@ -554,9 +554,7 @@ def _cmd_haloc_costs(args: argparse.Namespace) -> int:
             f"{args.config} has no sparsity entry with method: haloc; add one (its settings decide the layers and ranks)"
         )
     info = load_experiment_data(cfg).info
-    spec = ModelSpec(
-        cfg.model.arch, info.num_classes, info.in_channels, info.image_size, tuple(info.mean), tuple(info.std)
-    )
+    spec = model_spec(cfg.model, info)
     example = torch.zeros(1, info.in_channels, info.image_size, info.image_size)
     device = resolve_device(args.device)
     table, described = build_cost_table(

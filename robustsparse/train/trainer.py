@@ -48,8 +48,8 @@ from robustsparse.checkpoints import (
     read_meta,
     save_checkpoint,
 )
-from robustsparse.config import DataConfig, config_to_dict
-from robustsparse.data import DatasetBundle, eval_subset, load_dataset, make_loaders
+from robustsparse.config import DataConfig, ModelConfig, config_to_dict
+from robustsparse.data import DatasetBundle, DatasetInfo, eval_subset, load_dataset, make_loaders
 from robustsparse.data.device_cache import DeviceBatches, device_loaders
 from robustsparse.errors import CheckpointError, ConfigError
 from robustsparse.models import NormalizedModel
@@ -64,7 +64,14 @@ from robustsparse.train.optim import build_optimizer, build_scheduler
 from robustsparse.utils.atomic import torch_save_atomic
 from robustsparse.utils.runtime import library_versions, set_seed
 
-__all__ = ["DEVICE_CACHE_UNDER_TORCHRUN", "train_job", "is_finished", "load_job_data", "refuse_under_torchrun"]
+__all__ = [
+    "DEVICE_CACHE_UNDER_TORCHRUN",
+    "train_job",
+    "model_spec",
+    "is_finished",
+    "load_job_data",
+    "refuse_under_torchrun",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,17 +129,17 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def _model_spec(job: TrainJob, bundle: DatasetBundle) -> ModelSpec:
-    info = bundle.info
-    mixture = job.model.mixture_options() if job.model.norm == "mixture" else {}
+def model_spec(model: ModelConfig, info: DatasetInfo) -> ModelSpec:
+    """The architecture a job of `model` settings builds for a dataset of `info`."""
+    mixture = model.mixture_options() if model.norm == "mixture" else {}
     return ModelSpec(
-        job.model.arch,
+        model.arch,
         info.num_classes,
         info.in_channels,
         info.image_size,
         tuple(info.mean),
         tuple(info.std),
-        norm=job.model.norm,
+        norm=model.norm,
         mixture=mixture,
     )
 
@@ -200,7 +207,7 @@ def train_job(
     if job.data.device_cache:
         train_loader, test_loader = _device_cached_loaders(job, bundle, train_loader, test_loader, device, world)
     steps_per_epoch = len(train_loader)
-    spec = _model_spec(job, bundle)
+    spec = model_spec(job.model, bundle.info)
     model = spec.build()
     architecture_params = sum(p.numel() for p in model.parameters())  # before any factorisation
     parent_meta = None
