@@ -40,6 +40,7 @@ from reports.contract import (
     META_FILE,
     RESUME_STATE_FILE,
     TENSORBOARD_DIR,
+    TRAIN_LOG_COLUMNS,
     TRAIN_LOG_FILE,
 )
 from robustsparse.checkpoints import (
@@ -315,7 +316,7 @@ def train_job(
         if world > 1:
             stats, test = _reduced(stats, device), _reduced(test, device)
             check_masks(f"at the end of epoch {epoch + 1}")
-        row = {  # the columns of reports.contract.TRAIN_LOG, in its order
+        row = {  # the columns of reports.contract.TRAIN_LOG (written in its order)
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": stats["loss"],
@@ -340,7 +341,7 @@ def train_job(
             row["achieved_sparsity"],
         )
         if is_main:
-            write_csv_atomic(model_dir / TRAIN_LOG_FILE, pd.DataFrame(rows))
+            write_csv_atomic(model_dir / TRAIN_LOG_FILE, pd.DataFrame(rows, columns=TRAIN_LOG_COLUMNS))
             _save_state(state_file, job, epoch + 1, rows, model, optimizer, scheduler, pruner)
             if curves is not None:
                 curves.add_epoch(row)
